@@ -1,5 +1,56 @@
-//! The built-in AMQP 0-9-1 broker (work in progress: API stable, internals landing).
+//! The built-in AMQP 0-9-1 broker: a server that lapin, pika and amqplib accept as
+//! RabbitMQ, small enough to start in-process for every test.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let broker = broker::Broker::builder().start().await?;   // 127.0.0.1:0
+//! println!("connect to {}", broker.amqp_url());
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! The data path of a publish, from socket to socket:
+//!
+//! - [`server`]: accepts sockets and spawns one connection task each; sweeps TTLs.
+//! - [`connection`]: handshake (start, tune, open), heartbeats, the read loop; hands
+//!   each frame to its channel and turns errors into `channel.close` or
+//!   `connection.close` as RabbitMQ does.
+//! - [`frame`]: cuts frames off the read buffer (refusing oversized ones from the
+//!   header alone) and encodes outgoing ones.
+//! - [`channel`]: applies a channel's methods; assembles `basic.publish` content;
+//!   coalesces publisher confirms; buffers transactions.
+//! - [`vhost`]: exchanges, queues and every channel's delivery state behind one lock;
+//!   routes ([`exchange`]), enqueues ([`queue`], [`message`]) and delivers by writing
+//!   `basic.deliver` straight into the consumer connection's [`outbox`].
+//! - [`outbox`]: a connection's pending bytes, flushed by its writer task in one write.
+//! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
+//!
+//! Storage is in memory; the `durable` and `delivery_mode` flags are kept on queues,
+//! exchanges and messages so that a disk store can slot in behind [`queue::Queue`].
+
+pub mod auth;
+pub mod channel;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod frame;
+pub mod message;
+pub mod outbox;
+pub mod queue;
+mod server;
+pub mod vhost;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use auth::Users;
+pub use error::{AmqpError, Scope};
+pub use server::Limits;
 
 /// Entry point: `Broker::builder().listen(addr).start().await`.
 #[derive(Debug)]
@@ -8,7 +59,11 @@ pub struct Broker;
 impl Broker {
     /// A builder with RabbitMQ's defaults, listening on `127.0.0.1:0`.
     pub fn builder() -> BrokerBuilder {
-        BrokerBuilder { listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+        BrokerBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            users: Users::default(),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -16,6 +71,8 @@ impl Broker {
 #[derive(Debug, Clone)]
 pub struct BrokerBuilder {
     listen: SocketAddr,
+    users: Users,
+    limits: Limits,
 }
 
 impl BrokerBuilder {
@@ -24,16 +81,48 @@ impl BrokerBuilder {
         self.listen = addr;
         self
     }
-    /// Binds the listener and starts serving in the background on the current tokio runtime.
+
+    /// Adds a user (besides `guest`).
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.add(name, password);
+        self
+    }
+
+    /// Users that may only connect from loopback (default: `guest`).
+    pub fn loopback_users(mut self, users: Vec<String>) -> Self {
+        self.users.set_loopback_users(users);
+        self
+    }
+
+    /// The limits offered in `connection.tune`.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Binds the listener and starts serving in the background on the current tokio
+    /// runtime. The returned handle knows the bound address.
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
-        todo!("landing")
+        let listener = server::bind(self.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(server::Shared::new(self.users, self.limits));
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(server::run(listener, shared, rx));
+        tracing::info!(%addr, "broker listening");
+        Ok(BrokerHandle {
+            addr,
+            shutdown: tx,
+            task: Some(task),
+        })
     }
 }
 
-/// A running broker. Dropping it shuts the broker down.
+/// A running broker. Dropping it stops the broker (without waiting).
 #[derive(Debug)]
 pub struct BrokerHandle {
     addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
@@ -41,12 +130,26 @@ impl BrokerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
     }
-    /// Closes the listener and every connection (with 320 CONNECTION_FORCED), then returns.
-    pub async fn shutdown(self) {}
+
+    /// Stops accepting, closes every connection with 320 CONNECTION_FORCED, and waits
+    /// for the connections to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
 }
 
 /// Where examples and tests connect: the broker at `AMQP_URL` if that is set, else a
@@ -65,17 +168,35 @@ impl Endpoint {
             _ => Self::embedded().await,
         }
     }
+
     /// Always starts an embedded broker on `127.0.0.1:0`.
     pub async fn embedded() -> std::io::Result<Self> {
         let broker = Broker::builder().start().await?;
-        Ok(Self { url: broker.amqp_url(), broker: Some(broker) })
+        Ok(Self {
+            url: broker.amqp_url(),
+            broker: Some(broker),
+        })
     }
+
     /// The AMQP URL to connect to.
     pub fn url(&self) -> &str {
         &self.url
     }
+
     /// Whether this endpoint is a broker started in this process.
     pub fn is_embedded(&self) -> bool {
         self.broker.is_some()
+    }
+
+    /// The embedded broker, if any.
+    pub fn broker(&self) -> Option<&BrokerHandle> {
+        self.broker.as_ref()
+    }
+
+    /// Shuts the embedded broker down, if any.
+    pub async fn shutdown(self) {
+        if let Some(b) = self.broker {
+            b.shutdown().await;
+        }
     }
 }

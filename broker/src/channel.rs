@@ -1,0 +1,664 @@
+//! One channel of a connection: applies its methods and assembles published content.
+//!
+//! Sits between [`crate::connection`], which hands it the frames of its channel number,
+//! and [`crate::vhost`], where its methods take effect. What only this channel can
+//! touch stays here: the publish being assembled (method, header, body frames), the
+//! publisher-confirm counters (acks are coalesced with `multiple` once per read batch),
+//! and the buffered work of a transaction.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
+use amq_protocol::types::ShortString;
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use crate::error::{AmqpError, code};
+use crate::frame::{self, ContentHeader};
+use crate::message::{Message, parse_expiration};
+use crate::outbox::Outbox;
+use crate::queue::ChannelKey;
+use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, Routed, VHost};
+
+/// RabbitMQ's default `max_message_size` (128 MiB).
+pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// What a channel needs from its connection to apply a method.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Connection id.
+    pub conn: u64,
+    /// The authenticated user (checked against the `user_id` property).
+    pub user: &'a str,
+    /// The connection's outbox.
+    pub outbox: &'a Arc<Outbox>,
+    /// The vhost.
+    pub vhost: &'a Mutex<VHost>,
+    /// Negotiated frame size.
+    pub frame_max: usize,
+}
+
+/// A publish whose content is still arriving.
+#[derive(Debug)]
+struct Pending {
+    publish: basic::Publish,
+    header: Option<ContentHeader>,
+    body: BytesMut,
+    /// The first body frame, kept as is: the common single-frame body is never copied.
+    first: Option<Bytes>,
+}
+
+/// A complete publish.
+#[derive(Debug)]
+struct Publish {
+    publish: basic::Publish,
+    header: ContentHeader,
+    body: Bytes,
+}
+
+/// Work a transaction defers until `tx.commit`.
+#[derive(Debug)]
+enum TxOp {
+    Publish(Publish),
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Reject {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
+}
+
+/// Connection-local state of one open channel.
+#[derive(Debug)]
+pub struct Channel {
+    id: u16,
+    /// We sent `channel.close` and wait for `close-ok`; everything else is dropped.
+    pub closing: bool,
+    pending: Option<Pending>,
+    confirm: bool,
+    /// Sequence number of the last publish in confirm mode.
+    publish_seq: u64,
+    /// Highest sequence number confirmed to the client.
+    confirmed: u64,
+    tx: Option<Vec<TxOp>>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub fn new(id: u16) -> Self {
+        Self {
+            id,
+            closing: false,
+            pending: None,
+            confirm: false,
+            publish_seq: 0,
+            confirmed: 0,
+            tx: None,
+        }
+    }
+
+    fn key(&self, ctx: &Ctx<'_>) -> ChannelKey {
+        (ctx.conn, self.id)
+    }
+
+    fn reply(&self, ctx: &Ctx<'_>, method: AMQPClass) {
+        let id = self.id;
+        ctx.outbox.push(|out| frame::encode_method(out, id, method));
+    }
+
+    /// Whether a publish is waiting for its header or body.
+    pub fn expecting_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Applies a method frame.
+    pub fn method(&mut self, ctx: &Ctx<'_>, method: AMQPClass) -> Result<(), AmqpError> {
+        if self.pending.is_some() {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+            ));
+        }
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        self.apply(ctx, method)
+            .map_err(|e| e.on_method(class_id, method_id))
+    }
+
+    fn apply(&mut self, ctx: &Ctx<'_>, method: AMQPClass) -> Result<(), AmqpError> {
+        use AMQPClass as C;
+        let key = self.key(ctx);
+        match method {
+            C::Basic(basic::AMQPMethod::Publish(p)) => {
+                if p.immediate {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "immediate=true",
+                    ));
+                }
+                self.pending = Some(Pending {
+                    publish: p,
+                    header: None,
+                    body: BytesMut::new(),
+                    first: None,
+                });
+            }
+            C::Basic(basic::AMQPMethod::Ack(a)) => self.ack_like(
+                ctx,
+                TxOp::Ack {
+                    tag: a.delivery_tag,
+                    multiple: a.multiple,
+                },
+            )?,
+            C::Basic(basic::AMQPMethod::Nack(n)) => self.ack_like(
+                ctx,
+                TxOp::Reject {
+                    tag: n.delivery_tag,
+                    multiple: n.multiple,
+                    requeue: n.requeue,
+                },
+            )?,
+            C::Basic(basic::AMQPMethod::Reject(r)) => self.ack_like(
+                ctx,
+                TxOp::Reject {
+                    tag: r.delivery_tag,
+                    multiple: false,
+                    requeue: r.requeue,
+                },
+            )?,
+            C::Basic(basic::AMQPMethod::Consume(c)) => {
+                let opts = ConsumeOptions {
+                    tag: c.consumer_tag,
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    nowait: c.nowait,
+                };
+                ctx.vhost.lock().consume(key, c.queue.as_str(), opts)?;
+            }
+            C::Basic(basic::AMQPMethod::Cancel(c)) => {
+                ctx.vhost.lock().cancel(key, c.consumer_tag.as_str())?;
+                if !c.nowait {
+                    self.reply(
+                        ctx,
+                        C::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+            }
+            C::Basic(basic::AMQPMethod::Get(g)) => {
+                ctx.vhost.lock().get(key, g.queue.as_str(), g.no_ack)?
+            }
+            C::Basic(basic::AMQPMethod::Qos(q)) => {
+                ctx.vhost.lock().qos(key, q.prefetch_count, q.global)?;
+                self.reply(ctx, C::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+            }
+            C::Basic(basic::AMQPMethod::Recover(r)) => {
+                if !r.requeue {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "requeue=false",
+                    ));
+                }
+                ctx.vhost.lock().recover(key)?;
+                self.reply(
+                    ctx,
+                    C::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+            }
+            C::Basic(basic::AMQPMethod::RecoverAsync(r)) => {
+                if !r.requeue {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "requeue=false",
+                    ));
+                }
+                ctx.vhost.lock().recover(key)?;
+            }
+            C::Queue(queue::AMQPMethod::Declare(d)) => {
+                let opts = QueueOptions {
+                    passive: d.passive,
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments,
+                };
+                let info = ctx
+                    .vhost
+                    .lock()
+                    .declare_queue(ctx.conn, d.queue.as_str(), opts)?;
+                if !d.nowait {
+                    self.reply(
+                        ctx,
+                        C::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: info.name,
+                            message_count: info.messages,
+                            consumer_count: info.consumers,
+                        })),
+                    );
+                }
+            }
+            C::Queue(queue::AMQPMethod::Bind(b)) => {
+                ctx.vhost.lock().bind_queue(
+                    ctx.conn,
+                    b.queue.as_str(),
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
+                if !b.nowait {
+                    self.reply(ctx, C::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                }
+            }
+            C::Queue(queue::AMQPMethod::Unbind(u)) => {
+                ctx.vhost.lock().unbind_queue(
+                    ctx.conn,
+                    u.queue.as_str(),
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
+                self.reply(
+                    ctx,
+                    C::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+            }
+            C::Queue(queue::AMQPMethod::Purge(p)) => {
+                let n = ctx.vhost.lock().purge_queue(ctx.conn, p.queue.as_str())?;
+                if !p.nowait {
+                    self.reply(
+                        ctx,
+                        C::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n,
+                        })),
+                    );
+                }
+            }
+            C::Queue(queue::AMQPMethod::Delete(d)) => {
+                let n = ctx.vhost.lock().delete_queue(
+                    ctx.conn,
+                    d.queue.as_str(),
+                    d.if_unused,
+                    d.if_empty,
+                )?;
+                if !d.nowait {
+                    self.reply(
+                        ctx,
+                        C::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n,
+                        })),
+                    );
+                }
+            }
+            C::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                let opts = ExchangeOptions {
+                    kind: d.kind.as_str().to_owned(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                };
+                ctx.vhost
+                    .lock()
+                    .declare_exchange(d.exchange.as_str(), opts)?;
+                if !d.nowait {
+                    self.reply(
+                        ctx,
+                        C::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                    );
+                }
+            }
+            C::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                ctx.vhost
+                    .lock()
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                if !d.nowait {
+                    self.reply(
+                        ctx,
+                        C::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+            }
+            C::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                ctx.vhost.lock().bind_exchange(
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                )?;
+                if !b.nowait {
+                    self.reply(
+                        ctx,
+                        C::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
+                }
+            }
+            C::Exchange(exchange::AMQPMethod::Unbind(u)) => {
+                ctx.vhost.lock().unbind_exchange(
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
+                if !u.nowait {
+                    self.reply(
+                        ctx,
+                        C::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
+                }
+            }
+            C::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if self.tx.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                self.confirm = true;
+                if !s.nowait {
+                    self.reply(
+                        ctx,
+                        C::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+            }
+            C::Tx(tx::AMQPMethod::Select(_)) => {
+                if self.confirm {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                self.tx.get_or_insert_with(Vec::new);
+                self.reply(ctx, C::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            C::Tx(tx::AMQPMethod::Commit(_)) => {
+                let Some(ops) = self.tx.as_mut().map(std::mem::take) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                for op in ops {
+                    match op {
+                        TxOp::Publish(p) => self.route(ctx, p)?,
+                        other => self.apply_ack(ctx, other)?,
+                    }
+                }
+                self.reply(ctx, C::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+            }
+            C::Tx(tx::AMQPMethod::Rollback(_)) => {
+                let Some(ops) = self.tx.as_mut() else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                ops.clear();
+                self.reply(ctx, C::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+            }
+            C::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "active=false"));
+                }
+                self.reply(
+                    ctx,
+                    C::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+            }
+            C::Access(_) => {
+                // Deprecated in 0-9-1; RabbitMQ answers request-ok.
+                self.reply(
+                    ctx,
+                    C::Access(amq_protocol::protocol::access::AMQPMethod::RequestOk(
+                        amq_protocol::protocol::access::RequestOk {},
+                    )),
+                );
+            }
+            other => {
+                return Err(AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format_args!(
+                        "unexpected method {}.{} on a channel",
+                        other.get_amqp_class_id(),
+                        other.get_amqp_method_id()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ack_like(&mut self, ctx: &Ctx<'_>, op: TxOp) -> Result<(), AmqpError> {
+        match self.tx.as_mut() {
+            Some(ops) => {
+                ops.push(op);
+                Ok(())
+            }
+            None => self.apply_ack(ctx, op),
+        }
+    }
+
+    fn apply_ack(&mut self, ctx: &Ctx<'_>, op: TxOp) -> Result<(), AmqpError> {
+        let key = self.key(ctx);
+        match op {
+            TxOp::Ack { tag, multiple } => ctx.vhost.lock().ack(key, tag, multiple),
+            TxOp::Reject {
+                tag,
+                multiple,
+                requeue,
+            } => ctx.vhost.lock().reject(key, tag, multiple, requeue),
+            TxOp::Publish(_) => Ok(()),
+        }
+    }
+
+    /// Applies a content header frame.
+    pub fn header(&mut self, ctx: &Ctx<'_>, header: ContentHeader) -> Result<(), AmqpError> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            ));
+        };
+        if pending.header.is_some() {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content body, got non content body frame instead",
+            ));
+        }
+        if header.class_id != frame::CLASS_BASIC {
+            return Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                format_args!(
+                    "content header for class {} does not match method class 60",
+                    header.class_id
+                ),
+            ));
+        }
+        if header.body_size > MAX_MESSAGE_SIZE {
+            self.pending = None;
+            return Err(AmqpError::precondition(format_args!(
+                "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
+                header.body_size
+            ))
+            .on_method(60, 40));
+        }
+        let done = header.body_size == 0;
+        pending.header = Some(header);
+        if done {
+            self.finish(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a content body frame.
+    pub fn body(&mut self, ctx: &Ctx<'_>, chunk: Bytes) -> Result<(), AmqpError> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            ));
+        };
+        let Some(header) = pending.header.as_ref() else {
+            return Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+            ));
+        };
+        let so_far = pending.first.as_ref().map_or(0, Bytes::len) + pending.body.len();
+        let total = so_far as u64 + chunk.len() as u64;
+        if total > header.body_size {
+            return Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                format_args!(
+                    "content body exceeds the announced size {}",
+                    header.body_size
+                ),
+            ));
+        }
+        match pending.first.take() {
+            None if pending.body.is_empty() => pending.first = Some(chunk),
+            None => pending.body.extend_from_slice(&chunk),
+            Some(first) => {
+                pending
+                    .body
+                    .reserve(header.body_size as usize - first.len());
+                pending.body.extend_from_slice(&first);
+                pending.body.extend_from_slice(&chunk);
+            }
+        }
+        if total == header.body_size {
+            self.finish(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, ctx: &Ctx<'_>) -> Result<(), AmqpError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let Some(header) = pending.header else {
+            return Ok(());
+        };
+        let body = match pending.first {
+            Some(first) => first,
+            None => pending.body.freeze(),
+        };
+        let p = Publish {
+            publish: pending.publish,
+            header,
+            body,
+        };
+        if self.confirm {
+            self.publish_seq += 1;
+        }
+        match self.tx.as_mut() {
+            Some(ops) => {
+                // Validate now so the error surfaces at publish time, not at commit.
+                ctx.vhost
+                    .lock()
+                    .check_publish(p.publish.exchange.as_str())
+                    .map_err(|e| e.on_method(60, 40))?;
+                ops.push(TxOp::Publish(p));
+                Ok(())
+            }
+            None => self.route(ctx, p),
+        }
+    }
+
+    /// Routes a complete publish; returns it if unroutable and mandatory; records the
+    /// confirm.
+    fn route(&mut self, ctx: &Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
+        let Publish {
+            publish,
+            mut header,
+            body,
+        } = p;
+        let fail = |e: AmqpError| e.on_method(60, 40);
+        if let Some(uid) = header.properties.user_id() {
+            if uid.as_str() != ctx.user {
+                return Err(fail(AmqpError::precondition(format_args!(
+                    "user_id property set to '{uid}' but authenticated user was '{}'",
+                    ctx.user
+                ))));
+            }
+        }
+        let expires_at = match header.properties.expiration() {
+            None => None,
+            Some(e) => match parse_expiration(e.as_str()) {
+                Some(ttl) => Some(Instant::now() + ttl),
+                None => {
+                    return Err(fail(AmqpError::precondition(format_args!(
+                        "invalid expiration '{e}': {{error,no_integer}}"
+                    ))));
+                }
+            },
+        };
+        let mut vhost = ctx.vhost.lock();
+        vhost
+            .check_publish(publish.exchange.as_str())
+            .map_err(fail)?;
+        if header
+            .properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            let name = vhost.reply_name(self.key(ctx)).map_err(fail)?;
+            let props = header
+                .properties
+                .clone()
+                .with_reply_to(ShortString::from(name));
+            header.raw_properties = frame::encode_properties(&props);
+            header.properties = props;
+        }
+        let persistent = header.properties.delivery_mode().is_some_and(|m| m == 2);
+        let message = Message {
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+            properties: header.raw_properties.clone(),
+            body: body.clone(),
+            expires_at,
+            persistent,
+        };
+        let routed = vhost.publish(
+            publish.exchange.as_str(),
+            publish.routing_key.as_str(),
+            header.properties.headers().as_ref(),
+            message,
+        );
+        drop(vhost);
+        if routed == Routed::No && publish.mandatory {
+            let ret = basic::Return {
+                reply_code: code::NO_ROUTE,
+                reply_text: "NO_ROUTE".into(),
+                exchange: publish.exchange,
+                routing_key: publish.routing_key,
+            };
+            let (id, frame_max) = (self.id, ctx.frame_max);
+            ctx.outbox.push(|out| {
+                frame::encode_method(out, id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
+                frame::encode_content(out, id, &header.raw_properties, &body, frame_max);
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends the confirms owed since the last call, coalesced into one `basic.ack`.
+    pub fn flush_confirms(&mut self, ctx: &Ctx<'_>) {
+        if !self.confirm || self.publish_seq == self.confirmed {
+            return;
+        }
+        // In a transaction, publishes are confirmed at commit (they are routed then).
+        if self
+            .tx
+            .as_ref()
+            .is_some_and(|ops| ops.iter().any(|o| matches!(o, TxOp::Publish(_))))
+        {
+            return;
+        }
+        let multiple = self.publish_seq - self.confirmed > 1;
+        let (id, seq) = (self.id, self.publish_seq);
+        ctx.outbox
+            .push(|out| frame::encode_ack(out, id, seq, multiple));
+        self.confirmed = self.publish_seq;
+    }
+}

@@ -1,0 +1,626 @@
+//! One client connection: handshake, the read loop, heartbeats, and closing.
+//!
+//! Bytes come off the socket into one buffer, [`crate::frame::decode`] cuts frames from
+//! it, connection-class methods are handled here and everything else goes to its
+//! [`crate::channel::Channel`]. Replies and deliveries are appended to the connection's
+//! [`Outbox`], which a separate writer task flushes with one write per wake-up.
+//! Publisher confirms are coalesced once per read batch.
+//!
+//! Errors follow RabbitMQ: a channel error closes one channel, a connection error sends
+//! `connection.close` and waits (briefly) for `close-ok`. Whatever ends the connection,
+//! its channels' unacked messages go back to their queues and its exclusive queues go.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{AMQPClass, channel, connection};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::auth;
+use crate::channel::{Channel, Ctx};
+use crate::error::{AmqpError, Scope, code};
+use crate::frame::{self, Frame};
+use crate::outbox::Outbox;
+use crate::server::Shared;
+use crate::vhost::ChannelState;
+
+/// How long a client has to finish the handshake, as RabbitMQ's `handshake_timeout`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long we wait for `close-ok` after sending `connection.close`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frame size allowed before tune-ok (the spec's minimum frame size).
+const HANDSHAKE_FRAME_MAX: u32 = 4096 * 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// We sent `connection.close` and wait for `close-ok`.
+    Closing,
+    /// Finished: stop reading.
+    Done,
+}
+
+/// The state of one connection.
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    phase: Phase,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    user: String,
+    cancel_notify: bool,
+    channels: HashMap<u16, Channel>,
+    close_deadline: Option<Instant>,
+}
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let outbox = Arc::new(Outbox::default());
+    let writer = tokio::spawn(write_loop(wr, Arc::clone(&outbox)));
+    let id = shared.next_connection_id();
+    let mut conn = Connection {
+        id,
+        peer,
+        shared,
+        outbox,
+        phase: Phase::StartOk,
+        frame_max: HANDSHAKE_FRAME_MAX,
+        channel_max: 0,
+        heartbeat: 0,
+        user: String::new(),
+        cancel_notify: false,
+        channels: HashMap::new(),
+        close_deadline: None,
+    };
+    tracing::debug!(conn = id, %peer, "accepted");
+
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    if conn
+        .read_protocol_header(&mut rd, &mut buf, handshake_deadline)
+        .await
+    {
+        conn.send_start();
+        conn.read_loop(&mut rd, &mut buf, handshake_deadline, &mut shutdown)
+            .await;
+    }
+    conn.release();
+    conn.outbox.close();
+    let _ = writer.await;
+    tracing::debug!(conn = id, %peer, "closed");
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        outbox.take_into(&mut spare);
+        if spare.is_empty() {
+            if outbox.is_closed() {
+                break;
+            }
+            outbox.wait().await;
+            continue;
+        }
+        if wr.write_all(&spare).await.is_err() {
+            break;
+        }
+        spare.clear();
+        if spare.capacity() > 4 * 1024 * 1024 {
+            spare = Vec::with_capacity(64 * 1024);
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+impl Connection {
+    /// Reads the 8-byte protocol header; a wrong one is answered with ours.
+    async fn read_protocol_header(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        buf: &mut BytesMut,
+        deadline: Instant,
+    ) -> bool {
+        while buf.len() < 8 {
+            match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+        if &buf[..8] != frame::PROTOCOL_HEADER {
+            tracing::debug!(conn = self.id, header = ?&buf[..8], "bad protocol header");
+            self.outbox
+                .push(|out| out.extend_from_slice(frame::PROTOCOL_HEADER));
+            return false;
+        }
+        let _ = buf.split_to(8);
+        true
+    }
+
+    fn send(&self, channel: u16, method: AMQPClass) {
+        self.outbox
+            .push(|out| frame::encode_method(out, channel, method));
+    }
+
+    fn send_start(&self) {
+        let mut caps = FieldTable::default();
+        for cap in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+            "direct_reply_to",
+        ] {
+            caps.insert(cap.into(), AMQPValue::Boolean(true));
+        }
+        let mut props = FieldTable::default();
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        props.insert("product".into(), s("amqp-rpc broker"));
+        props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+        props.insert("platform".into(), s("Rust"));
+        props.insert("cluster_name".into(), s("amqp-rpc@localhost"));
+        props.insert("copyright".into(), s("the amqp-rpc authors"));
+        props.insert(
+            "information".into(),
+            s("An AMQP 0-9-1 broker that behaves like RabbitMQ"),
+        );
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            })),
+        );
+    }
+
+    async fn read_loop(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        buf: &mut BytesMut,
+        handshake_deadline: Instant,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let mut last_read = Instant::now();
+        let mut next_beat = Instant::now() + Duration::from_secs(3600);
+        let mut shutting_down = *shutdown.borrow();
+        if shutting_down {
+            return;
+        }
+        loop {
+            // Frames already buffered first: a batch is processed before confirms flush.
+            self.process(buf);
+            self.flush_confirms();
+            if self.phase == Phase::Done {
+                return;
+            }
+            let read_deadline = match self.phase {
+                Phase::StartOk | Phase::TuneOk | Phase::Open => handshake_deadline,
+                Phase::Closing => self
+                    .close_deadline
+                    .unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT),
+                _ if self.heartbeat > 0 => {
+                    last_read + Duration::from_secs(u64::from(self.heartbeat) * 2)
+                }
+                _ => Instant::now() + Duration::from_secs(86400),
+            };
+            tokio::select! {
+                read = rd.read_buf(buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => last_read = Instant::now(),
+                },
+                () = sleep_until(read_deadline) => {
+                    match self.phase {
+                        Phase::Running => tracing::info!(conn = self.id, peer = %self.peer, "missed heartbeats from client, closing"),
+                        Phase::Closing => {}
+                        _ => tracing::info!(conn = self.id, peer = %self.peer, "handshake timeout"),
+                    }
+                    return;
+                }
+                () = sleep_until(next_beat), if self.heartbeat > 0 => {
+                    self.outbox.push(frame::encode_heartbeat);
+                    next_beat = Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+                }
+                changed = shutdown.changed(), if !shutting_down => {
+                    shutting_down = true;
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.close_with(AmqpError::connection(
+                            code::CONNECTION_FORCED,
+                            "broker forced connection closure with reason 'shutdown'",
+                        ));
+                    }
+                }
+            }
+            if self.phase == Phase::Running
+                && self.heartbeat > 0
+                && next_beat > Instant::now() + Duration::from_secs(u64::from(self.heartbeat))
+            {
+                next_beat =
+                    Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+            }
+        }
+    }
+
+    /// Decodes and applies every complete frame in `buf`.
+    fn process(&mut self, buf: &mut BytesMut) {
+        while self.phase != Phase::Done {
+            match frame::decode(buf, self.frame_max) {
+                Ok(Some(f)) => {
+                    if let Err(e) = self.frame(f) {
+                        self.fail(e);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // The stream cannot be resynchronised after a framing error.
+                    buf.clear();
+                    self.fail(e);
+                    if self.phase == Phase::Closing {
+                        // Nothing more can be parsed: close once close-ok or the timeout comes.
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, f: Frame) -> Result<(), AmqpError> {
+        if self.phase == Phase::Closing {
+            // Only close-ok (or a crossing close) matters now.
+            if let Frame::Method(0, AMQPClass::Connection(m)) = f {
+                match m {
+                    connection::AMQPMethod::CloseOk(_) => self.phase = Phase::Done,
+                    connection::AMQPMethod::Close(_) => {
+                        self.send(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        self.phase = Phase::Done;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match f {
+            Frame::Heartbeat(0) => Ok(()),
+            Frame::Heartbeat(_) => Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                "heartbeat on a non-zero channel",
+            )),
+            Frame::Method(0, AMQPClass::Connection(m)) => self.connection_method(m),
+            Frame::Method(0, other) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format_args!(
+                    "method {}.{} is not allowed on channel 0",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                ),
+            )
+            .on_method(other.get_amqp_class_id(), other.get_amqp_method_id())),
+            _ if self.phase != Phase::Running => Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                "channel frame before the connection was opened",
+            )),
+            Frame::Method(id, AMQPClass::Channel(m)) => self.channel_method(id, m),
+            Frame::Method(_, AMQPClass::Connection(m)) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "connection method on a non-zero channel",
+            )
+            .on_method(10, connection_method_id(&m))),
+            Frame::Method(id, method) => self.with_channel(id, |ch, ctx| ch.method(ctx, method)),
+            Frame::Header(0, _) | Frame::Body(0, _) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                "content frame on channel 0",
+            )),
+            Frame::Header(id, h) => self.with_channel(id, |ch, ctx| ch.header(ctx, h)),
+            Frame::Body(id, b) => self.with_channel(id, |ch, ctx| ch.body(ctx, b)),
+        }
+    }
+
+    fn with_channel(
+        &mut self,
+        id: u16,
+        f: impl FnOnce(&mut Channel, &Ctx<'_>) -> Result<(), AmqpError>,
+    ) -> Result<(), AmqpError> {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                "expected 'channel.open'",
+            ));
+        };
+        if ch.closing {
+            return Ok(());
+        }
+        let ctx = Ctx {
+            conn: self.id,
+            user: &self.user,
+            outbox: &self.outbox,
+            vhost: &self.shared.vhost,
+            frame_max: self.frame_max as usize,
+        };
+        match f(ch, &ctx) {
+            Err(e) if e.scope == Scope::Channel => {
+                self.close_channel_with(id, e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn close_channel_with(&mut self, id: u16, e: AmqpError) {
+        tracing::debug!(conn = self.id, channel = id, error = %e, "channel error");
+        self.shared.vhost.lock().close_channel((self.id, id));
+        if let Some(ch) = self.channels.get_mut(&id) {
+            ch.closing = true;
+        }
+        self.send(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: e.text.into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    fn channel_method(&mut self, id: u16, m: channel::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            channel::AMQPMethod::Open(_) => {
+                if self.channels.contains_key(&id) {
+                    return Err(AmqpError::connection(
+                        code::CHANNEL_ERROR,
+                        "second 'channel.open' seen",
+                    )
+                    .on_method(20, 10));
+                }
+                if id > self.channel_max {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format_args!(
+                            "channel id {id} exceeds the negotiated channel_max {}",
+                            self.channel_max
+                        ),
+                    )
+                    .on_method(20, 10));
+                }
+                self.channels.insert(id, Channel::new(id));
+                let state = ChannelState::new(
+                    Arc::clone(&self.outbox),
+                    self.frame_max as usize,
+                    self.cancel_notify,
+                );
+                self.shared.vhost.lock().open_channel((self.id, id), state);
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                Ok(())
+            }
+            channel::AMQPMethod::Close(_) => {
+                if self.channels.remove(&id).is_none() {
+                    return Err(AmqpError::connection(
+                        code::CHANNEL_ERROR,
+                        "expected 'channel.open'",
+                    )
+                    .on_method(20, 40));
+                }
+                self.shared.vhost.lock().close_channel((self.id, id));
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                Ok(())
+            }
+            channel::AMQPMethod::CloseOk(_) => {
+                if self.channels.get(&id).is_some_and(|c| c.closing) {
+                    self.channels.remove(&id);
+                }
+                Ok(())
+            }
+            other => self.with_channel(id, |ch, ctx| ch.method(ctx, AMQPClass::Channel(other))),
+        }
+    }
+
+    fn connection_method(&mut self, m: connection::AMQPMethod) -> Result<(), AmqpError> {
+        use connection::AMQPMethod as M;
+        match (self.phase, m) {
+            (Phase::StartOk, M::StartOk(ok)) => self.start_ok(ok),
+            (Phase::TuneOk, M::TuneOk(t)) => {
+                if t.frame_max != 0 && t.frame_max < 4096 {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format_args!("frame_max={} < 4096 min size", t.frame_max),
+                    ));
+                }
+                let limits = &self.shared.config;
+                if t.frame_max > limits.frame_max {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format_args!("frame_max={} > {} max size", t.frame_max, limits.frame_max),
+                    ));
+                }
+                self.frame_max = if t.frame_max == 0 {
+                    limits.frame_max
+                } else {
+                    t.frame_max
+                };
+                self.channel_max = if t.channel_max == 0 {
+                    limits.channel_max
+                } else {
+                    t.channel_max.min(limits.channel_max)
+                };
+                self.heartbeat = t.heartbeat;
+                self.phase = Phase::Open;
+                Ok(())
+            }
+            (Phase::Open, M::Open(open)) => {
+                if open.virtual_host.as_str() != "/" {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format_args!("vhost {} not found", open.virtual_host),
+                    )
+                    .on_method(10, 40));
+                }
+                self.phase = Phase::Running;
+                self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
+                Ok(())
+            }
+            (_, M::Close(_)) => {
+                self.release();
+                self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            (_, M::CloseOk(_)) => {
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            (Phase::Running, M::Blocked(_) | M::Unblocked(_)) => Ok(()),
+            (Phase::Running, M::UpdateSecret(_)) => {
+                self.send(
+                    0,
+                    AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
+                Ok(())
+            }
+            (_, other) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format_args!(
+                    "unexpected connection method {}",
+                    connection_method_id(&other)
+                ),
+            )
+            .on_method(10, connection_method_id(&other))),
+        }
+    }
+
+    fn start_ok(&mut self, ok: connection::StartOk) -> Result<(), AmqpError> {
+        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities")
+        {
+            self.cancel_notify = matches!(
+                caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            );
+        }
+        let mechanism = ok.mechanism.as_str();
+        let creds = auth::parse_response(mechanism, ok.response.as_bytes())?;
+        self.shared
+            .users
+            .authenticate(&creds, mechanism, self.peer)?;
+        self.user = creds.user;
+        let limits = &self.shared.config;
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: limits.channel_max,
+                frame_max: limits.frame_max,
+                heartbeat: limits.heartbeat,
+            })),
+        );
+        self.phase = Phase::TuneOk;
+        Ok(())
+    }
+
+    /// Handles an error raised while applying a frame.
+    fn fail(&mut self, e: AmqpError) {
+        match e.scope {
+            Scope::Channel => {
+                // Channel errors raised outside a channel context are treated as fatal.
+                self.close_with(AmqpError {
+                    scope: Scope::Connection,
+                    ..e
+                });
+            }
+            Scope::Connection => self.close_with(e),
+        }
+    }
+
+    /// Sends `connection.close` and waits for `close-ok`; resources go right away.
+    fn close_with(&mut self, e: AmqpError) {
+        if matches!(self.phase, Phase::Closing | Phase::Done) {
+            return;
+        }
+        tracing::info!(conn = self.id, peer = %self.peer, code = e.code, text = %e.text, "closing connection");
+        let before_open = matches!(self.phase, Phase::StartOk | Phase::TuneOk | Phase::Open);
+        self.release();
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code,
+                reply_text: e.text.into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        if before_open && e.code == code::ACCESS_REFUSED {
+            // RabbitMQ closes the socket right after refusing a login.
+            self.phase = Phase::Done;
+        } else {
+            self.phase = Phase::Closing;
+            self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
+    }
+
+    fn flush_confirms(&mut self) {
+        let ctx = Ctx {
+            conn: self.id,
+            user: &self.user,
+            outbox: &self.outbox,
+            vhost: &self.shared.vhost,
+            frame_max: self.frame_max as usize,
+        };
+        for ch in self.channels.values_mut() {
+            if !ch.closing {
+                ch.flush_confirms(&ctx);
+            }
+        }
+    }
+
+    /// Gives back everything the connection holds. Safe to call more than once.
+    fn release(&mut self) {
+        let mut vhost = self.shared.vhost.lock();
+        for id in self.channels.keys() {
+            vhost.close_channel((self.id, *id));
+        }
+        vhost.close_connection(self.id);
+        drop(vhost);
+        for ch in self.channels.values_mut() {
+            ch.closing = true;
+        }
+    }
+}
+
+fn connection_method_id(m: &connection::AMQPMethod) -> u16 {
+    AMQPClass::Connection(m.clone()).get_amqp_method_id()
+}

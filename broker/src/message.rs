@@ -1,0 +1,67 @@
+//! A published message as the broker holds it: routing facts, raw properties, body.
+//!
+//! One `Arc<Message>` is shared by every queue the message was routed to; the body is
+//! a `Bytes` cut from the publisher's read buffer, the properties are the publisher's
+//! own bytes, so fan-out copies nothing and consumers receive what was sent.
+
+use std::time::{Duration, Instant};
+
+use amq_protocol::types::ShortString;
+use bytes::Bytes;
+
+/// A message routed into one or more queues.
+#[derive(Debug)]
+pub struct Message {
+    /// The exchange it was published to (`""` for the default exchange).
+    pub exchange: ShortString,
+    /// The routing key it was published with.
+    pub routing_key: ShortString,
+    /// The content header's property flags and fields, as the publisher sent them.
+    pub properties: Bytes,
+    /// The body.
+    pub body: Bytes,
+    /// When the per-message `expiration` runs out, if it was set.
+    pub expires_at: Option<Instant>,
+    /// `delivery_mode = 2`: kept for the durable store.
+    pub persistent: bool,
+}
+
+/// Parses the `expiration` property as RabbitMQ does: a non-negative integer of ms.
+pub fn parse_expiration(value: &str) -> Option<Duration> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+/// A message in a queue: shared content plus this queue's view of it.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// The message.
+    pub message: std::sync::Arc<Message>,
+    /// Whether it has been delivered before (set on requeue).
+    pub redelivered: bool,
+    /// The earlier of the message's own expiry and the queue's `x-message-ttl`.
+    pub expires_at: Option<Instant>,
+}
+
+impl QueuedMessage {
+    /// Whether the message has expired at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiration_accepts_only_digits() {
+        assert_eq!(parse_expiration("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_expiration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_expiration("-1"), None);
+        assert_eq!(parse_expiration("1.5"), None);
+        assert_eq!(parse_expiration(""), None);
+    }
+}

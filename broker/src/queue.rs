@@ -1,0 +1,255 @@
+//! A queue: ready messages in order, and the consumers they are handed to in turn.
+//!
+//! The queue itself only keeps order and counts; handing a message to a consumer
+//! (delivery tags, prefetch, the consumer's outbox) needs the consumer's channel and is
+//! done by [`crate::vhost::VHost::dispatch`], which owns both.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+
+use crate::error::AmqpError;
+use crate::message::QueuedMessage;
+
+/// Identifies a channel across the broker: (connection id, channel number).
+pub type ChannelKey = (u64, u16);
+
+/// A consumer attached to a queue.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    /// The consumer tag, unique on its channel.
+    pub tag: ShortString,
+    /// The channel deliveries go to.
+    pub channel: ChannelKey,
+    /// Deliveries need no ack.
+    pub no_ack: bool,
+    /// Asked for exclusive access to the queue.
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0 = unlimited), fixed when the consumer starts.
+    pub prefetch: u16,
+    /// Deliveries not yet acked.
+    pub unacked: u32,
+}
+
+impl Consumer {
+    /// Whether this consumer may take one more delivery under its own limit.
+    pub fn has_credit(&self) -> bool {
+        self.no_ack || self.prefetch == 0 || self.unacked < u32::from(self.prefetch)
+    }
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Name.
+    pub name: ShortString,
+    /// Survives restarts (kept for the durable store).
+    pub durable: bool,
+    /// The connection that owns it, for an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments, compared on redeclare.
+    pub arguments: FieldTable,
+    /// `x-message-ttl`.
+    pub message_ttl: Option<Duration>,
+    /// `x-expires`: deleted after this long unused.
+    pub expires: Option<Duration>,
+    /// Ready messages, oldest first.
+    pub messages: VecDeque<QueuedMessage>,
+    /// Consumers, the next to serve first.
+    pub consumers: VecDeque<Consumer>,
+    /// Last declare, consume or get: the `x-expires` clock.
+    pub last_used: Instant,
+}
+
+impl Queue {
+    /// A new empty queue; arguments are validated.
+    pub fn new(
+        name: ShortString,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Result<Self, AmqpError> {
+        let message_ttl = duration_arg(name.as_str(), &arguments, "x-message-ttl", true)?;
+        let expires = duration_arg(name.as_str(), &arguments, "x-expires", false)?;
+        Ok(Self {
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            message_ttl,
+            expires,
+            messages: VecDeque::new(),
+            consumers: VecDeque::new(),
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Drops expired messages from the head, as RabbitMQ does; returns how many.
+    pub fn drop_expired(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while self.messages.front().is_some_and(|m| m.expired(now)) {
+            self.messages.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Ready messages (after dropping expired ones at the head).
+    pub fn ready(&mut self, now: Instant) -> u32 {
+        self.drop_expired(now);
+        u32::try_from(self.messages.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> u32 {
+        u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `x-expires` has run out at `now`.
+    pub fn idle_expired(&self, now: Instant) -> bool {
+        self.consumers.is_empty()
+            && self
+                .expires
+                .is_some_and(|ttl| now.duration_since(self.last_used) >= ttl)
+    }
+
+    /// Whether a redeclare with these properties is equivalent; the 406 otherwise.
+    pub fn check_equivalent(
+        &self,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let inequivalent = |arg: &str, received: String, current: String| {
+            AmqpError::precondition(format_args!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '/': received {received} but current is {current}",
+                self.name
+            ))
+        };
+        if self.durable != durable {
+            return Err(inequivalent(
+                "durable",
+                format!("'{durable}'"),
+                format!("'{}'", self.durable),
+            ));
+        }
+        let is_exclusive = self.exclusive_owner.is_some();
+        if is_exclusive != exclusive {
+            return Err(inequivalent(
+                "exclusive",
+                format!("'{exclusive}'"),
+                format!("'{is_exclusive}'"),
+            ));
+        }
+        if self.auto_delete != auto_delete {
+            return Err(inequivalent(
+                "auto_delete",
+                format!("'{auto_delete}'"),
+                format!("'{}'", self.auto_delete),
+            ));
+        }
+        for key in [
+            "x-message-ttl",
+            "x-expires",
+            "x-max-length",
+            "x-dead-letter-exchange",
+            "x-queue-type",
+        ] {
+            let (a, b) = (arguments.inner().get(key), self.arguments.inner().get(key));
+            let same = match (a, b) {
+                (Some(a), Some(b)) => int_value(a)
+                    .zip(int_value(b))
+                    .map_or(a == b, |(x, y)| x == y),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                let show = |v: Option<&AMQPValue>| match v {
+                    None => "none".to_owned(),
+                    Some(v) => int_value(v).map_or_else(
+                        || format!("{v:?}"),
+                        |i| format!("the value '{i}' of type 'long'"),
+                    ),
+                };
+                return Err(inequivalent(key, show(a), show(b)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an integer from any of AMQP's integer types.
+pub fn int_value(v: &AMQPValue) -> Option<i64> {
+    Some(match *v {
+        AMQPValue::ShortShortInt(x) => x.into(),
+        AMQPValue::ShortShortUInt(x) => x.into(),
+        AMQPValue::ShortInt(x) => x.into(),
+        AMQPValue::ShortUInt(x) => x.into(),
+        AMQPValue::LongInt(x) => x.into(),
+        AMQPValue::LongUInt(x) => x.into(),
+        AMQPValue::LongLongInt(x) => x,
+        _ => return None,
+    })
+}
+
+fn duration_arg(
+    queue: &str,
+    args: &FieldTable,
+    key: &str,
+    zero_ok: bool,
+) -> Result<Option<Duration>, AmqpError> {
+    let Some(value) = args.inner().get(key) else {
+        return Ok(None);
+    };
+    match int_value(value) {
+        Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(ms as u64))),
+        Some(ms) => Err(AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{value_negative,{ms}}}"
+        ))),
+        None => Err(AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{unacceptable_type,{value:?}}}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_arguments_are_validated() {
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(-1));
+        let err = Queue::new("q".into(), false, None, false, args).expect_err("negative ttl");
+        assert_eq!(err.code, crate::error::code::PRECONDITION_FAILED);
+        let mut args = FieldTable::default();
+        args.insert("x-expires".into(), AMQPValue::LongInt(0));
+        assert!(Queue::new("q".into(), false, None, false, args).is_err());
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::ShortShortUInt(0));
+        let q = Queue::new("q".into(), false, None, false, args).expect("zero ttl is fine");
+        assert_eq!(q.message_ttl, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn redeclare_equivalence() {
+        let q = Queue::new("q".into(), true, None, false, FieldTable::default()).expect("queue");
+        assert!(
+            q.check_equivalent(true, false, false, &FieldTable::default())
+                .is_ok()
+        );
+        let err = q
+            .check_equivalent(false, false, false, &FieldTable::default())
+            .expect_err("durable");
+        assert_eq!(
+            err.text,
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'false' but current is 'true'"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The listener: accepts sockets, spawns a [`crate::connection`] task for each, runs the
+//! housekeeping tick (message TTL, `x-expires`), and shuts everything down on request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::auth::Users;
+use crate::vhost::VHost;
+
+/// Limits offered in `connection.tune`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame, in bytes (RabbitMQ: 131072).
+    pub frame_max: u32,
+    /// Highest channel number (RabbitMQ: 2047).
+    pub channel_max: u16,
+    /// Suggested heartbeat, in seconds (RabbitMQ: 60).
+    pub heartbeat: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+        }
+    }
+}
+
+/// State shared by every connection of a broker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) vhost: Mutex<VHost>,
+    pub(crate) users: Users,
+    pub(crate) config: Limits,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(users: Users, config: Limits) -> Self {
+        Self {
+            vhost: Mutex::new(VHost::new()),
+            users,
+            config,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How often queues are swept for expired messages and idle `x-expires` queues.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Accepts connections until `shutdown` turns true, then closes every connection.
+pub(crate) async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(crate::connection::serve(stream, peer, Arc::clone(&shared), shutdown.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = sweep.tick() => shared.vhost.lock().sweep(std::time::Instant::now()),
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    // Connections saw the same signal and are closing with 320 CONNECTION_FORCED.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+    }
+}
+
+/// Binds the listener (split out so callers learn the port before serving starts).
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
