@@ -43,7 +43,7 @@ pub fn parse_response(mechanism: &str, response: &[u8]) -> Result<Credentials, A
             framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
             framed.extend_from_slice(response);
             let table = match parse_field_table(&framed[..]) {
-                Ok((rest, t)) if rest.is_empty() => t,
+                Ok(([], t)) => t,
                 _ => return Err(refused()),
             };
             let text = |key: &str| match table.inner().get(key) {

@@ -60,7 +60,7 @@ struct Publish {
 /// Work a transaction defers until `tx.commit`.
 #[derive(Debug)]
 enum TxOp {
-    Publish(Publish),
+    Publish(Box<Publish>),
     Ack {
         tag: u64,
         multiple: bool,
@@ -380,7 +380,7 @@ impl Channel {
                 };
                 for op in ops {
                     match op {
-                        TxOp::Publish(p) => self.route(ctx, p)?,
+                        TxOp::Publish(p) => self.route(ctx, *p)?,
                         other => self.apply_ack(ctx, other)?,
                     }
                 }
@@ -557,7 +557,7 @@ impl Channel {
                     .lock()
                     .check_publish(p.publish.exchange.as_str())
                     .map_err(|e| e.on_method(60, 40))?;
-                ops.push(TxOp::Publish(p));
+                ops.push(TxOp::Publish(Box::new(p)));
                 Ok(())
             }
             None => self.route(ctx, p),
@@ -573,13 +573,13 @@ impl Channel {
             body,
         } = p;
         let fail = |e: AmqpError| e.on_method(60, 40);
-        if let Some(uid) = header.properties.user_id() {
-            if uid.as_str() != ctx.user {
-                return Err(fail(AmqpError::precondition(format_args!(
-                    "user_id property set to '{uid}' but authenticated user was '{}'",
-                    ctx.user
-                ))));
-            }
+        if let Some(uid) = header.properties.user_id()
+            && uid.as_str() != ctx.user
+        {
+            return Err(fail(AmqpError::precondition(format_args!(
+                "user_id property set to '{uid}' but authenticated user was '{}'",
+                ctx.user
+            ))));
         }
         let expires_at = match header.properties.expiration() {
             None => None,

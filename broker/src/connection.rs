@@ -221,6 +221,13 @@ impl Connection {
             if self.phase == Phase::Done {
                 return;
             }
+            if self.heartbeat > 0
+                && next_beat > Instant::now() + Duration::from_secs(u64::from(self.heartbeat))
+            {
+                // Heartbeats start once tune-ok has set an interval.
+                next_beat =
+                    Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+            }
             let read_deadline = match self.phase {
                 Phase::StartOk | Phase::TuneOk | Phase::Open => handshake_deadline,
                 Phase::Closing => self
@@ -257,13 +264,6 @@ impl Connection {
                         ));
                     }
                 }
-            }
-            if self.phase == Phase::Running
-                && self.heartbeat > 0
-                && next_beat > Instant::now() + Duration::from_secs(u64::from(self.heartbeat))
-            {
-                next_beat =
-                    Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
             }
         }
     }

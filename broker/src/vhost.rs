@@ -216,7 +216,7 @@ impl VHost {
             }
         }
         let unacked = std::mem::take(&mut ch.unacked);
-        self.requeue(unacked.into_iter().map(|(_, u)| u), &mut touched);
+        self.requeue(unacked.into_values(), &mut touched);
         for name in touched {
             self.after_consumer_left(name.as_str());
             self.dispatch(name.as_str());
@@ -716,10 +716,10 @@ impl VHost {
         headers: Option<&FieldTable>,
         message: Message,
     ) -> Routed {
-        if exchange.is_empty() {
-            if let Some(token) = routing_key.strip_prefix(REPLY_TO_PREFIX) {
-                return self.deliver_reply(token, message);
-            }
+        if exchange.is_empty()
+            && let Some(token) = routing_key.strip_prefix(REPLY_TO_PREFIX)
+        {
+            return self.deliver_reply(token, message);
         }
         let queues = self.route(exchange, routing_key, headers);
         if queues.is_empty() {
@@ -1020,14 +1020,13 @@ impl VHost {
         ch.unacked_global = ch.unacked_global.saturating_sub(taken.len() as u32);
         // Give credit back to each consumer.
         for u in &taken {
-            if let (Some(ctag), Some(q)) = (&u.consumer, self.queues.get_mut(&u.queue)) {
-                if let Some(c) = q
+            if let (Some(ctag), Some(q)) = (&u.consumer, self.queues.get_mut(&u.queue))
+                && let Some(c) = q
                     .consumers
                     .iter_mut()
                     .find(|c| c.channel == key && &c.tag == ctag)
-                {
-                    c.unacked = c.unacked.saturating_sub(1);
-                }
+            {
+                c.unacked = c.unacked.saturating_sub(1);
             }
         }
         Ok(taken)
@@ -1265,7 +1264,7 @@ mod tests {
         v.declare_queue(1, "q", opts).expect("declare");
         let tag = consume(&mut v, key, "q");
         v.cancel(key, tag.as_str()).expect("cancel");
-        assert!(v.queues.get("q").is_none());
+        assert!(!v.queues.contains_key("q"));
     }
 
     #[test]
