@@ -1,0 +1,21 @@
+//! Conformance suite: the built-in broker against RabbitMQ's observable behaviour.
+//!
+//! Every scenario is an `async fn(Ctx) -> anyhow::Result<()>`; the harness runs it against
+//! the built-in broker (started in-process on `127.0.0.1:0`) and, when `AMQP_URL` is set,
+//! against that broker too (CI: this machine's RabbitMQ, which is the spec).
+//!
+//! - `cargo test --test conformance`: built-in broker only (plus `AMQP_URL` if set).
+//! - `CONFORMANCE_TARGET=external|embedded|both` selects targets (default `both`).
+//! - `CONFORMANCE_TIMEOUT_SECS` changes the default per-scenario limit (30 s).
+//!
+//! Layout: `harness` (targets, timeouts, assertions), `raw` (a raw-socket client for what
+//! lapin cannot express), then one module per protocol area and the seed's tutorials.
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+#[path = "conformance/harness.rs"]
+mod harness;
+#[path = "conformance/raw.rs"]
+mod raw;
+
+#[path = "conformance/connection.rs"]
+mod connection;
