@@ -19,3 +19,7 @@ mod raw;
 
 #[path = "conformance/connection.rs"]
 mod connection;
+#[path = "conformance/channel.rs"]
+mod channel;
+#[path = "conformance/exchange.rs"]
+mod exchange;
