@@ -24,6 +24,9 @@ use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, Rout
 /// RabbitMQ's default `max_message_size` (128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 
+/// Bodies at least this large are kept as slices of the read buffer, not copied.
+const SHARE_BODY_FROM: usize = 16 * 1024;
+
 /// What a channel needs from its connection to apply a method.
 #[derive(Debug)]
 pub struct Ctx<'a> {
@@ -539,6 +542,9 @@ impl Channel {
             return Ok(());
         };
         let body = match pending.first {
+            // A small body is copied out so it does not pin the connection's 64 KiB
+            // read buffer while it waits in a queue; a large one is shared as is.
+            Some(first) if first.len() < SHARE_BODY_FROM => Bytes::copy_from_slice(&first),
             Some(first) => first,
             None => pending.body.freeze(),
         };
@@ -586,8 +592,12 @@ impl Channel {
             Some(e) => match parse_expiration(e.as_str()) {
                 Some(ttl) => Some(Instant::now() + ttl),
                 None => {
+                    let why = match e.as_str().parse::<i64>() {
+                        Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
+                        _ => "no_integer".to_owned(),
+                    };
                     return Err(fail(AmqpError::precondition(format_args!(
-                        "invalid expiration '{e}': {{error,no_integer}}"
+                        "invalid expiration '{e}': {why}"
                     ))));
                 }
             },

@@ -120,6 +120,17 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
 }
 
 fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
+    // basic.qos: amq-protocol drops prefetch_size, which RabbitMQ refuses unless 0.
+    if let [0, 60, 0, 10, a, b, c, d, ..] = *payload {
+        let size = u32::from_be_bytes([a, b, c, d]);
+        if size != 0 {
+            return Err(AmqpError::connection(
+                code::NOT_IMPLEMENTED,
+                format_args!("prefetch_size!=0 ({size})"),
+            )
+            .on_method(60, 10));
+        }
+    }
     match parse_class(payload) {
         Ok(([], class)) => Ok(class),
         Ok(_) => Err(AmqpError::connection(
@@ -186,7 +197,9 @@ fn decode_header(mut payload: Bytes) -> Result<ContentHeader, AmqpError> {
     Ok(ContentHeader {
         class_id,
         body_size,
-        raw_properties: payload,
+        // Copied: a slice would pin the whole read buffer for as long as the message
+        // waits in a queue.
+        raw_properties: Bytes::copy_from_slice(&payload),
         properties,
     })
 }

@@ -139,13 +139,8 @@ impl Queue {
                 format!("'{}'", self.durable),
             ));
         }
-        let is_exclusive = self.exclusive_owner.is_some();
-        if is_exclusive != exclusive {
-            return Err(inequivalent(
-                "exclusive",
-                format!("'{exclusive}'"),
-                format!("'{is_exclusive}'"),
-            ));
+        if exclusive && self.exclusive_owner.is_none() {
+            return Err(crate::vhost::locked(self.name.as_str()));
         }
         if self.auto_delete != auto_delete {
             return Err(inequivalent(
@@ -172,10 +167,9 @@ impl Queue {
             if !same {
                 let show = |v: Option<&AMQPValue>| match v {
                     None => "none".to_owned(),
-                    Some(v) => int_value(v).map_or_else(
-                        || format!("{v:?}"),
-                        |i| format!("the value '{i}' of type 'long'"),
-                    ),
+                    Some(v) => {
+                        int_value(v).map_or_else(|| format!("'{v:?}'"), |i| format!("'{i}'"))
+                    }
                 };
                 return Err(inequivalent(key, show(a), show(b)));
             }
@@ -209,6 +203,9 @@ fn duration_arg(
     };
     match int_value(value) {
         Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(ms as u64))),
+        Some(0) => Err(AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{value_zero,0}}"
+        ))),
         Some(ms) => Err(AmqpError::precondition(format_args!(
             "invalid arg '{key}' for queue '{queue}' in vhost '/': {{value_negative,{ms}}}"
         ))),

@@ -473,10 +473,11 @@ impl VHost {
     ) -> Result<QueueInfo, AmqpError> {
         let now = Instant::now();
         if name == REPLY_TO && opts.passive {
+            // RabbitMQ reports the pseudo-queue as having one consumer.
             return Ok(QueueInfo {
                 name: name.into(),
                 messages: 0,
-                consumers: 0,
+                consumers: 1,
             });
         }
         if self.queues.contains_key(name) {
@@ -598,7 +599,7 @@ impl VHost {
         }
         if if_empty && !q.messages.is_empty() {
             return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' is not empty"
+                "queue '{name}' in vhost '/' not empty"
             )));
         }
         Ok(self.remove_queue(name))
@@ -1160,7 +1161,7 @@ fn unknown_tag(tag: u64) -> AmqpError {
     AmqpError::precondition(format_args!("unknown delivery tag {tag}"))
 }
 
-fn locked(name: &str) -> AmqpError {
+pub(crate) fn locked(name: &str) -> AmqpError {
     AmqpError::channel(
         code::RESOURCE_LOCKED,
         format_args!(
