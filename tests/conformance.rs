@@ -23,3 +23,5 @@ mod connection;
 mod channel;
 #[path = "conformance/exchange.rs"]
 mod exchange;
+#[path = "conformance/queue.rs"]
+mod queue;
