@@ -25,3 +25,13 @@ mod channel;
 mod exchange;
 #[path = "conformance/queue.rs"]
 mod queue;
+#[path = "conformance/basic.rs"]
+mod basic;
+#[path = "conformance/confirm_tx.rs"]
+mod confirm_tx;
+#[path = "conformance/direct_reply_to.rs"]
+mod direct_reply_to;
+#[path = "conformance/properties.rs"]
+mod properties;
+#[path = "conformance/ttl.rs"]
+mod ttl;
