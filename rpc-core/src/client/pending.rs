@@ -1,0 +1,171 @@
+//! The calls waiting for a reply, keyed by correlation id.
+//!
+//! The reply reader (one task per transport) looks each reply up here and hands it
+//! to the waiting call; a reply whose id is unknown (late, duplicate, or for a call
+//! that was dropped) is discarded. Each entry is owned by a [`Slot`] guard, so a call
+//! future that is dropped or times out removes its own entry: the map never holds
+//! more than the calls in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Reply;
+use crate::error::RpcError;
+
+/// The table of calls in flight.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pending {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    waiting: HashMap<String, oneshot::Sender<Reply>>,
+    /// Set when the reply consumer has ended: new calls fail at once instead of
+    /// waiting for replies that cannot arrive.
+    closed: bool,
+}
+
+/// One call's entry; removes it when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pending: Pending,
+    id: String,
+    rx: oneshot::Receiver<Reply>,
+}
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a call before its request is published, so that even an immediate
+    /// reply finds it.
+    pub(crate) fn register(&self, id: &str) -> Result<Slot, RpcError> {
+        let (tx, rx) = oneshot::channel();
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(RpcError::Disconnected);
+        }
+        inner.waiting.insert(id.to_owned(), tx);
+        Ok(Slot {
+            pending: self.clone(),
+            id: id.to_owned(),
+            rx,
+        })
+    }
+
+    /// Hands a reply to its call. Returns `false` when no call waits for it (the
+    /// reply is then dropped: late, duplicate or unknown).
+    pub(crate) fn complete(&self, reply: Reply) -> bool {
+        let tx = self.lock().waiting.remove(&reply.correlation_id);
+        match tx {
+            Some(tx) => tx.send(reply).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Fails every waiting call with [`RpcError::Disconnected`] and refuses new ones.
+    pub(crate) fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.waiting.clear();
+    }
+
+    /// Number of calls waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+impl Slot {
+    /// Waits for the reply until `deadline`.
+    pub(crate) async fn wait(mut self, deadline: Instant) -> Result<Reply, RpcError> {
+        match tokio::time::timeout_at(deadline, &mut self.rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RpcError::Disconnected),
+            Err(_) => Err(RpcError::Timeout),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pending.lock().waiting.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::wire::Status;
+    use std::time::Duration;
+
+    fn reply(id: &str) -> Reply {
+        Reply {
+            correlation_id: id.to_owned(),
+            status: Some(Status::Ok),
+            codec: Some(Codec::Json),
+            body: b"1".to_vec(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_times_out_exactly_at_its_deadline_and_leaves_nothing_behind() {
+        let pending = Pending::default();
+        let start = Instant::now();
+        let slot = pending.register("a").expect("open");
+        assert_eq!(pending.len(), 1);
+        let err = slot
+            .wait(start + Duration::from_millis(250))
+            .await
+            .expect_err("no reply");
+        assert!(matches!(err, RpcError::Timeout));
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+        assert_eq!(pending.len(), 0);
+        // The late reply finds nobody and is dropped.
+        assert!(!pending.complete(reply("a")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_reach_their_call_once_and_duplicates_are_dropped() {
+        let pending = Pending::default();
+        let slot = pending.register("b").expect("open");
+        assert!(!pending.complete(reply("someone-else")));
+        assert!(pending.complete(reply("b")));
+        assert!(!pending.complete(reply("b")));
+        let got = slot
+            .wait(Instant::now() + Duration::from_secs(1))
+            .await
+            .expect("reply");
+        assert_eq!(got.body, b"1");
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_call_removes_its_entry() {
+        let pending = Pending::default();
+        let slot = pending.register("c").expect("open");
+        let fut = slot.wait(Instant::now() + Duration::from_secs(30));
+        // Poll once, then drop: like a caller that gave up (select!, abort).
+        let _ = tokio::time::timeout(Duration::from_millis(5), fut).await;
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_fails_waiting_and_new_calls() {
+        let pending = Pending::default();
+        let slot = pending.register("d").expect("open");
+        pending.close();
+        let err = slot
+            .wait(Instant::now() + Duration::from_secs(1))
+            .await
+            .expect_err("closed");
+        assert!(matches!(err, RpcError::Disconnected));
+        assert!(matches!(pending.register("e"), Err(RpcError::Disconnected)));
+    }
+}

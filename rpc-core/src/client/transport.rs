@@ -1,0 +1,365 @@
+//! The client's transport: publishes a [`Call`] and waits for its [`Reply`].
+//!
+//! One AMQP channel carries every call of a [`Transport`] and all its clones: requests
+//! go out with `mandatory` set and publisher confirms on, replies come back on one
+//! consumer (direct reply-to by default, or an exclusive server-named callback queue)
+//! and are matched to their call by correlation id ([`super::pending`]). A second
+//! channel probes the service queue's consumer count, so that a call to a queue
+//! nobody consumes fails with [`RpcError::NoServer`] instead of waiting for its
+//! deadline. `Transport` is a `tower::Service<Call>`, so client middleware stacks on
+//! it with `ServiceBuilder`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use tokio::time::Instant;
+
+use super::pending::Pending;
+use super::{Call, Reply};
+use crate::error::RpcError;
+use crate::wire;
+
+/// Where replies come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyMode {
+    /// RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no queue to declare, the
+    /// broker hands replies straight to this channel's consumer. The default.
+    #[default]
+    DirectReplyTo,
+    /// An exclusive, server-named callback queue, as in the seed tutorial; deleted
+    /// with the connection.
+    CallbackQueue,
+}
+
+/// Configures a [`Transport`].
+#[derive(Debug, Clone)]
+pub struct TransportBuilder {
+    reply_mode: ReplyMode,
+    consumer_check: Option<Duration>,
+}
+
+impl Default for TransportBuilder {
+    fn default() -> Self {
+        TransportBuilder {
+            reply_mode: ReplyMode::default(),
+            consumer_check: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl TransportBuilder {
+    /// How replies come back (default: direct reply-to).
+    pub fn reply_mode(mut self, mode: ReplyMode) -> Self {
+        self.reply_mode = mode;
+        self
+    }
+
+    /// Whether and how often to check that a service queue has consumers. With
+    /// `Some(ttl)` (default one second) a call to a queue without consumers fails
+    /// with [`RpcError::NoServer`]; a queue seen with consumers is not checked again
+    /// for `ttl`. `None` turns the check off (the call then waits for its deadline).
+    pub fn consumer_check(mut self, ttl: Option<Duration>) -> Self {
+        self.consumer_check = ttl;
+        self
+    }
+
+    /// Builds the transport on a channel of `conn`.
+    pub async fn connect(self, conn: &Connection) -> Result<Transport, RpcError> {
+        self.build(conn).await
+    }
+
+    /// Connects to `url` and builds the transport; the connection lives as long as
+    /// the transport.
+    pub async fn connect_url(self, url: &str) -> Result<Transport, RpcError> {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let mut transport = self.build(&conn).await?;
+        match Arc::get_mut(&mut transport.inner) {
+            Some(inner) => inner.connection = Some(conn),
+            // Unreachable: nobody else holds the fresh transport yet.
+            None => return Err(RpcError::Disconnected),
+        }
+        Ok(transport)
+    }
+
+    async fn build(self, conn: &Connection) -> Result<Transport, RpcError> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let reply_queue = match self.reply_mode {
+            ReplyMode::DirectReplyTo => wire::DIRECT_REPLY_TO.to_owned(),
+            ReplyMode::CallbackQueue => channel
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?
+                .name()
+                .to_string(),
+        };
+        let consumer = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let probe = match self.consumer_check {
+            Some(_) => Some(conn.create_channel().await?),
+            None => None,
+        };
+        let pending = Pending::default();
+        tokio::spawn(read_replies(consumer, pending.clone()));
+        Ok(Transport {
+            inner: Arc::new(Inner {
+                channel,
+                reply_to: reply_queue,
+                pending,
+                probe: tokio::sync::Mutex::new(probe),
+                consumer_check: self.consumer_check,
+                seen_consumers: Mutex::new(HashMap::new()),
+                connection: None,
+            }),
+        })
+    }
+}
+
+/// Publishes calls and routes their replies; cheap to clone (all clones share one
+/// channel and one reply consumer).
+#[derive(Debug, Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    channel: Channel,
+    /// The `reply_to` every request carries.
+    reply_to: String,
+    pending: Pending,
+    /// The channel for passive `queue.declare`; a separate one because a 404 closes
+    /// the channel it happens on. `None` when the check is off or the channel died.
+    probe: tokio::sync::Mutex<Option<Channel>>,
+    consumer_check: Option<Duration>,
+    /// Queues recently seen with consumers, so the probe runs at most once per TTL.
+    seen_consumers: Mutex<HashMap<String, Instant>>,
+    /// Kept alive for transports built from a URL.
+    connection: Option<Connection>,
+}
+
+impl Transport {
+    /// A builder, to choose the reply mode or the consumer check.
+    pub fn builder() -> TransportBuilder {
+        TransportBuilder::default()
+    }
+
+    /// A transport with default settings on a channel of `conn`.
+    pub async fn connect(conn: &Connection) -> Result<Self, RpcError> {
+        Self::builder().connect(conn).await
+    }
+
+    /// A transport with default settings on a new connection to `url`.
+    pub async fn connect_url(url: &str) -> Result<Self, RpcError> {
+        Self::builder().connect_url(url).await
+    }
+
+    /// How many calls wait for a reply right now.
+    pub fn pending_calls(&self) -> usize {
+        self.inner.pending.len()
+    }
+
+    /// The `reply_to` of this transport's requests (`amq.rabbitmq.reply-to` or the
+    /// callback queue's name).
+    pub fn reply_to(&self) -> &str {
+        &self.inner.reply_to
+    }
+
+    /// Whether this transport owns its connection (built from a URL).
+    pub fn owns_connection(&self) -> bool {
+        self.inner.connection.is_some()
+    }
+
+    /// Sends one call and waits for its reply or its deadline.
+    pub async fn send(&self, call: Call) -> Result<Reply, RpcError> {
+        let deadline = call.deadline;
+        match tokio::time::timeout_at(deadline, self.inner.send(call)).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Timeout),
+        }
+    }
+}
+
+impl tower::Service<Call> for Transport {
+    type Response = Reply;
+    type Error = RpcError;
+    type Future = BoxFuture<'static, Result<Reply, RpcError>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.send(call).await })
+    }
+}
+
+impl Inner {
+    async fn send(&self, call: Call) -> Result<Reply, RpcError> {
+        let slot = self.pending.register(&call.correlation_id)?;
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
+        let mut headers = call.headers.clone();
+        headers.insert(
+            wire::DEADLINE_HEADER.into(),
+            AMQPValue::LongLongInt(wire::unix_millis(call.wire_deadline)),
+        );
+        wire::insert_str(
+            &mut headers,
+            wire::TRACEPARENT_HEADER,
+            &call.traceparent.to_string(),
+        );
+        let mut props = BasicProperties::default()
+            .with_correlation_id(call.correlation_id.as_str().into())
+            .with_reply_to(self.reply_to.as_str().into())
+            .with_content_type(call.codec.content_type().into())
+            .with_expiration(wire::expiration(remaining).into())
+            .with_headers(headers);
+        if !call.method.is_empty() {
+            props = props.with_type(call.method.as_str().into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                call.queue.as_ref().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &call.body,
+                props,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                tracing::debug!(code = returned.reply_code, "request returned by the broker");
+                return Err(RpcError::NoRoute {
+                    queue: call.queue.to_string(),
+                });
+            }
+            Confirmation::Nack(None) => {
+                return Err(RpcError::Unavailable {
+                    message: "the broker refused the request (basic.nack)".into(),
+                });
+            }
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+        }
+        if !self.needs_probe(&call.queue) {
+            return slot.wait(call.deadline).await;
+        }
+        // The request is queued; find out whether anyone consumes the queue while the
+        // reply may already be on its way.
+        let wait = slot.wait(call.deadline);
+        tokio::pin!(wait);
+        tokio::select! {
+            reply = &mut wait => reply,
+            probe = self.probe(&call.queue) => match probe {
+                Some(0) => Err(RpcError::NoServer { queue: call.queue.to_string() }),
+                _ => wait.await,
+            },
+        }
+    }
+
+    fn needs_probe(&self, queue: &str) -> bool {
+        let Some(ttl) = self.consumer_check else {
+            return false;
+        };
+        let seen = self
+            .seen_consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        seen.get(queue).is_none_or(|at| at.elapsed() > ttl)
+    }
+
+    /// The queue's consumer count, or `None` when it cannot be known.
+    async fn probe(&self, queue: &str) -> Option<u32> {
+        let mut guard = self.probe.lock().await;
+        let channel = guard.as_ref()?;
+        let result = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match result {
+            Ok(q) => {
+                let count = q.consumer_count();
+                if count > 0 {
+                    let mut seen = self
+                        .seen_consumers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    // Bounded by the number of distinct queues this client calls.
+                    seen.insert(queue.to_owned(), Instant::now());
+                }
+                Some(count)
+            }
+            Err(e) => {
+                // The queue vanished between publish and probe (404) or the channel
+                // failed: the probe channel is closed now; stop probing.
+                let not_found = matches!(e.kind(), ErrorKind::ProtocolError(p)
+                    if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND));
+                tracing::warn!(error = %e, not_found, "consumer check failed; disabling it");
+                *guard = None;
+                None
+            }
+        }
+    }
+}
+
+/// Routes every reply to its call until the consumer ends, then fails the rest.
+async fn read_replies(mut consumer: lapin::Consumer, pending: Pending) {
+    while let Some(item) = consumer.next().await {
+        match item {
+            Ok(delivery) => match Reply::from_delivery(delivery) {
+                Some(reply) => {
+                    let id = reply.correlation_id.clone();
+                    if !pending.complete(reply) {
+                        tracing::debug!(correlation_id = %id, "dropping a reply nobody waits for");
+                    }
+                }
+                None => tracing::debug!("dropping a reply without correlation id"),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "reply consumer failed");
+                break;
+            }
+        }
+    }
+    pending.close();
+}
