@@ -35,3 +35,5 @@ mod direct_reply_to;
 mod properties;
 #[path = "conformance/ttl.rs"]
 mod ttl;
+#[path = "conformance/errors.rs"]
+mod errors;
