@@ -27,16 +27,24 @@ pub fn expand(s: &Service) -> TokenStream {
             quote!(#id: #ty)
         });
         let ids = m.args.iter().map(|a| &a.ident);
-        let (ok, err) = match &m.output {
-            Output::Value(t) => (quote!(#t), quote!(::core::convert::Infallible)),
-            Output::Result { ok, err } => (quote!(#ok), quote!(#err)),
+        let (ok, err, decode_err) = match &m.output {
+            Output::Value(t) => (
+                quote!(#t),
+                quote!(::core::convert::Infallible),
+                quote!(::rpc_core::__private::no_handler_error),
+            ),
+            Output::Result { ok, err } => (
+                quote!(#ok),
+                quote!(#err),
+                quote!(::rpc_core::__private::decode_handler_error::<#err>),
+            ),
         };
         quote! {
             #(#docs)*
             #vis async fn #name(&self, #(#args),*)
                 -> ::core::result::Result<#ok, ::rpc_core::RpcError<#err>>
             {
-                self.core.call(#request::#v { #(#ids),* }).await
+                self.core.call(#request::#v { #(#ids),* }, #decode_err).await
             }
         }
     });
