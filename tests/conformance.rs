@@ -37,3 +37,5 @@ mod properties;
 mod ttl;
 #[path = "conformance/errors.rs"]
 mod errors;
+#[path = "conformance/tutorials.rs"]
+mod tutorials;
