@@ -22,19 +22,55 @@ const TABLE: &[(&str, bool, bool)] = &[
     ("lazy.orange.male.rabbit", false, true),
 ];
 
-async fn queue(conn: &Connection, name: &'static str, keys: &[&str]) -> Result<tokio::task::JoinHandle<Vec<String>>> {
+async fn queue(
+    conn: &Connection,
+    name: &'static str,
+    keys: &[&str],
+) -> Result<tokio::task::JoinHandle<Vec<String>>> {
     let ch = conn.create_channel().await?;
-    ch.exchange_declare("topic_logs".into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), Default::default()).await?;
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await?;
+    ch.exchange_declare(
+        "topic_logs".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        Default::default(),
+    )
+    .await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
     for k in keys {
-        ch.queue_bind(q.name().clone(), "topic_logs".into(), (*k).into(), QueueBindOptions::default(), Default::default()).await?;
+        ch.queue_bind(
+            q.name().clone(),
+            "topic_logs".into(),
+            (*k).into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await?;
     }
     let mut consumer = ch
-        .basic_consume(q.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            q.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?;
     Ok(tokio::spawn(async move {
         let mut got = Vec::new();
-        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(700), consumer.next()).await {
+        while let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(700), consumer.next()).await
+        {
             println!(" [{name}] {}", d.routing_key);
             got.push(d.routing_key.to_string());
         }
@@ -50,18 +86,36 @@ async fn main() -> Result<()> {
     let q2 = queue(&conn, "Q2 *.*.rabbit lazy.#", &["*.*.rabbit", "lazy.#"]).await?;
     let ch = conn.create_channel().await?;
     for (key, _, _) in TABLE {
-        ch.basic_publish("topic_logs".into(), (*key).into(), BasicPublishOptions::default(), key.as_bytes(), Default::default()).await?;
+        ch.basic_publish(
+            "topic_logs".into(),
+            (*key).into(),
+            BasicPublishOptions::default(),
+            key.as_bytes(),
+            Default::default(),
+        )
+        .await?;
     }
     let (got1, got2) = (q1.await?, q2.await?);
     println!("{:<26} {:>4} {:>4}", "routing key", "Q1", "Q2");
     for (key, w1, w2) in TABLE {
         let (g1, g2) = (got1.iter().any(|k| k == key), got2.iter().any(|k| k == key));
-        println!("{key:<26} {:>4} {:>4}", if g1 { "yes" } else { "-" }, if g2 { "yes" } else { "-" });
-        anyhow::ensure!((g1, g2) == (*w1, *w2), "{key}: got ({g1}, {g2}), tutorial says ({w1}, {w2})");
+        println!(
+            "{key:<26} {:>4} {:>4}",
+            if g1 { "yes" } else { "-" },
+            if g2 { "yes" } else { "-" }
+        );
+        anyhow::ensure!(
+            (g1, g2) == (*w1, *w2),
+            "{key}: got ({g1}, {g2}), tutorial says ({w1}, {w2})"
+        );
     }
     // "lazy.pink.rabbit" matches both of Q2's bindings but is delivered once.
-    anyhow::ensure!(got2.iter().filter(|k| *k == "lazy.pink.rabbit").count() == 1, "duplicate delivery");
-    ch.exchange_delete("topic_logs".into(), ExchangeDeleteOptions::default()).await?;
+    anyhow::ensure!(
+        got2.iter().filter(|k| *k == "lazy.pink.rabbit").count() == 1,
+        "duplicate delivery"
+    );
+    ch.exchange_delete("topic_logs".into(), ExchangeDeleteOptions::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }

@@ -17,25 +17,25 @@ mod harness;
 #[path = "conformance/raw.rs"]
 mod raw;
 
-#[path = "conformance/connection.rs"]
-mod connection;
-#[path = "conformance/channel.rs"]
-mod channel;
-#[path = "conformance/exchange.rs"]
-mod exchange;
-#[path = "conformance/queue.rs"]
-mod queue;
 #[path = "conformance/basic.rs"]
 mod basic;
+#[path = "conformance/channel.rs"]
+mod channel;
 #[path = "conformance/confirm_tx.rs"]
 mod confirm_tx;
+#[path = "conformance/connection.rs"]
+mod connection;
 #[path = "conformance/direct_reply_to.rs"]
 mod direct_reply_to;
-#[path = "conformance/properties.rs"]
-mod properties;
-#[path = "conformance/ttl.rs"]
-mod ttl;
 #[path = "conformance/errors.rs"]
 mod errors;
+#[path = "conformance/exchange.rs"]
+mod exchange;
+#[path = "conformance/properties.rs"]
+mod properties;
+#[path = "conformance/queue.rs"]
+mod queue;
+#[path = "conformance/ttl.rs"]
+mod ttl;
 #[path = "conformance/tutorials.rs"]
 mod tutorials;

@@ -45,7 +45,14 @@ scenarios! {
 
 async fn excl_queue(ch: &Channel) -> Result<String> {
     Ok(ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?
         .name()
         .to_string())
@@ -66,11 +73,24 @@ fn body(d: &lapin::message::Delivery) -> String {
 async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let mut c = ch.basic_consume(q.as_str().into(), "ctag".into(), Default::default(), Default::default()).await?;
+    let mut c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "ctag".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     ensure_eq!(c.tag().to_string(), "ctag");
     for i in 0..200 {
-        ch.basic_publish("".into(), q.as_str().into(), Default::default(), format!("m{i}").as_bytes(), Default::default())
-            .await?;
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            Default::default(),
+            format!("m{i}").as_bytes(),
+            Default::default(),
+        )
+        .await?;
     }
     for i in 0..200u64 {
         let d = next_delivery(&mut c, 5).await?;
@@ -80,7 +100,8 @@ async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
         ensure_eq!(d.exchange.as_str(), "");
         ensure_eq!(d.routing_key.as_str(), q.as_str());
     }
-    ch.basic_ack(200, BasicAckOptions { multiple: true }).await?;
+    ch.basic_ack(200, BasicAckOptions { multiple: true })
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -88,8 +109,22 @@ async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
 async fn server_generated_consumer_tag(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let c1 = ch.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
-    let c2 = ch.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let c1 = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let c2 = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     for c in [&c1, &c2] {
         if !c.tag().as_str().starts_with("amq.ctag-") {
             bail!("server-generated consumer tag {:?}", c.tag());
@@ -105,23 +140,59 @@ async fn server_generated_consumer_tag(ctx: Ctx) -> Result<()> {
 async fn get_and_get_empty(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    ensure_eq!(ch.basic_get(q.as_str().into(), Default::default()).await?.is_none(), true);
+    ensure_eq!(
+        ch.basic_get(q.as_str().into(), Default::default())
+            .await?
+            .is_none(),
+        true
+    );
     fill(&ch, &q, 3).await?;
-    let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }).await?.expect("get-ok");
+    let m = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
+        .await?
+        .expect("get-ok");
     ensure_eq!(body(&m.delivery), "m0");
     ensure_eq!(m.message_count, 2);
     ensure_eq!(m.delivery.delivery_tag, 1);
     ensure_eq!(m.delivery.redelivered, false);
     ensure_eq!(m.delivery.routing_key.as_str(), q.as_str());
-    let m2 = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
-    ensure_eq!((body(&m2.delivery), m2.message_count), ("m1".to_string(), 1));
+    let m2 = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
+    ensure_eq!(
+        (body(&m2.delivery), m2.message_count),
+        ("m1".to_string(), 1)
+    );
     // Reject the first: requeued at the head, redelivered.
-    ch.basic_reject(1, BasicRejectOptions { requeue: true }).await?;
-    let m3 = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
-    ensure_eq!((body(&m3.delivery), m3.delivery.redelivered, m3.message_count), ("m0".to_string(), true, 1));
-    let m4 = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
-    ensure_eq!((body(&m4.delivery), m4.message_count), ("m2".to_string(), 0));
-    ensure_eq!(ch.basic_get(q.as_str().into(), Default::default()).await?.is_none(), true);
+    ch.basic_reject(1, BasicRejectOptions { requeue: true })
+        .await?;
+    let m3 = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
+    ensure_eq!(
+        (
+            body(&m3.delivery),
+            m3.delivery.redelivered,
+            m3.message_count
+        ),
+        ("m0".to_string(), true, 1)
+    );
+    let m4 = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
+    ensure_eq!(
+        (body(&m4.delivery), m4.message_count),
+        ("m2".to_string(), 0)
+    );
+    ensure_eq!(
+        ch.basic_get(q.as_str().into(), Default::default())
+            .await?
+            .is_none(),
+        true
+    );
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -131,7 +202,14 @@ async fn ack_multiple(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     for _ in 0..5 {
         next_delivery(&mut c, 5).await?;
     }
@@ -144,8 +222,14 @@ async fn ack_multiple(ctx: Ctx) -> Result<()> {
         async move { Ok(message_count(conn, &q).await? == 2) }
     })
     .await?;
-    let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
-    ensure_eq!((body(&m.delivery), m.delivery.redelivered), ("m3".to_string(), true));
+    let m = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
+    ensure_eq!(
+        (body(&m.delivery), m.delivery.redelivered),
+        ("m3".to_string(), true)
+    );
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -155,20 +239,48 @@ async fn nack_multiple_requeue_in_order(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     for _ in 0..5 {
         next_delivery(&mut c, 5).await?;
     }
     // Nack 1..=3 with requeue, then they come back first, in order, redelivered.
-    ch2.basic_nack(3, BasicNackOptions { multiple: true, requeue: true }).await?;
+    ch2.basic_nack(
+        3,
+        BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    )
+    .await?;
     let mut got = Vec::new();
     for _ in 0..3 {
         let d = next_delivery(&mut c, 5).await?;
         got.push((body(&d), d.redelivered, d.delivery_tag));
     }
-    ensure_eq!(got, vec![("m0".to_string(), true, 6), ("m1".to_string(), true, 7), ("m2".to_string(), true, 8)]);
+    ensure_eq!(
+        got,
+        vec![
+            ("m0".to_string(), true, 6),
+            ("m1".to_string(), true, 7),
+            ("m2".to_string(), true, 8)
+        ]
+    );
     // Nack without requeue drops.
-    ch2.basic_nack(8, BasicNackOptions { multiple: true, requeue: false }).await?;
+    ch2.basic_nack(
+        8,
+        BasicNackOptions {
+            multiple: true,
+            requeue: false,
+        },
+    )
+    .await?;
     no_delivery(&mut c, 300).await?;
     ensure_eq!(message_count(&conn, &q).await?, 0);
     conn.close(200, "bye".into()).await?;
@@ -180,11 +292,20 @@ async fn reject_requeue_and_drop(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     let d1 = next_delivery(&mut c, 5).await?;
     let d2 = next_delivery(&mut c, 5).await?;
-    ch2.basic_reject(d1.delivery_tag, BasicRejectOptions { requeue: false }).await?;
-    ch2.basic_reject(d2.delivery_tag, BasicRejectOptions { requeue: true }).await?;
+    ch2.basic_reject(d1.delivery_tag, BasicRejectOptions { requeue: false })
+        .await?;
+    ch2.basic_reject(d2.delivery_tag, BasicRejectOptions { requeue: true })
+        .await?;
     let d3 = next_delivery(&mut c, 5).await?;
     ensure_eq!((body(&d3), d3.redelivered), ("m1".to_string(), true));
     ch2.basic_ack(d3.delivery_tag, Default::default()).await?;
@@ -198,7 +319,14 @@ async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     for _ in 0..10 {
         next_delivery(&mut c, 5).await?;
     }
@@ -207,17 +335,34 @@ async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
     ch2.basic_ack(5, Default::default()).await?;
     let _ = ch2.close(200, "bye".into()).await;
     let ch3 = conn.create_channel().await?;
-    let mut c3 = ch3.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c3 = ch3
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     let mut got = Vec::new();
     for _ in 0..8 {
         let d = next_delivery(&mut c3, 5).await?;
         got.push((body(&d), d.redelivered));
     }
-    let want: Vec<(String, bool)> =
-        [0, 2, 3, 5, 6, 7, 8, 9].iter().map(|i| (format!("m{i}"), true)).collect();
+    let want: Vec<(String, bool)> = [0, 2, 3, 5, 6, 7, 8, 9]
+        .iter()
+        .map(|i| (format!("m{i}"), true))
+        .collect();
     ensure_eq!(got, want);
     // New messages after the requeued ones are not redelivered.
-    ch.basic_publish("".into(), q.as_str().into(), Default::default(), b"fresh", Default::default()).await?.await?;
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        Default::default(),
+        b"fresh",
+        Default::default(),
+    )
+    .await?
+    .await?;
     let d = next_delivery(&mut c3, 5).await?;
     ensure_eq!((body(&d), d.redelivered), ("fresh".to_string(), false));
     conn.close(200, "bye".into()).await?;
@@ -227,10 +372,18 @@ async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
 async fn connection_close_requeues_unacked(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("q");
-    ch.queue_declare(q.as_str().into(), Default::default(), Default::default()).await?;
+    ch.queue_declare(q.as_str().into(), Default::default(), Default::default())
+        .await?;
     fill(&ch, &q, 3).await?;
     let (c2, ch2) = ctx.open().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     for _ in 0..3 {
         next_delivery(&mut c, 5).await?;
     }
@@ -243,11 +396,22 @@ async fn connection_close_requeues_unacked(ctx: Ctx) -> Result<()> {
     .await?;
     let mut got = Vec::new();
     for _ in 0..3 {
-        let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
+        let m = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await?
+            .expect("get-ok");
         got.push((body(&m.delivery), m.delivery.redelivered));
     }
-    ensure_eq!(got, vec![("m0".to_string(), true), ("m1".to_string(), true), ("m2".to_string(), true)]);
-    ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    ensure_eq!(
+        got,
+        vec![
+            ("m0".to_string(), true),
+            ("m1".to_string(), true),
+            ("m2".to_string(), true)
+        ]
+    );
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -257,17 +421,28 @@ async fn recover_requeues_with_redelivered(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     next_delivery(&mut c, 5).await?;
     next_delivery(&mut c, 5).await?;
-    ch2.basic_recover(BasicRecoverOptions { requeue: true }).await?;
+    ch2.basic_recover(BasicRecoverOptions { requeue: true })
+        .await?;
     let mut got = Vec::new();
     for _ in 0..2 {
         let d = next_delivery(&mut c, 5).await?;
         got.push((body(&d), d.redelivered));
         ch2.basic_ack(d.delivery_tag, Default::default()).await?;
     }
-    ensure_eq!(got, vec![("m0".to_string(), true), ("m1".to_string(), true)]);
+    ensure_eq!(
+        got,
+        vec![("m0".to_string(), true), ("m1".to_string(), true)]
+    );
     no_delivery(&mut c, 300).await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
@@ -279,7 +454,15 @@ async fn no_ack_consumer_removes_messages(ctx: Ctx) -> Result<()> {
     fill(&ch, &q, 3).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = ch2
-        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?;
     for _ in 0..3 {
         next_delivery(&mut c, 5).await?;
@@ -295,8 +478,22 @@ async fn round_robin_between_consumers(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
     let ch2 = conn.create_channel().await?;
-    let mut a = ch2.basic_consume(q.as_str().into(), "a".into(), Default::default(), Default::default()).await?;
-    let mut b = ch2.basic_consume(q.as_str().into(), "b".into(), Default::default(), Default::default()).await?;
+    let mut a = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "a".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let mut b = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "b".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     fill(&ch, &q, 6).await?;
     let mut ga = Vec::new();
     let mut gb = Vec::new();
@@ -316,8 +513,22 @@ async fn prefetch_per_consumer(ctx: Ctx) -> Result<()> {
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
     ch2.basic_qos(2, BasicQosOptions { global: false }).await?;
-    let mut a = ch2.basic_consume(q.as_str().into(), "a".into(), Default::default(), Default::default()).await?;
-    let mut b = ch2.basic_consume(q.as_str().into(), "b".into(), Default::default(), Default::default()).await?;
+    let mut a = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "a".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let mut b = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "b".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     // Each consumer gets 2 (limit per consumer), then nothing more until it acks.
     let a1 = next_delivery(&mut a, 5).await?;
     next_delivery(&mut a, 5).await?;
@@ -335,7 +546,11 @@ async fn prefetch_per_consumer(ctx: Ctx) -> Result<()> {
 }
 
 /// Counts deliveries to two consumers during `ms`; returns (a, b, tags).
-async fn count_two(a: &mut lapin::Consumer, b: &mut lapin::Consumer, ms: u64) -> (usize, usize, Vec<u64>) {
+async fn count_two(
+    a: &mut lapin::Consumer,
+    b: &mut lapin::Consumer,
+    ms: u64,
+) -> (usize, usize, Vec<u64>) {
     let (mut na, mut nb, mut tags) = (0, 0, Vec::new());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
     loop {
@@ -349,7 +564,10 @@ async fn count_two(a: &mut lapin::Consumer, b: &mut lapin::Consumer, ms: u64) ->
 }
 
 /// Two queues of 5 messages each, a channel with the given qos calls, one consumer per queue.
-async fn two_consumers(ctx: &Ctx, qos: &[(u16, bool)]) -> Result<(lapin::Connection, Channel, lapin::Consumer, lapin::Consumer)> {
+async fn two_consumers(
+    ctx: &Ctx,
+    qos: &[(u16, bool)],
+) -> Result<(lapin::Connection, Channel, lapin::Consumer, lapin::Consumer)> {
     let (conn, ch) = ctx.open().await?;
     let q1 = excl_queue(&ch).await?;
     let q2 = excl_queue(&ch).await?;
@@ -357,10 +575,25 @@ async fn two_consumers(ctx: &Ctx, qos: &[(u16, bool)]) -> Result<(lapin::Connect
     fill(&ch, &q2, 5).await?;
     let ch2 = conn.create_channel().await?;
     for (n, global) in qos {
-        ch2.basic_qos(*n, BasicQosOptions { global: *global }).await?;
+        ch2.basic_qos(*n, BasicQosOptions { global: *global })
+            .await?;
     }
-    let a = ch2.basic_consume(q1.as_str().into(), "a".into(), Default::default(), Default::default()).await?;
-    let b = ch2.basic_consume(q2.as_str().into(), "b".into(), Default::default(), Default::default()).await?;
+    let a = ch2
+        .basic_consume(
+            q1.as_str().into(),
+            "a".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let b = ch2
+        .basic_consume(
+            q2.as_str().into(),
+            "b".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     Ok((conn, ch2, a, b))
 }
 
@@ -399,18 +632,60 @@ async fn exclusive_consumer_403(ctx: Ctx) -> Result<()> {
     let ch = conn.create_channel().await?;
     let q = excl_queue(&ch).await?;
     let c = ch
-        .basic_consume(q.as_str().into(), "x1".into(), BasicConsumeOptions { exclusive: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            q.as_str().into(),
+            "x1".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?;
     let ch2 = conn.create_channel().await?;
-    let res = ch2.basic_consume(q.as_str().into(), "x2".into(), Default::default(), Default::default()).await;
-    expect_code(res, 403, Some(&format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use")))?;
+    let res = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "x2".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+    expect_code(
+        res,
+        403,
+        Some(&format!(
+            "ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"
+        )),
+    )?;
     ch.basic_cancel(c.tag(), Default::default()).await?;
-    let _plain = ch.basic_consume(q.as_str().into(), "p".into(), Default::default(), Default::default()).await?;
+    let _plain = ch
+        .basic_consume(
+            q.as_str().into(),
+            "p".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     let ch3 = conn.create_channel().await?;
     let res = ch3
-        .basic_consume(q.as_str().into(), "x3".into(), BasicConsumeOptions { exclusive: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            q.as_str().into(),
+            "x3".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await;
-    expect_code(res, 403, Some(&format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use")))?;
+    expect_code(
+        res,
+        403,
+        Some(&format!(
+            "ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"
+        )),
+    )?;
     conn.close(200, "bye".into()).await.ok();
     Ok(())
 }
@@ -419,10 +694,18 @@ async fn client_cancel_stops_deliveries(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "c".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "c".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     fill(&ch, &q, 1).await?;
     let d = next_delivery(&mut c, 5).await?;
-    ch2.basic_cancel(c.tag(), BasicCancelOptions::default()).await?;
+    ch2.basic_cancel(c.tag(), BasicCancelOptions::default())
+        .await?;
     fill(&ch, &q, 1).await?;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     ensure_eq!(message_count(&conn, &q).await?, 1);
@@ -437,10 +720,19 @@ async fn server_cancels_consumer_when_queue_deleted(ctx: Ctx) -> Result<()> {
     use futures::StreamExt;
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("q");
-    ch.queue_declare(q.as_str().into(), Default::default(), Default::default()).await?;
+    ch.queue_declare(q.as_str().into(), Default::default(), Default::default())
+        .await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "c".into(), Default::default(), Default::default()).await?;
-    ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "c".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await?;
     // consumer_cancel_notify: the server sends basic.cancel; lapin ends the stream.
     match tokio::time::timeout(std::time::Duration::from_secs(5), c.next()).await {
         Ok(None) => {}
@@ -448,7 +740,15 @@ async fn server_cancels_consumer_when_queue_deleted(ctx: Ctx) -> Result<()> {
         Err(_) => bail!("consumer not cancelled within 5s of queue deletion"),
     }
     // The channel stays open.
-    ch2.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await?;
+    ch2.queue_declare(
+        "".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -458,26 +758,78 @@ async fn unknown_delivery_tag_406(ctx: Ctx) -> Result<()> {
     let ch = conn.create_channel().await?;
     ch.basic_ack(42, Default::default()).await?;
     // The ack is asynchronous; the channel close shows on the next synchronous method.
-    let res = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await;
-    expect_code(res, 406, Some("PRECONDITION_FAILED - unknown delivery tag 42"))?;
+    let res = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    expect_code(
+        res,
+        406,
+        Some("PRECONDITION_FAILED - unknown delivery tag 42"),
+    )?;
     // Double ack.
     let ch = conn.create_channel().await?;
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 1).await?;
-    let m = ch.basic_get(q.as_str().into(), Default::default()).await?.expect("get-ok");
-    ch.basic_ack(m.delivery.delivery_tag, Default::default()).await?;
-    ch.basic_ack(m.delivery.delivery_tag, Default::default()).await?;
-    let res = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await;
-    expect_code(res, 406, Some(&format!("PRECONDITION_FAILED - unknown delivery tag {}", m.delivery.delivery_tag)))?;
+    let m = ch
+        .basic_get(q.as_str().into(), Default::default())
+        .await?
+        .expect("get-ok");
+    ch.basic_ack(m.delivery.delivery_tag, Default::default())
+        .await?;
+    ch.basic_ack(m.delivery.delivery_tag, Default::default())
+        .await?;
+    let res = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    expect_code(
+        res,
+        406,
+        Some(&format!(
+            "PRECONDITION_FAILED - unknown delivery tag {}",
+            m.delivery.delivery_tag
+        )),
+    )?;
     Ok(())
 }
 
 async fn consumer_tag_reuse_530(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let _c = ch.basic_consume(q.as_str().into(), "same".into(), Default::default(), Default::default()).await?;
-    let res = ch.basic_consume(q.as_str().into(), "same".into(), Default::default(), Default::default()).await;
-    expect_code(res, 530, Some("NOT_ALLOWED - attempt to reuse consumer tag 'same'"))?;
+    let _c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "same".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let res = ch
+        .basic_consume(
+            q.as_str().into(),
+            "same".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+    expect_code(
+        res,
+        530,
+        Some("NOT_ALLOWED - attempt to reuse consumer tag 'same'"),
+    )?;
     eventually(5, "connection closed (530 is a connection error)", || {
         let ok = !conn.status().connected();
         async move { Ok(ok) }
@@ -488,11 +840,26 @@ async fn consumer_tag_reuse_530(ctx: Ctx) -> Result<()> {
 async fn consume_missing_queue_404(ctx: Ctx) -> Result<()> {
     let (_conn, ch) = ctx.open().await?;
     let q = ctx.name("missing");
-    let res = ch.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await;
-    expect_code(res, 404, Some(&format!("NOT_FOUND - no queue '{q}' in vhost '/'")))?;
+    let res = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+    expect_code(
+        res,
+        404,
+        Some(&format!("NOT_FOUND - no queue '{q}' in vhost '/'")),
+    )?;
     let (_conn, ch) = ctx.open().await?;
     let res = ch.basic_get(q.as_str().into(), Default::default()).await;
-    expect_code(res, 404, Some(&format!("NOT_FOUND - no queue '{q}' in vhost '/'")))
+    expect_code(
+        res,
+        404,
+        Some(&format!("NOT_FOUND - no queue '{q}' in vhost '/'")),
+    )
 }
 
 async fn mandatory_unroutable_returned_312(ctx: Ctx) -> Result<()> {
@@ -503,7 +870,10 @@ async fn mandatory_unroutable_returned_312(ctx: Ctx) -> Result<()> {
         .basic_publish(
             "amq.direct".into(),
             ctx.name("nobody").as_str().into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
             b"lost",
             props,
         )
@@ -515,13 +885,26 @@ async fn mandatory_unroutable_returned_312(ctx: Ctx) -> Result<()> {
             ensure_eq!(ret.reply_text.as_str(), "NO_ROUTE");
             ensure_eq!(ret.delivery.data, b"lost".to_vec());
             ensure_eq!(ret.delivery.exchange.as_str(), "amq.direct");
-            ensure_eq!(ret.delivery.properties.correlation_id().as_ref().map(|s| s.to_string()), Some("c1".to_string()));
+            ensure_eq!(
+                ret.delivery
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .map(|s| s.to_string()),
+                Some("c1".to_string())
+            );
         }
         other => bail!("expected ack with a returned message, got {other:?}"),
     }
     // Not mandatory: dropped silently, still acked.
     let conf = ch
-        .basic_publish("amq.direct".into(), ctx.name("nobody").as_str().into(), Default::default(), b"lost", Default::default())
+        .basic_publish(
+            "amq.direct".into(),
+            ctx.name("nobody").as_str().into(),
+            Default::default(),
+            b"lost",
+            Default::default(),
+        )
         .await?
         .await?;
     ensure_eq!(conf, Confirmation::Ack(None));
@@ -534,8 +917,19 @@ async fn large_message_multiple_frames(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     ch.confirm_select(Default::default()).await?;
-    ch.basic_publish("".into(), q.as_str().into(), Default::default(), &big, Default::default()).await?.await?;
-    let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        Default::default(),
+        &big,
+        Default::default(),
+    )
+    .await?
+    .await?;
+    let m = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
     if m.delivery.data != big {
         bail!("1 MB body differs (len {})", m.delivery.data.len());
     }
@@ -546,8 +940,22 @@ async fn large_message_multiple_frames(ctx: Ctx) -> Result<()> {
 async fn empty_body(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let mut c = ch.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
-    ch.basic_publish("".into(), q.as_str().into(), Default::default(), b"", Default::default()).await?;
+    let mut c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        Default::default(),
+        b"",
+        Default::default(),
+    )
+    .await?;
     let d = next_delivery(&mut c, 5).await?;
     ensure_eq!(d.data.len(), 0);
     conn.close(200, "bye".into()).await?;

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use lapin::{protocol::AMQPClass, types::AMQPValue};
 
 use crate::harness::{Ctx, Target, ensure_eq, expect_code, scenarios};
-use crate::raw::{End, Enc, HEADER, Raw};
+use crate::raw::{Enc, End, HEADER, Raw};
 
 scenarios! {
     server_properties_and_capabilities,
@@ -76,8 +76,16 @@ async fn tune_defaults(ctx: Ctx) -> Result<()> {
     ensure_eq!(tune.frame_max, 131072);
     ensure_eq!(tune.heartbeat, 60);
     raw.tune_ok_open(tune, "/").await?;
-    raw.send_method(0, &Enc::method(10, 50).u16(200).short("bye").u16(0).u16(0).bytes())
-        .await?;
+    raw.send_method(
+        0,
+        &Enc::method(10, 50)
+            .u16(200)
+            .short("bye")
+            .u16(0)
+            .u16(0)
+            .bytes(),
+    )
+    .await?;
     match raw.expect_method(5).await? {
         (0, AMQPClass::Connection(lapin::protocol::connection::AMQPMethod::CloseOk(_))) => {}
         other => bail!("expected close-ok, got {other:?}"),
@@ -144,7 +152,12 @@ async fn amqplain_login(ctx: Ctx) -> Result<()> {
     t.short("LOGIN").u8(b'S').long(b"guest");
     t.short("PASSWORD").u8(b'S').long(b"guest");
     let table = t.bytes();
-    let p = Enc::method(10, 11).empty_table().short("AMQPLAIN").long(&table).short("en_US").bytes();
+    let p = Enc::method(10, 11)
+        .empty_table()
+        .short("AMQPLAIN")
+        .long(&table)
+        .short("en_US")
+        .bytes();
     raw.send_method(0, &p).await?;
     let tune = raw.tune().await?;
     raw.tune_ok_open(tune, "/").await?;
@@ -165,10 +178,21 @@ async fn unknown_vhost_530(ctx: Ctx) -> Result<()> {
     raw.start().await?;
     raw.start_ok_plain("guest", "guest").await?;
     let tune = raw.tune().await?;
-    raw.send_method(0, &Enc::method(10, 31).u16(tune.channel_max).u32(tune.frame_max).u16(0).bytes())
-        .await?;
+    raw.send_method(
+        0,
+        &Enc::method(10, 31)
+            .u16(tune.channel_max)
+            .u32(tune.frame_max)
+            .u16(0)
+            .bytes(),
+    )
+    .await?;
     let vhost = ctx.name("novhost");
-    raw.send_method(0, &Enc::method(10, 40).short(&vhost).short("").u8(0).bytes()).await?;
+    raw.send_method(
+        0,
+        &Enc::method(10, 40).short(&vhost).short("").u8(0).bytes(),
+    )
+    .await?;
     let want = format!("NOT_ALLOWED - vhost {vhost} not found");
     match raw.expect_end(10).await? {
         End::Close(530, text, 10, 40) if text == want => Ok(()),
@@ -177,7 +201,11 @@ async fn unknown_vhost_530(ctx: Ctx) -> Result<()> {
 }
 
 async fn wrong_protocol_header_answered(ctx: Ctx) -> Result<()> {
-    for bad in [&b"AMQP\x01\x01\x00\x0a"[..], b"AMQP\x00\x00\x08\x00", b"AMQP\x00\x01\x00\x00"] {
+    for bad in [
+        &b"AMQP\x01\x01\x00\x0a"[..],
+        b"AMQP\x00\x00\x08\x00",
+        b"AMQP\x00\x01\x00\x00",
+    ] {
         let mut raw = Raw::connect(ctx.addr).await?;
         raw.send(bad).await?;
         let got = raw.read_raw(5).await?;
@@ -239,7 +267,8 @@ async fn heartbeats_are_sent(ctx: Ctx) -> Result<()> {
     let mut seen = 0;
     while seen < 2 && t0.elapsed().as_secs() < 6 {
         // Keep our side alive too.
-        raw.send(&crate::raw::frame(crate::raw::FRAME_HEARTBEAT, 0, &[])).await?;
+        raw.send(&crate::raw::frame(crate::raw::FRAME_HEARTBEAT, 0, &[]))
+            .await?;
         match raw.read_frame(2).await {
             Ok(Some(f)) if f.kind == crate::raw::FRAME_HEARTBEAT => {
                 ensure_eq!(f.channel, 0);
@@ -271,8 +300,16 @@ async fn missed_heartbeats_close_connection(ctx: Ctx) -> Result<()> {
 async fn client_close_gets_close_ok(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
-    raw.send_method(0, &Enc::method(10, 50).u16(200).short("bye").u16(0).u16(0).bytes())
-        .await?;
+    raw.send_method(
+        0,
+        &Enc::method(10, 50)
+            .u16(200)
+            .short("bye")
+            .u16(0)
+            .u16(0)
+            .bytes(),
+    )
+    .await?;
     match raw.expect_method(5).await? {
         (0, AMQPClass::Connection(lapin::protocol::connection::AMQPMethod::CloseOk(_))) => {}
         other => bail!("expected close-ok, got {other:?}"),
@@ -287,15 +324,31 @@ async fn many_connections_concurrently(ctx: Ctx) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             let (conn, ch) = ctx.open().await?;
             let q = ch
-                .queue_declare("".into(), lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default())
+                .queue_declare(
+                    "".into(),
+                    lapin::options::QueueDeclareOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
                 .await?;
-            ch.basic_publish("".into(), q.name().clone(), Default::default(), format!("m{i}").as_bytes(), Default::default())
-                .await?;
+            ch.basic_publish(
+                "".into(),
+                q.name().clone(),
+                Default::default(),
+                format!("m{i}").as_bytes(),
+                Default::default(),
+            )
+            .await?;
             let got = crate::harness::eventually(5, "message", || {
                 let ch = ch.clone();
                 let q = q.name().clone();
                 async move {
-                    Ok(ch.basic_get(q, lapin::options::BasicGetOptions { no_ack: true }).await?.is_some())
+                    Ok(ch
+                        .basic_get(q, lapin::options::BasicGetOptions { no_ack: true })
+                        .await?
+                        .is_some())
                 }
             })
             .await;

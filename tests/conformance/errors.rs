@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 
 use crate::confirm_tx::publish_frames;
 use crate::harness::{Ctx, Target, ensure_eq, scenarios};
-use crate::raw::{
-    End, Enc, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Raw, frame,
-};
+use crate::raw::{Enc, End, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Raw, frame};
 
 scenarios! {
     frame_larger_than_frame_max_501,
@@ -32,11 +30,31 @@ scenarios! {
 async fn still_serves(ctx: &Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ch
-        .queue_declare("".into(), lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default())
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?;
     ch.confirm_select(Default::default()).await?;
-    ch.basic_publish("".into(), q.name().clone(), Default::default(), b"alive", Default::default()).await?.await?;
-    let m = ch.basic_get(q.name().clone(), lapin::options::BasicGetOptions { no_ack: true }).await?;
+    ch.basic_publish(
+        "".into(),
+        q.name().clone(),
+        Default::default(),
+        b"alive",
+        Default::default(),
+    )
+    .await?
+    .await?;
+    let m = ch
+        .basic_get(
+            q.name().clone(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await?;
     if m.map(|m| m.delivery.data) != Some(b"alive".to_vec()) {
         bail!("broker no longer routes messages");
     }
@@ -55,7 +73,12 @@ async fn frame_larger_than_frame_max_501(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
     let size = raw.frame_max as usize + 100;
-    let mut payload = Enc::method(60, 40).u16(0).short("").short("q").u8(0).bytes();
+    let mut payload = Enc::method(60, 40)
+        .u16(0)
+        .short("")
+        .short("q")
+        .u8(0)
+        .bytes();
     payload.resize(size, 0);
     raw.send(&frame(FRAME_METHOD, 1, &payload)).await?;
     let text = expect_close_code(&mut raw, 501).await?;
@@ -90,26 +113,71 @@ async fn lowered_frame_max_enforced_501(ctx: Ctx) -> Result<()> {
     raw.open_channel(1).await?;
     // A frame of exactly frame_max (payload + 8) is fine.
     let q = ctx.name("fm");
-    raw.send_method(1, &Enc::method(50, 10).u16(0).short(&q).u8(0b1000).empty_table().bytes()).await?;
+    raw.send_method(
+        1,
+        &Enc::method(50, 10)
+            .u16(0)
+            .short(&q)
+            .u8(0b1000)
+            .empty_table()
+            .bytes(),
+    )
+    .await?;
     raw.expect_method(5).await?;
-    let mut out = frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes());
-    out.extend(frame(FRAME_HEADER, 1, &Enc::default().u16(60).u16(0).u64(4088).u16(0).bytes()));
+    let mut out = frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes(),
+    );
+    out.extend(frame(
+        FRAME_HEADER,
+        1,
+        &Enc::default().u16(60).u16(0).u64(4088).u16(0).bytes(),
+    ));
     out.extend(frame(FRAME_BODY, 1, &[7u8; 4088]));
     raw.send(&out).await?;
     // RabbitMQ compares the frame *payload* size with frame_max: a payload of exactly
     // frame_max is accepted, one byte more is a 501.
-    let mut out = frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes());
-    out.extend(frame(FRAME_HEADER, 1, &Enc::default().u16(60).u16(0).u64(4096).u16(0).bytes()));
+    let mut out = frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes(),
+    );
+    out.extend(frame(
+        FRAME_HEADER,
+        1,
+        &Enc::default().u16(60).u16(0).u64(4096).u16(0).bytes(),
+    ));
     out.extend(frame(FRAME_BODY, 1, &[7u8; 4096]));
     raw.send(&out).await?;
-    raw.send_method(1, &Enc::method(50, 10).u16(0).short(&q).u8(1).empty_table().bytes()).await?;
+    raw.send_method(
+        1,
+        &Enc::method(50, 10)
+            .u16(0)
+            .short(&q)
+            .u8(1)
+            .empty_table()
+            .bytes(),
+    )
+    .await?;
     match raw.expect_method(5).await? {
         // Still open: the 4096-byte payload was accepted.
-        (1, lapin::protocol::AMQPClass::Queue(lapin::protocol::queue::AMQPMethod::DeclareOk(_))) => {}
+        (
+            1,
+            lapin::protocol::AMQPClass::Queue(lapin::protocol::queue::AMQPMethod::DeclareOk(_)),
+        ) => {}
         other => bail!("expected declare-ok, got {other:?}"),
     }
-    let mut out = frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes());
-    out.extend(frame(FRAME_HEADER, 1, &Enc::default().u16(60).u16(0).u64(4097).u16(0).bytes()));
+    let mut out = frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes(),
+    );
+    out.extend(frame(
+        FRAME_HEADER,
+        1,
+        &Enc::default().u16(60).u16(0).u64(4097).u16(0).bytes(),
+    ));
     out.extend(frame(FRAME_BODY, 1, &[7u8; 4097]));
     raw.send(&out).await?;
     let text = expect_close_code(&mut raw, 501).await?;
@@ -142,16 +210,34 @@ async fn unknown_frame_type_501(ctx: Ctx) -> Result<()> {
 async fn content_header_without_publish_505(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
-    raw.send(&frame(FRAME_HEADER, 1, &Enc::default().u16(60).u16(0).u64(1).u16(0).bytes())).await?;
+    raw.send(&frame(
+        FRAME_HEADER,
+        1,
+        &Enc::default().u16(60).u16(0).u64(1).u16(0).bytes(),
+    ))
+    .await?;
     let text = expect_close_code(&mut raw, 505).await?;
-    ensure_eq!(text, "UNEXPECTED_FRAME - expected method frame, got non method frame instead");
+    ensure_eq!(
+        text,
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead"
+    );
     Ok(())
 }
 
 async fn body_without_header_505(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
-    raw.send(&frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short("q").u8(0).bytes())).await?;
+    raw.send(&frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40)
+            .u16(0)
+            .short("")
+            .short("q")
+            .u8(0)
+            .bytes(),
+    ))
+    .await?;
     raw.send(&frame(FRAME_BODY, 1, b"body")).await?;
     let text = expect_close_code(&mut raw, 505).await?;
     if !text.starts_with("UNEXPECTED_FRAME") {
@@ -163,9 +249,25 @@ async fn body_without_header_505(ctx: Ctx) -> Result<()> {
 async fn method_while_expecting_body_505(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
-    raw.send(&frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short("q").u8(0).bytes())).await?;
-    raw.send(&frame(FRAME_HEADER, 1, &Enc::default().u16(60).u16(0).u64(10).u16(0).bytes())).await?;
-    raw.send(&frame(FRAME_METHOD, 1, &Enc::method(85, 10).u8(0).bytes())).await?;
+    raw.send(&frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40)
+            .u16(0)
+            .short("")
+            .short("q")
+            .u8(0)
+            .bytes(),
+    ))
+    .await?;
+    raw.send(&frame(
+        FRAME_HEADER,
+        1,
+        &Enc::default().u16(60).u16(0).u64(10).u16(0).bytes(),
+    ))
+    .await?;
+    raw.send(&frame(FRAME_METHOD, 1, &Enc::method(85, 10).u8(0).bytes()))
+        .await?;
     let text = expect_close_code(&mut raw, 505).await?;
     if !text.starts_with("UNEXPECTED_FRAME") {
         bail!("reply text {text:?}");
@@ -199,10 +301,13 @@ async fn unknown_method_540(ctx: Ctx) -> Result<()> {
 async fn connection_method_on_channel_503(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
-    raw.send_method(1, &Enc::method(10, 40).short("/").short("").u8(0).bytes()).await?;
+    raw.send_method(1, &Enc::method(10, 40).short("/").short("").u8(0).bytes())
+        .await?;
     match raw.expect_end(10).await? {
         End::Close(503, _, _, _) | End::Close(504, _, _, _) => Ok(()),
-        other => bail!("expected a connection error for connection.open on channel 1, got {other:?}"),
+        other => {
+            bail!("expected a connection error for connection.open on channel 1, got {other:?}")
+        }
     }
 }
 
@@ -289,8 +394,15 @@ async fn open_close(ctx: &Ctx, n: usize) -> Result<()> {
         .map(|_| async {
             let conn = ctx.connect().await?;
             let ch = conn.create_channel().await?;
-            ch.queue_declare("".into(), lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default())
-                .await?;
+            ch.queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await?;
             conn.close(200, "bye".into()).await?;
             Ok(())
         })

@@ -121,7 +121,12 @@ fn run_id() -> String {
 
 async fn run_external(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
     let url = external_url().ok_or_else(|| anyhow!("AMQP_URL not set"))?;
-    let ctx = Ctx { target: Target::External, addr: addr_of(&url)?, url, run_id: run_id() };
+    let ctx = Ctx {
+        target: Target::External,
+        addr: addr_of(&url)?,
+        url,
+        run_id: run_id(),
+    };
     match tokio::time::timeout(limit, f(ctx)).await {
         Ok(r) => r,
         Err(_) => bail!("scenario timed out after {limit:?}"),
@@ -131,18 +136,29 @@ async fn run_external(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
 async fn run_embedded(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
     // Run in its own task so that a panicking broker (or scenario) becomes an error.
     let task = tokio::spawn(async move {
-        let broker = tokio::time::timeout(Duration::from_secs(10), broker::Broker::builder().start())
-            .await
-            .context("embedded broker start timed out")?
-            .context("embedded broker start")?;
+        let broker =
+            tokio::time::timeout(Duration::from_secs(10), broker::Broker::builder().start())
+                .await
+                .context("embedded broker start timed out")?
+                .context("embedded broker start")?;
         let url = broker.amqp_url();
-        let ctx = Ctx { target: Target::Embedded, addr: broker.local_addr(), url, run_id: run_id() };
+        let ctx = Ctx {
+            target: Target::Embedded,
+            addr: broker.local_addr(),
+            url,
+            run_id: run_id(),
+        };
         let res = match tokio::time::timeout(limit, f(ctx)).await {
             Ok(r) => r,
             Err(_) => Err(anyhow!("scenario timed out after {limit:?}")),
         };
-        if tokio::time::timeout(Duration::from_secs(5), broker.shutdown()).await.is_err() {
-            return Err(res.err().unwrap_or_else(|| anyhow!("broker shutdown timed out")));
+        if tokio::time::timeout(Duration::from_secs(5), broker.shutdown())
+            .await
+            .is_err()
+        {
+            return Err(res
+                .err()
+                .unwrap_or_else(|| anyhow!("broker shutdown timed out")));
         }
         res
     });
@@ -163,7 +179,9 @@ async fn run_embedded(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
 
 /// Runs `f` against every selected target; panics listing every failure.
 pub fn run(name: &str, f: fn(Ctx) -> BoxFut, timeout_secs: Option<u64>) {
-    let limit = timeout_secs.map(Duration::from_secs).unwrap_or_else(default_timeout);
+    let limit = timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or_else(default_timeout);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -339,7 +357,10 @@ pub async fn message_count(conn: &Connection, queue: &str) -> Result<u32> {
     let q = ch
         .queue_declare(
             queue.into(),
-            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await?;
@@ -353,7 +374,10 @@ pub async fn queue_exists(ctx: &Ctx, queue: &str) -> Result<bool> {
     let res = ch
         .queue_declare(
             queue.into(),
-            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await;
@@ -372,7 +396,10 @@ pub async fn exchange_exists(ctx: &Ctx, exchange: &str) -> Result<bool> {
         .exchange_declare(
             exchange.into(),
             lapin::ExchangeKind::Direct,
-            lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() },
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await;
@@ -386,7 +413,9 @@ pub async fn exchange_exists(ctx: &Ctx, exchange: &str) -> Result<bool> {
 
 /// Deletes queues on a fresh connection, ignoring errors (cleanup after a scenario).
 pub async fn cleanup(ctx: &Ctx, queues: &[&str], exchanges: &[&str]) {
-    let Ok(conn) = ctx.connect().await else { return };
+    let Ok(conn) = ctx.connect().await else {
+        return;
+    };
     for q in queues {
         if let Ok(ch) = conn.create_channel().await {
             let _ = ch.queue_delete((*q).into(), Default::default()).await;

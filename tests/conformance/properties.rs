@@ -36,8 +36,17 @@ fn every_type_table() -> FieldTable {
     t.insert("i64".into(), AMQPValue::LongLongInt(-6_400_000_000_000));
     t.insert("f32".into(), AMQPValue::Float(1.5));
     t.insert("f64".into(), AMQPValue::Double(-2.25e100));
-    t.insert("decimal".into(), AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 12345 }));
-    t.insert("longstr".into(), AMQPValue::LongString("héllo\0world".into()));
+    t.insert(
+        "decimal".into(),
+        AMQPValue::DecimalValue(DecimalValue {
+            scale: 2,
+            value: 12345,
+        }),
+    );
+    t.insert(
+        "longstr".into(),
+        AMQPValue::LongString("héllo\0world".into()),
+    );
     t.insert(
         "array".into(),
         AMQPValue::FieldArray(FieldArray::from(vec![
@@ -50,7 +59,10 @@ fn every_type_table() -> FieldTable {
     t.insert("timestamp".into(), AMQPValue::Timestamp(1_700_000_000));
     t.insert("table".into(), AMQPValue::FieldTable(inner));
     t.insert("void".into(), AMQPValue::Void);
-    t.insert("bytes".into(), AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 2, 255])));
+    t.insert(
+        "bytes".into(),
+        AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 2, 255])),
+    );
     t.insert("empty".into(), AMQPValue::LongString("".into()));
     t
 }
@@ -75,10 +87,30 @@ fn full_props() -> BasicProperties {
 
 async fn round_trip(ctx: &Ctx, props: BasicProperties) -> Result<BasicProperties> {
     let (conn, ch) = ctx.open().await?;
-    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
     ch.confirm_select(Default::default()).await?;
-    ch.basic_publish("".into(), q.name().clone(), Default::default(), b"body", props).await?.await?;
-    let m = ch.basic_get(q.name().clone(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
+    ch.basic_publish(
+        "".into(),
+        q.name().clone(),
+        Default::default(),
+        b"body",
+        props,
+    )
+    .await?
+    .await?;
+    let m = ch
+        .basic_get(q.name().clone(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
     conn.close(200, "bye".into()).await?;
     Ok(m.delivery.properties)
 }
@@ -93,7 +125,9 @@ async fn all_properties_round_trip(ctx: Ctx) -> Result<()> {
 async fn header_table_every_field_type(ctx: Ctx) -> Result<()> {
     let sent = BasicProperties::default().with_headers(every_type_table());
     let got = round_trip(&ctx, sent).await?;
-    let Some(h) = got.headers() else { bail!("headers lost") };
+    let Some(h) = got.headers() else {
+        bail!("headers lost")
+    };
     let want = every_type_table();
     for (k, v) in want.inner() {
         ensure_eq!(h.inner().get(k), Some(v), "header {k}");
@@ -132,7 +166,13 @@ fn raw_content_header(body_len: u64) -> Vec<u8> {
     let arr = arr.bytes();
     tbl.short("A").u8(b'A').long(&arr);
     let mut inner = Enc::default();
-    inner.short("y").u8(b'S').long(b"deep").short("a").u8(b'I').u32(7);
+    inner
+        .short("y")
+        .u8(b'S')
+        .long(b"deep")
+        .short("a")
+        .u8(b'I')
+        .u32(7);
     let inner = inner.bytes();
     tbl.short("F").u8(b'F').long(&inner);
     let tbl = tbl.bytes();
@@ -141,7 +181,11 @@ fn raw_content_header(body_len: u64) -> Vec<u8> {
     // All 14 property flags set (bits 15..2).
     p.u16(0xFFFC);
     p.short("text/plain").short("utf-8").long(&tbl).u8(2).u8(5);
-    p.short("corr").short("rq").short("60000").short("mid").u64(1_700_000_000);
+    p.short("corr")
+        .short("rq")
+        .short("60000")
+        .short("mid")
+        .u64(1_700_000_000);
     p.short("t").short("guest").short("app").short("cl");
     p.bytes()
 }
@@ -150,15 +194,38 @@ async fn content_header_byte_for_byte_raw(ctx: Ctx) -> Result<()> {
     let mut raw = Raw::handshake(ctx.addr, 0).await?;
     raw.open_channel(1).await?;
     let q = ctx.name("bytes");
-    raw.send_method(1, &Enc::method(50, 10).u16(0).short(&q).u8(0b1000).empty_table().bytes()).await?;
+    raw.send_method(
+        1,
+        &Enc::method(50, 10)
+            .u16(0)
+            .short(&q)
+            .u8(0b1000)
+            .empty_table()
+            .bytes(),
+    )
+    .await?;
     raw.expect_method(5).await?;
     let header = raw_content_header(4);
-    let mut out = frame(FRAME_METHOD, 1, &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes());
+    let mut out = frame(
+        FRAME_METHOD,
+        1,
+        &Enc::method(60, 40).u16(0).short("").short(&q).u8(0).bytes(),
+    );
     out.extend(frame(FRAME_HEADER, 1, &header));
     out.extend(frame(FRAME_BODY, 1, b"body"));
     raw.send(&out).await?;
     // basic.consume no-ack
-    raw.send_method(1, &Enc::method(60, 20).u16(0).short(&q).short("t").u8(0b0010).empty_table().bytes()).await?;
+    raw.send_method(
+        1,
+        &Enc::method(60, 20)
+            .u16(0)
+            .short(&q)
+            .short("t")
+            .u8(0b0010)
+            .empty_table()
+            .bytes(),
+    )
+    .await?;
     match raw.expect_method(5).await? {
         (1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))) => {}
         other => bail!("expected consume-ok, got {other:?}"),
@@ -186,6 +253,17 @@ async fn user_id_must_match_406(ctx: Ctx) -> Result<()> {
     let (_conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
     let props = BasicProperties::default().with_user_id("mallory".into());
-    let res = async { ch.basic_publish("".into(), "nowhere".into(), Default::default(), b"x", props).await?.await }.await;
-    expect_code(res, 406, Some("PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'"))
+    let res = async {
+        ch.basic_publish("".into(), "nowhere".into(), Default::default(), b"x", props)
+            .await?
+            .await
+    }
+    .await;
+    expect_code(
+        res,
+        406,
+        Some(
+            "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'",
+        ),
+    )
 }

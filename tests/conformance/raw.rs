@@ -139,7 +139,12 @@ impl Raw {
             .await
             .context("tcp connect timed out")??;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: Vec::new(), server_properties: None, frame_max: 131072 })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            server_properties: None,
+            frame_max: 131072,
+        })
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
@@ -183,7 +188,11 @@ impl Raw {
                     if end != FRAME_END {
                         bail!("server sent a frame with a bad frame-end octet {end:#x}");
                     }
-                    return Ok(Some(Frame { kind, channel, payload }));
+                    return Ok(Some(Frame {
+                        kind,
+                        channel,
+                        payload,
+                    }));
                 }
             }
             match tokio::time::timeout_at(deadline, self.stream.read(&mut tmp)).await {
@@ -240,7 +249,9 @@ impl Raw {
     ) -> Result<()> {
         let resp = format!("\0{user}\0{pass}");
         let mut caps = Enc::default();
-        caps.short("authentication_failure_close").u8(b't').u8(auth_failure_close as u8);
+        caps.short("authentication_failure_close")
+            .u8(b't')
+            .u8(auth_failure_close as u8);
         let caps = caps.bytes();
         let mut props = Enc::default();
         props.short("capabilities").u8(b'F').long(&caps);

@@ -35,7 +35,14 @@ fn args(k: &str, v: i32) -> FieldTable {
 
 async fn excl(ch: &lapin::Channel, a: FieldTable) -> Result<String> {
     Ok(ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, a)
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            a,
+        )
         .await?
         .name()
         .to_string())
@@ -52,10 +59,20 @@ async fn per_message_expiration(ctx: Ctx) -> Result<()> {
     publish_confirmed(&ch, "", &q, b"short", exp("200")).await?;
     publish_confirmed(&ch, "", &q, b"long", exp("60000")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await?.expect("get-ok");
+    let m = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .expect("get-ok");
     ensure_eq!(m.delivery.data, b"long".to_vec());
     // The expiration property is delivered as published.
-    ensure_eq!(m.delivery.properties.expiration().clone().map(|s| s.to_string()), Some("60000".to_string()));
+    ensure_eq!(
+        m.delivery
+            .properties
+            .expiration()
+            .clone()
+            .map(|s| s.to_string()),
+        Some("60000".to_string())
+    );
     ensure_eq!(m.message_count, 0);
     conn.close(200, "bye".into()).await?;
     Ok(())
@@ -67,7 +84,12 @@ async fn expiration_zero_without_consumer_dropped(ctx: Ctx) -> Result<()> {
     let q = excl(&ch, Default::default()).await?;
     publish_confirmed(&ch, "", &q, b"now-or-never", exp("0")).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    ensure_eq!(ch.basic_get(q.as_str().into(), Default::default()).await?.is_none(), true);
+    ensure_eq!(
+        ch.basic_get(q.as_str().into(), Default::default())
+            .await?
+            .is_none(),
+        true
+    );
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -76,7 +98,14 @@ async fn expiration_zero_with_consumer_delivered(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl(&ch, Default::default()).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2.basic_consume(q.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut c = ch2
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     ch.confirm_select(Default::default()).await?;
     publish_confirmed(&ch, "", &q, b"now", exp("0")).await?;
     let d = next_delivery(&mut c, 5).await?;
@@ -99,11 +128,21 @@ async fn queue_message_ttl(ctx: Ctx) -> Result<()> {
         async move { Ok(message_count(conn, &q).await? == 0) }
     })
     .await?;
-    ensure_eq!(ch.basic_get(q.as_str().into(), Default::default()).await?.is_none(), true);
+    ensure_eq!(
+        ch.basic_get(q.as_str().into(), Default::default())
+            .await?
+            .is_none(),
+        true
+    );
     // The lower of per-message expiration and the queue TTL applies.
     publish_confirmed(&ch, "", &q, b"x", exp("60000")).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ensure_eq!(ch.basic_get(q.as_str().into(), Default::default()).await?.is_none(), true);
+    ensure_eq!(
+        ch.basic_get(q.as_str().into(), Default::default())
+            .await?
+            .is_none(),
+        true
+    );
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -121,7 +160,12 @@ async fn gone_within(ctx: &Ctx, q: &str, what: &str) -> Result<()> {
 async fn queue_expires_when_unused(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("expires");
-    ch.queue_declare(q.as_str().into(), Default::default(), args("x-expires", 300)).await?;
+    ch.queue_declare(
+        q.as_str().into(),
+        Default::default(),
+        args("x-expires", 300),
+    )
+    .await?;
     if !queue_exists(&ctx, &q).await? {
         bail!("queue gone immediately");
     }
@@ -134,14 +178,31 @@ async fn queue_expires_when_unused(ctx: Ctx) -> Result<()> {
 async fn queue_expires_not_while_consumed(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("expires");
-    ch.queue_declare(q.as_str().into(), Default::default(), args("x-expires", 300)).await?;
-    let c = ch.basic_consume(q.as_str().into(), "c".into(), Default::default(), Default::default()).await?;
+    ch.queue_declare(
+        q.as_str().into(),
+        Default::default(),
+        args("x-expires", 300),
+    )
+    .await?;
+    let c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "c".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     tokio::time::sleep(Duration::from_millis(900)).await;
     if !queue_exists(&ctx, &q).await? {
         bail!("queue with a consumer expired");
     }
     ch.basic_cancel(c.tag(), Default::default()).await?;
-    gone_within(&ctx, &q, "queue deleted by x-expires after its consumer left").await?;
+    gone_within(
+        &ctx,
+        &q,
+        "queue deleted by x-expires after its consumer left",
+    )
+    .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -149,22 +210,68 @@ async fn queue_expires_not_while_consumed(ctx: Ctx) -> Result<()> {
 async fn invalid_expiration_406(ctx: Ctx) -> Result<()> {
     let (_conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
-    let res = async { ch.basic_publish("".into(), "nowhere".into(), Default::default(), b"x", exp("soon")).await?.await }.await;
-    expect_code(res, 406, Some("PRECONDITION_FAILED - invalid expiration 'soon': no_integer"))?;
+    let res = async {
+        ch.basic_publish(
+            "".into(),
+            "nowhere".into(),
+            Default::default(),
+            b"x",
+            exp("soon"),
+        )
+        .await?
+        .await
+    }
+    .await;
+    expect_code(
+        res,
+        406,
+        Some("PRECONDITION_FAILED - invalid expiration 'soon': no_integer"),
+    )?;
     let (_conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
-    let res = async { ch.basic_publish("".into(), "nowhere".into(), Default::default(), b"x", exp("-5")).await?.await }.await;
-    expect_code(res, 406, Some("PRECONDITION_FAILED - invalid expiration '-5': {value_negative,-5}"))
+    let res = async {
+        ch.basic_publish(
+            "".into(),
+            "nowhere".into(),
+            Default::default(),
+            b"x",
+            exp("-5"),
+        )
+        .await?
+        .await
+    }
+    .await;
+    expect_code(
+        res,
+        406,
+        Some("PRECONDITION_FAILED - invalid expiration '-5': {value_negative,-5}"),
+    )
 }
 
 async fn invalid_message_ttl_406(ctx: Ctx) -> Result<()> {
     let (_conn, ch) = ctx.open().await?;
     let q = ctx.name("badttl");
-    let res = ch.queue_declare(q.as_str().into(), Default::default(), args("x-message-ttl", -1)).await;
-    expect_code_prefix(res, 406, &format!("PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue '{q}' in vhost '/'"))?;
+    let res = ch
+        .queue_declare(
+            q.as_str().into(),
+            Default::default(),
+            args("x-message-ttl", -1),
+        )
+        .await;
+    expect_code_prefix(
+        res,
+        406,
+        &format!("PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue '{q}' in vhost '/'"),
+    )?;
     let (_conn, ch) = ctx.open().await?;
-    let res = ch.queue_declare(q.as_str().into(), Default::default(), args("x-expires", 0)).await;
-    expect_code_prefix(res, 406, &format!("PRECONDITION_FAILED - invalid arg 'x-expires' for queue '{q}' in vhost '/'"))
+    let res = ch
+        .queue_declare(q.as_str().into(), Default::default(), args("x-expires", 0))
+        .await;
+    expect_code_prefix(
+        res,
+        406,
+        &format!("PRECONDITION_FAILED - invalid arg 'x-expires' for queue '{q}' in vhost '/'"),
+    )
 }
 
 async fn expired_message_not_delivered_behind_live_one(ctx: Ctx) -> Result<()> {
@@ -176,7 +283,10 @@ async fn expired_message_not_delivered_behind_live_one(ctx: Ctx) -> Result<()> {
     publish_confirmed(&ch, "", &q, b"live2", Default::default()).await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut got = Vec::new();
-    while let Some(m) = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await? {
+    while let Some(m) = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+    {
         got.push(String::from_utf8_lossy(&m.delivery.data).to_string());
         if got.len() > 5 {
             break;

@@ -22,13 +22,33 @@ scenarios! {
 async fn hello_world(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("hello");
-    ch.queue_declare(q.as_str().into(), Default::default(), Default::default()).await?;
-    let mut c = ch
-        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+    ch.queue_declare(q.as_str().into(), Default::default(), Default::default())
         .await?;
-    ch.basic_publish("".into(), q.as_str().into(), Default::default(), b"Hello World!", Default::default()).await?;
-    ensure_eq!(next_delivery(&mut c, 5).await?.data, b"Hello World!".to_vec());
-    ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    let mut c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        Default::default(),
+        b"Hello World!",
+        Default::default(),
+    )
+    .await?;
+    ensure_eq!(
+        next_delivery(&mut c, 5).await?.data,
+        b"Hello World!".to_vec()
+    );
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -36,22 +56,54 @@ async fn hello_world(ctx: Ctx) -> Result<()> {
 async fn work_queue_fair_dispatch_and_redelivery(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = ctx.name("task_queue");
-    ch.queue_declare(q.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await?;
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await?;
     let (c1, w1) = ctx.open().await?;
     let (c2, w2) = ctx.open().await?;
     for w in [&w1, &w2] {
         w.basic_qos(1, BasicQosOptions::default()).await?;
     }
-    let mut a = w1.basic_consume(q.as_str().into(), "a".into(), Default::default(), Default::default()).await?;
-    let mut b = w2.basic_consume(q.as_str().into(), "b".into(), Default::default(), Default::default()).await?;
+    let mut a = w1
+        .basic_consume(
+            q.as_str().into(),
+            "a".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
+    let mut b = w2
+        .basic_consume(
+            q.as_str().into(),
+            "b".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     ch.confirm_select(Default::default()).await?;
     for t in ["t1", "t2", "t3", "t4"] {
-        publish_confirmed(&ch, "", &q, t.as_bytes(), BasicProperties::default().with_delivery_mode(2)).await?;
+        publish_confirmed(
+            &ch,
+            "",
+            &q,
+            t.as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?;
     }
     // prefetch 1: each worker holds exactly one task.
     let da = next_delivery(&mut a, 5).await?;
     let db = next_delivery(&mut b, 5).await?;
-    ensure_eq!((da.data.clone(), db.data.clone()), (b"t1".to_vec(), b"t2".to_vec()));
+    ensure_eq!(
+        (da.data.clone(), db.data.clone()),
+        (b"t1".to_vec(), b"t2".to_vec())
+    );
     ensure_eq!(da.properties.delivery_mode(), &Some(2));
     no_delivery(&mut a, 300).await?;
     // Worker a dies holding t1: it is redelivered to b after b acks t2.
@@ -63,9 +115,17 @@ async fn work_queue_fair_dispatch_and_redelivery(ctx: Ctx) -> Result<()> {
         got.push((String::from_utf8_lossy(&d.data).to_string(), d.redelivered));
         w2.basic_ack(d.delivery_tag, Default::default()).await?;
     }
-    ensure_eq!(got, vec![("t1".to_string(), true), ("t3".to_string(), false), ("t4".to_string(), false)]);
+    ensure_eq!(
+        got,
+        vec![
+            ("t1".to_string(), true),
+            ("t3".to_string(), false),
+            ("t4".to_string(), false)
+        ]
+    );
     let _ = c2.close(200, "bye".into()).await;
-    ch.queue_delete(q.as_str().into(), Default::default()).await?;
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -75,7 +135,13 @@ async fn publish_subscribe_fanout(ctx: Ctx) -> Result<()> {
     ch.confirm_select(Default::default()).await?;
     let x = ctx.name("logs");
     // Published before anyone subscribed: lost (the seed's warning).
-    ch.exchange_declare(x.as_str().into(), ExchangeKind::Fanout, Default::default(), Default::default()).await?;
+    ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Fanout,
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
     publish_confirmed(&ch, &x, "", b"early", Default::default()).await?;
     let q1 = bound_queue(&ch, &x, &[""], Default::default()).await?;
     let q2 = bound_queue(&ch, &x, &[""], Default::default()).await?;
@@ -88,7 +154,8 @@ async fn publish_subscribe_fanout(ctx: Ctx) -> Result<()> {
     publish_confirmed(&ch, &x, "", b"log2", Default::default()).await?;
     ensure_eq!(drain(&ch, &q1).await?, vec!["log1", "log2"]);
     ensure_eq!(drain(&ch, &q2).await?, vec!["log1", "log2"]);
-    ch.exchange_delete(x.as_str().into(), Default::default()).await?;
+    ch.exchange_delete(x.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -97,7 +164,13 @@ async fn routing_direct(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
     let x = ctx.name("direct_logs");
-    ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, Default::default(), Default::default()).await?;
+    ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Direct,
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
     let q1 = bound_queue(&ch, &x, &["error"], Default::default()).await?;
     let q2 = bound_queue(&ch, &x, &["info", "warning", "error"], Default::default()).await?;
     for sev in ["info", "warning", "error", "debug"] {
@@ -105,7 +178,8 @@ async fn routing_direct(ctx: Ctx) -> Result<()> {
     }
     ensure_eq!(drain(&ch, &q1).await?, vec!["error"]);
     ensure_eq!(drain(&ch, &q2).await?, vec!["info", "warning", "error"]);
-    ch.exchange_delete(x.as_str().into(), Default::default()).await?;
+    ch.exchange_delete(x.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -114,7 +188,13 @@ async fn topics_table(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
     let x = ctx.name("topic_logs");
-    ch.exchange_declare(x.as_str().into(), ExchangeKind::Topic, Default::default(), Default::default()).await?;
+    ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Topic,
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
     let q1 = bound_queue(&ch, &x, &["*.orange.*"], Default::default()).await?;
     let q2 = bound_queue(&ch, &x, &["*.*.rabbit", "lazy.#"], Default::default()).await?;
     let keys = [
@@ -131,12 +211,26 @@ async fn topics_table(ctx: Ctx) -> Result<()> {
     for k in keys {
         publish_confirmed(&ch, &x, k, k.as_bytes(), Default::default()).await?;
     }
-    ensure_eq!(drain(&ch, &q1).await?, vec!["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"]);
+    ensure_eq!(
+        drain(&ch, &q1).await?,
+        vec![
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "quick.orange.fox"
+        ]
+    );
     ensure_eq!(
         drain(&ch, &q2).await?,
-        vec!["quick.orange.rabbit", "lazy.orange.elephant", "lazy.brown.fox", "lazy.pink.rabbit", "lazy.orange.male.rabbit"]
+        vec![
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "lazy.brown.fox",
+            "lazy.pink.rabbit",
+            "lazy.orange.male.rabbit"
+        ]
     );
-    ch.exchange_delete(x.as_str().into(), Default::default()).await?;
+    ch.exchange_delete(x.as_str().into(), Default::default())
+        .await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -148,35 +242,91 @@ fn fib(n: u64) -> u64 {
 async fn rpc_callback_queue(ctx: Ctx) -> Result<()> {
     let rpc_queue = ctx.name("rpc_queue");
     let (sconn, sch) = ctx.open().await?;
-    sch.queue_declare(rpc_queue.as_str().into(), Default::default(), Default::default()).await?;
+    sch.queue_declare(
+        rpc_queue.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
     sch.basic_qos(1, Default::default()).await?;
-    let mut requests = sch.basic_consume(rpc_queue.as_str().into(), "".into(), Default::default(), Default::default()).await?;
+    let mut requests = sch
+        .basic_consume(
+            rpc_queue.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await?;
     let server = tokio::spawn(async move {
         for _ in 0..3 {
             let d = next_delivery(&mut requests, 10).await?;
             let n: u64 = String::from_utf8_lossy(&d.data).parse()?;
-            let props = BasicProperties::default().with_correlation_id(d.properties.correlation_id().clone().unwrap_or_default());
+            let props = BasicProperties::default()
+                .with_correlation_id(d.properties.correlation_id().clone().unwrap_or_default());
             let reply_to = d.properties.reply_to().clone().unwrap_or_default();
-            sch.basic_publish("".into(), reply_to, Default::default(), fib(n).to_string().as_bytes(), props).await?;
+            sch.basic_publish(
+                "".into(),
+                reply_to,
+                Default::default(),
+                fib(n).to_string().as_bytes(),
+                props,
+            )
+            .await?;
             sch.basic_ack(d.delivery_tag, Default::default()).await?;
         }
         anyhow::Ok(sch)
     });
     let (cconn, cch) = ctx.open().await?;
-    let cb = cch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, Default::default()).await?;
+    let cb = cch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
     let mut replies = cch
-        .basic_consume(cb.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            cb.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await?;
     for n in [0u64, 10, 30] {
         let corr = uuid::Uuid::new_v4().to_string();
-        let props = BasicProperties::default().with_reply_to(cb.name().clone()).with_correlation_id(corr.as_str().into());
-        cch.basic_publish("".into(), rpc_queue.as_str().into(), Default::default(), n.to_string().as_bytes(), props).await?;
+        let props = BasicProperties::default()
+            .with_reply_to(cb.name().clone())
+            .with_correlation_id(corr.as_str().into());
+        cch.basic_publish(
+            "".into(),
+            rpc_queue.as_str().into(),
+            Default::default(),
+            n.to_string().as_bytes(),
+            props,
+        )
+        .await?;
         let r = next_delivery(&mut replies, 10).await?;
-        ensure_eq!(r.properties.correlation_id().as_ref().map(|c| c.to_string()), Some(corr));
-        ensure_eq!(String::from_utf8_lossy(&r.data).to_string(), fib(n).to_string());
+        ensure_eq!(
+            r.properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string()),
+            Some(corr)
+        );
+        ensure_eq!(
+            String::from_utf8_lossy(&r.data).to_string(),
+            fib(n).to_string()
+        );
     }
     let sch = server.await??;
-    sch.queue_delete(rpc_queue.as_str().into(), Default::default()).await?;
+    sch.queue_delete(rpc_queue.as_str().into(), Default::default())
+        .await?;
     cconn.close(200, "bye".into()).await?;
     sconn.close(200, "bye".into()).await?;
     Ok(())
