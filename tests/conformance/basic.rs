@@ -754,55 +754,78 @@ async fn server_cancels_consumer_when_queue_deleted(ctx: Ctx) -> Result<()> {
 }
 
 async fn unknown_delivery_tag_406(ctx: Ctx) -> Result<()> {
-    let conn = ctx.connect().await?;
-    let ch = conn.create_channel().await?;
-    ch.basic_ack(42, Default::default()).await?;
-    // The ack is asynchronous; the channel close shows on the next synchronous method.
-    let res = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await;
-    expect_code(
-        res,
-        406,
-        Some("PRECONDITION_FAILED - unknown delivery tag 42"),
-    )?;
-    // Double ack.
-    let ch = conn.create_channel().await?;
-    let q = excl_queue(&ch).await?;
-    fill(&ch, &q, 1).await?;
-    let m = ch
-        .basic_get(q.as_str().into(), Default::default())
-        .await?
-        .expect("get-ok");
-    ch.basic_ack(m.delivery.delivery_tag, Default::default())
+    use crate::raw::{Enc, Raw};
+    use lapin::protocol::{AMQPClass, channel};
+    // Raw, because lapin reports the asynchronous channel close as a state error.
+    let mut raw = Raw::handshake(ctx.addr, 0).await?;
+    raw.open_channel(1).await?;
+    raw.send_method(1, &Enc::method(60, 80).u64(42).u8(0).bytes())
         .await?;
-    ch.basic_ack(m.delivery.delivery_tag, Default::default())
-        .await?;
-    let res = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await;
-    expect_code(
-        res,
-        406,
-        Some(&format!(
-            "PRECONDITION_FAILED - unknown delivery tag {}",
-            m.delivery.delivery_tag
+    let close = |f: (u16, AMQPClass)| match f {
+        (1, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => Ok((
+            c.reply_code,
+            c.reply_text.to_string(),
+            c.class_id,
+            c.method_id,
         )),
-    )?;
+        other => bail!("expected channel.close, got {other:?}"),
+    };
+    ensure_eq!(
+        close(raw.expect_method(5).await?)?,
+        (
+            406,
+            "PRECONDITION_FAILED - unknown delivery tag 42".to_string(),
+            60,
+            80
+        )
+    );
+    raw.send_method(1, &Enc::method(20, 41).bytes()).await?;
+    // Double ack of a real delivery.
+    raw.open_channel(1).await?;
+    let q = ctx.name("q");
+    raw.send_method(
+        1,
+        &Enc::method(50, 10)
+            .u16(0)
+            .short(&q)
+            .u8(0b1000)
+            .empty_table()
+            .bytes(),
+    )
+    .await?;
+    raw.expect_method(5).await?;
+    raw.send(&crate::confirm_tx::publish_frames(1, "", &q, false, b"m"))
+        .await?;
+    let mut tag = None;
+    for _ in 0..20 {
+        raw.send_method(1, &Enc::method(60, 70).u16(0).short(&q).u8(0).bytes())
+            .await?;
+        match raw.expect_method(5).await? {
+            (1, AMQPClass::Basic(lapin::protocol::basic::AMQPMethod::GetOk(g))) => {
+                raw.next(5).await?;
+                raw.next(5).await?;
+                tag = Some(g.delivery_tag);
+                break;
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    let Some(tag) = tag else {
+        bail!("basic.get never returned the message")
+    };
+    raw.send_method(1, &Enc::method(60, 80).u64(tag).u8(0).bytes())
+        .await?;
+    raw.send_method(1, &Enc::method(60, 80).u64(tag).u8(0).bytes())
+        .await?;
+    ensure_eq!(
+        close(raw.expect_method(5).await?)?,
+        (
+            406,
+            format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+            60,
+            80
+        )
+    );
     Ok(())
 }
 
