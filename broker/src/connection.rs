@@ -63,6 +63,8 @@ struct Connection {
     heartbeat: u16,
     user: String,
     cancel_notify: bool,
+    /// The client understands `connection.close` after a refused login.
+    auth_failure_close: bool,
     channels: HashMap<u16, Channel>,
     close_deadline: Option<Instant>,
 }
@@ -90,6 +92,7 @@ pub(crate) async fn serve(
         heartbeat: 0,
         user: String::new(),
         cancel_notify: false,
+        auth_failure_close: false,
         channels: HashMap::new(),
         close_deadline: None,
     };
@@ -104,6 +107,13 @@ pub(crate) async fn serve(
         conn.send_start();
         conn.read_loop(&mut rd, &mut buf, handshake_deadline, &mut shutdown)
             .await;
+        if conn.phase == Phase::Done {
+            // Closed by the protocol: close-ok is on its way. Let the client close the
+            // socket first (briefly), so it reads close-ok before it sees EOF.
+            let mut sink = [0u8; 512];
+            let drain = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        }
     }
     conn.release();
     conn.outbox.close();
@@ -337,7 +347,11 @@ impl Connection {
                 "connection method on a non-zero channel",
             )
             .on_method(10, connection_method_id(&m))),
-            Frame::Method(id, method) => self.with_channel(id, |ch, ctx| ch.method(ctx, method)),
+            Frame::Method(id, method) => {
+                let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+                self.with_channel(id, |ch, ctx| ch.method(ctx, method))
+                    .map_err(|e| e.on_method(ids.0, ids.1))
+            }
             Frame::Header(0, _) | Frame::Body(0, _) => Err(AmqpError::connection(
                 code::COMMAND_INVALID,
                 "content frame on channel 0",
@@ -404,15 +418,17 @@ impl Connection {
                     )
                     .on_method(20, 10));
                 }
-                if id > self.channel_max {
+                // RabbitMQ counts open channels against channel_max; the channel
+                // *number* may be anything.
+                if self.channel_max > 0 && self.channels.len() >= usize::from(self.channel_max) {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
                         format_args!(
-                            "channel id {id} exceeds the negotiated channel_max {}",
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.len(),
                             self.channel_max
                         ),
-                    )
-                    .on_method(20, 10));
+                    ));
                 }
                 self.channels.insert(id, Channel::new(id));
                 let state = ChannelState::new(
@@ -528,10 +544,10 @@ impl Connection {
     fn start_ok(&mut self, ok: connection::StartOk) -> Result<(), AmqpError> {
         if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities")
         {
-            self.cancel_notify = matches!(
-                caps.inner().get("consumer_cancel_notify"),
-                Some(AMQPValue::Boolean(true))
-            );
+            let flag =
+                |name: &str| matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)));
+            self.cancel_notify = flag("consumer_cancel_notify");
+            self.auth_failure_close = flag("authentication_failure_close");
         }
         let mechanism = ok.mechanism.as_str();
         let creds = auth::parse_response(mechanism, ok.response.as_bytes())?;
@@ -572,7 +588,13 @@ impl Connection {
             return;
         }
         tracing::info!(conn = self.id, peer = %self.peer, code = e.code, text = %e.text, "closing connection");
-        let before_open = matches!(self.phase, Phase::StartOk | Phase::TuneOk | Phase::Open);
+        let authenticating = self.phase == Phase::StartOk;
+        if authenticating && !(e.code == code::ACCESS_REFUSED && self.auth_failure_close) {
+            // As RabbitMQ: a client that did not ask for `authentication_failure_close`
+            // (or sent an unknown mechanism) just sees the socket close.
+            self.phase = Phase::Done;
+            return;
+        }
         self.release();
         self.send(
             0,
@@ -583,7 +605,7 @@ impl Connection {
                 method_id: e.method_id,
             })),
         );
-        if before_open && e.code == code::ACCESS_REFUSED {
+        if authenticating {
             // RabbitMQ closes the socket right after refusing a login.
             self.phase = Phase::Done;
         } else {

@@ -117,8 +117,9 @@ impl Exchange {
 ///
 /// Words are separated by `.`; `*` matches exactly one word, `#` zero or more.
 pub fn topic_matches(pattern: &str, key: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = key.split('.').collect();
+    // As in RabbitMQ, the empty string is zero words (so `*` does not match `""`).
+    let pattern = words(pattern);
+    let key = words(key);
     // Iterative matcher with one backtrack point per '#', like glob matching:
     // O(len(pattern) * len(key)) in the worst case, no recursion.
     let (mut p, mut k) = (0usize, 0usize);
@@ -142,6 +143,14 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
         p += 1;
     }
     p == pattern.len()
+}
+
+fn words(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
 }
 
 /// Whether message headers satisfy a headers-exchange binding.
@@ -242,7 +251,9 @@ mod tests {
         assert!(topic_matches("a.#.b", "a.b"));
         assert!(topic_matches("a.#.b", "a.x.y.b"));
         assert!(!topic_matches("a.*", "a"));
-        assert!(topic_matches("*", ""));
+        assert!(!topic_matches("*", ""));
+        assert!(topic_matches("", ""));
+        assert!(!topic_matches("", "a"));
         assert!(!topic_matches("a.*.b", "a.b"));
         assert!(topic_matches("#.#", "x"));
     }
@@ -267,8 +278,8 @@ mod tests {
         ) {
             let pattern = p.join(".");
             let key = k.join(".");
-            let pw: Vec<&str> = pattern.split('.').collect();
-            let kw: Vec<&str> = key.split('.').collect();
+            let pw = words(&pattern);
+            let kw = words(&key);
             prop_assert_eq!(topic_matches(&pattern, &key), reference(&pw, &kw));
         }
     }

@@ -165,16 +165,52 @@ impl Queue {
                 _ => false,
             };
             if !same {
-                let show = |v: Option<&AMQPValue>| match v {
+                // RabbitMQ's wording: plain values when both sides have one, typed
+                // values when one side is missing.
+                let show = |v: Option<&AMQPValue>, typed: bool| match v {
                     None => "none".to_owned(),
-                    Some(v) => {
-                        int_value(v).map_or_else(|| format!("'{v:?}'"), |i| format!("'{i}'"))
+                    Some(v) if typed => {
+                        format!("the value '{}' of type '{}'", plain(v), type_name(v))
                     }
+                    Some(v) => format!("'{}'", plain(v)),
                 };
-                return Err(inequivalent(key, show(a), show(b)));
+                let typed = a.is_none() || b.is_none();
+                return Err(inequivalent(key, show(a, typed), show(b, typed)));
             }
         }
         Ok(())
+    }
+}
+
+fn plain(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => int_value(other).map_or_else(|| format!("{other:?}"), |i| i.to_string()),
+    }
+}
+
+/// RabbitMQ's name for a field type, as it appears in its reply texts.
+fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
     }
 }
 
