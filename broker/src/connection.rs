@@ -107,13 +107,6 @@ pub(crate) async fn serve(
         conn.send_start();
         conn.read_loop(&mut rd, &mut buf, handshake_deadline, &mut shutdown)
             .await;
-        if conn.phase == Phase::Done {
-            // Closed by the protocol: close-ok is on its way. Let the client close the
-            // socket first (briefly), so it reads close-ok before it sees EOF.
-            let mut sink = [0u8; 512];
-            let drain = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} };
-            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-        }
     }
     conn.release();
     conn.outbox.close();
