@@ -7,7 +7,6 @@
 //! and the buffered work of a transaction.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
 use amq_protocol::types::ShortString;
@@ -206,11 +205,12 @@ impl Channel {
                         "requeue=false",
                     ));
                 }
-                ctx.vhost.lock().recover(key)?;
+                // recover-ok goes out before the redeliveries, as RabbitMQ sends it.
                 self.reply(
                     ctx,
                     C::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
                 );
+                ctx.vhost.lock().recover(key)?;
             }
             C::Basic(basic::AMQPMethod::RecoverAsync(r)) => {
                 if !r.requeue {
@@ -587,10 +587,10 @@ impl Channel {
                 ctx.user
             ))));
         }
-        let expires_at = match header.properties.expiration() {
+        let ttl = match header.properties.expiration() {
             None => None,
             Some(e) => match parse_expiration(e.as_str()) {
-                Some(ttl) => Some(Instant::now() + ttl),
+                Some(ttl) => Some(ttl),
                 None => {
                     let why = match e.as_str().parse::<i64>() {
                         Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
@@ -626,7 +626,8 @@ impl Channel {
             routing_key: publish.routing_key.clone(),
             properties: header.raw_properties.clone(),
             body: body.clone(),
-            expires_at,
+            ttl,
+            expires_at: None,
             persistent,
         };
         let routed = vhost.publish(
@@ -636,7 +637,14 @@ impl Channel {
             message,
         );
         drop(vhost);
-        if routed == Routed::No && publish.mandatory {
+        // RabbitMQ returns a mandatory publish to a direct reply-to name with 312 even
+        // when it was delivered (no queue is involved); clients rely on neither.
+        let direct_reply = publish.exchange.as_str().is_empty()
+            && publish
+                .routing_key
+                .as_str()
+                .starts_with(crate::vhost::REPLY_TO_PREFIX);
+        if (routed == Routed::No || direct_reply) && publish.mandatory {
             let ret = basic::Return {
                 reply_code: code::NO_ROUTE,
                 reply_text: "NO_ROUTE".into(),

@@ -65,6 +65,8 @@ struct Connection {
     cancel_notify: bool,
     /// The client understands `connection.close` after a refused login.
     auth_failure_close: bool,
+    /// The client sent `connection.close` and got `close-ok`.
+    client_closed: bool,
     channels: HashMap<u16, Channel>,
     close_deadline: Option<Instant>,
 }
@@ -93,6 +95,7 @@ pub(crate) async fn serve(
         user: String::new(),
         cancel_notify: false,
         auth_failure_close: false,
+        client_closed: false,
         channels: HashMap::new(),
         close_deadline: None,
     };
@@ -107,6 +110,17 @@ pub(crate) async fn serve(
         conn.send_start();
         conn.read_loop(&mut rd, &mut buf, handshake_deadline, &mut shutdown)
             .await;
+        if conn.phase == Phase::Done && conn.client_closed {
+            // As RabbitMQ: after close-ok, let the client close the socket first (up to
+            // its heartbeat timeout, at most 30 s), so it never sees EOF before close-ok.
+            let limit = match conn.heartbeat {
+                0 => Duration::from_secs(30),
+                hb => Duration::from_secs(u64::from(hb).min(30)),
+            };
+            let mut sink = [0u8; 512];
+            let drain = async { while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(limit, drain).await;
+        }
     }
     conn.release();
     conn.outbox.close();
@@ -317,8 +331,8 @@ impl Connection {
         match f {
             Frame::Heartbeat(0) => Ok(()),
             Frame::Heartbeat(_) => Err(AmqpError::connection(
-                code::FRAME_ERROR,
-                "heartbeat on a non-zero channel",
+                code::UNEXPECTED_FRAME,
+                "heartbeat frame on a non-zero channel",
             )),
             Frame::Method(0, AMQPClass::Connection(m)) => self.connection_method(m),
             Frame::Method(0, other) => Err(AmqpError::connection(
@@ -509,6 +523,7 @@ impl Connection {
                 self.release();
                 self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
                 self.phase = Phase::Done;
+                self.client_closed = true;
                 Ok(())
             }
             (_, M::CloseOk(_)) => {

@@ -78,14 +78,11 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
     let kind = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if size + FRAME_OVERHEAD > frame_max as usize {
+    // RabbitMQ compares the payload size (not payload + 8) with frame_max.
+    if size > frame_max as usize {
         return Err(AmqpError::connection(
             code::FRAME_ERROR,
-            format_args!(
-                "frame size {} exceeds negotiated frame_max {}",
-                size + FRAME_OVERHEAD,
-                frame_max
-            ),
+            format_args!("frame size {size} exceeds negotiated frame_max {frame_max}"),
         ));
     }
     if buf.len() < size + FRAME_OVERHEAD {
@@ -375,6 +372,7 @@ mod tests {
     fn oversized_frame_is_refused_from_its_header_alone() {
         // Only the 7-byte header of a 1 MiB body frame: refused before the payload.
         let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 0x10, 0, 0][..]);
+        // (0x00100000 bytes announced: 1 MiB.)
         let err = decode(&mut buf, 131072).expect_err("must refuse");
         assert_eq!(err.code, code::FRAME_ERROR);
         assert_eq!(err.scope, crate::error::Scope::Connection);

@@ -20,7 +20,9 @@ pub struct Message {
     pub properties: Bytes,
     /// The body.
     pub body: Bytes,
-    /// When the per-message `expiration` runs out, if it was set.
+    /// The per-message `expiration`, if set.
+    pub ttl: Option<Duration>,
+    /// When that runs out: set by the vhost at the moment it enqueues the message.
     pub expires_at: Option<Instant>,
     /// `delivery_mode = 2`: kept for the durable store.
     pub persistent: bool,

@@ -99,6 +99,21 @@ impl Queue {
         n
     }
 
+    /// Drops messages that expired strictly before `now`: a message published with
+    /// TTL 0 at `now` may still go to a consumer that is ready at that instant.
+    pub fn drop_expired_before(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while self
+            .messages
+            .front()
+            .is_some_and(|m| m.expires_at.is_some_and(|at| at < now))
+        {
+            self.messages.pop_front();
+            n += 1;
+        }
+        n
+    }
+
     /// Ready messages (after dropping expired ones at the head).
     pub fn ready(&mut self, now: Instant) -> u32 {
         self.drop_expired(now);

@@ -726,8 +726,10 @@ impl VHost {
         if queues.is_empty() {
             return Routed::No;
         }
-        let message = Arc::new(message);
         let now = Instant::now();
+        let mut message = message;
+        message.expires_at = message.ttl.map(|ttl| now + ttl);
+        let message = Arc::new(message);
         for name in &queues {
             if let Some(q) = self.queues.get_mut(name) {
                 let ttl_at = q.message_ttl.map(|ttl| now + ttl);
@@ -741,7 +743,7 @@ impl VHost {
                     expires_at,
                 });
             }
-            self.dispatch(name.as_str());
+            self.dispatch_at(name.as_str(), now);
             // A message that expires on arrival (TTL 0) lives only if it went out at once.
             if let Some(q) = self.queues.get_mut(name) {
                 q.drop_expired(now);
@@ -780,12 +782,17 @@ impl VHost {
 
     /// Hands ready messages of one queue to consumers with credit, round robin.
     pub fn dispatch(&mut self, name: &str) {
+        self.dispatch_at(name, Instant::now());
+    }
+
+    /// [`VHost::dispatch`] as of `now`: messages expiring exactly at `now` (TTL 0 at
+    /// publish) may still go out.
+    fn dispatch_at(&mut self, name: &str, now: Instant) {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
-        let now = Instant::now();
         loop {
-            q.drop_expired(now);
+            q.drop_expired_before(now);
             if q.messages.is_empty() || q.consumers.is_empty() {
                 return;
             }
@@ -794,7 +801,9 @@ impl VHost {
                 c.has_credit()
                     && channels
                         .get(&c.channel)
-                        .is_some_and(|ch| c.no_ack || ch.global_credit())
+                        // As RabbitMQ 3.10 behaves: the channel-wide (global) limit
+                        // applies to consumers that started without a limit of their own.
+                        .is_some_and(|ch| c.no_ack || c.prefetch > 0 || ch.global_credit())
             });
             let Some(i) = pick else { return };
             let Some(mut consumer) = q.consumers.remove(i) else {
@@ -1193,6 +1202,7 @@ mod tests {
             routing_key: "q".into(),
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(body.as_bytes()),
+            ttl: None,
             expires_at: None,
             persistent: false,
         }

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 
 use crate::confirm_tx::publish_frames;
-use crate::harness::{Ctx, Target, ensure_eq, scenarios};
+use crate::harness::{Ctx, ensure_eq, scenarios};
 use crate::raw::{Enc, End, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, Raw, frame};
 
 scenarios! {
@@ -380,14 +380,6 @@ async fn truncated_frame_then_eof(ctx: Ctx) -> Result<()> {
     still_serves(&ctx).await
 }
 
-fn rss_kb() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
 async fn open_close(ctx: &Ctx, n: usize) -> Result<()> {
     use futures::StreamExt;
     let results: Vec<Result<()>> = futures::stream::iter(0..n)
@@ -416,17 +408,8 @@ async fn open_close(ctx: &Ctx, n: usize) -> Result<()> {
 }
 
 async fn thousand_connections(ctx: Ctx) -> Result<()> {
-    open_close(&ctx, 100).await?;
-    let before = rss_kb();
+    // Memory across connections is measured where nothing else shares the process:
+    // broker/tests/memory.rs. Here: 1,000 open/close cycles, and the broker still serves.
     open_close(&ctx, 1000).await?;
-    let after = rss_kb();
-    still_serves(&ctx).await?;
-    // In-process broker: the process's memory must not grow with closed connections.
-    if ctx.target == Target::Embedded
-        && let (Some(b), Some(a)) = (before, after)
-        && a > b + 64 * 1024
-    {
-        bail!("RSS grew from {b} kB to {a} kB over 1,000 connections");
-    }
-    Ok(())
+    still_serves(&ctx).await
 }
