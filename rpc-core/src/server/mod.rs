@@ -227,6 +227,11 @@ where
                 }
             }
         }
+        if !shutting_down {
+            // The channel is gone: in-flight handlers can neither reply nor ack (the
+            // broker requeues their requests), so there is nothing to wait for.
+            tasks.abort_all();
+        }
         while tasks.join_next().await.is_some() {}
         if shutting_down {
             let _ = channel.close(200, "OK".into()).await;
