@@ -68,7 +68,7 @@ where
                 Err(e) => Err(e),
             };
             let response = response.unwrap_or_else(|e: BoxError| {
-                tracing::warn!(error = %e, "service refused the request");
+                tracing::debug!(error = %e, "service refused the request");
                 Response::message(Status::Unavailable, codec, &e.to_string())
             });
             (codec, response)
