@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn boxed_errors_come_back_typed() {
-        let boxed: BoxError = Box::new(RpcError::NoServer { queue: "q".into() });
+        let boxed: BoxError = Box::new(RpcError::<Infallible>::NoServer { queue: "q".into() });
         assert!(matches!(
             RpcError::from_box(boxed),
             RpcError::NoServer { .. }

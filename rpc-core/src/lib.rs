@@ -2,6 +2,10 @@
 //!
 //! ```no_run
 //! # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub enum FibError { TooBig }
+//! # impl std::fmt::Display for FibError {
+//! #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("too big") }
+//! # }
+//! # impl std::error::Error for FibError {}
 //! #[rpc_core::service(queue = "rpc_queue")]
 //! pub trait Fib {
 //!     async fn fib(&self, n: u64) -> Result<u64, FibError>;

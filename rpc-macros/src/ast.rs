@@ -36,6 +36,7 @@ pub struct Arg {
 }
 
 /// What a method returns.
+#[allow(clippy::large_enum_variant)] // a handful per trait, at compile time
 pub enum Output {
     /// `T` (including `()`): replies are always `ok`.
     Value(Type),

@@ -5,12 +5,12 @@
 //! # Layout
 //!
 //! The macro is a small pipeline, one module per step:
-//! - [`attr`]: parses the attribute's arguments (`queue = "..."`);
-//! - [`ast`]: parses the trait into plain structs ([`ast::Service`], [`ast::Method`]),
+//! - `attr`: parses the attribute's arguments (`queue = "..."`);
+//! - `ast`: parses the trait into plain structs (`ast::Service`, `ast::Method`),
 //!   collecting every problem as a spanned error;
-//! - [`valid`]: checks the rules that need the whole picture (reserved names,
+//! - `valid`: checks the rules that need the whole picture (reserved names,
 //!   clashing variant names);
-//! - [`expand`]: one generator function per emitted item (the trait, the request
+//! - `expand`: one generator function per emitted item (the trait, the request
 //!   enum, the client, the server).
 //!
 //! On any error the original trait is emitted unchanged beside the errors, so the

@@ -3,7 +3,7 @@
 //! One AMQP channel carries every call of a [`Transport`] and all its clones: requests
 //! go out with `mandatory` set and publisher confirms on, replies come back on one
 //! consumer (direct reply-to by default, or an exclusive server-named callback queue)
-//! and are matched to their call by correlation id ([`super::pending`]). A second
+//! and are matched to their call by correlation id (`client::pending`). A second
 //! channel probes the service queue's consumer count, so that a call to a queue
 //! nobody consumes fails with [`RpcError::NoServer`] instead of waiting for its
 //! deadline. `Transport` is a `tower::Service<Call>`, so client middleware stacks on

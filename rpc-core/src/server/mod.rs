@@ -4,7 +4,7 @@
 //! [`Server`] owns the settings (queue, concurrency) and the service stack;
 //! [`Server::layer`] wraps the stack in tower middleware. The serve loop
 //! ([`Server::serve`], [`Server::start`]) sets the prefetch to the concurrency
-//! limit, spawns one task per delivery ([`worker`]) and, on shutdown, cancels the
+//! limit, spawns one task per delivery (`server::worker`) and, on shutdown, cancels the
 //! consumer, finishes what it holds, and closes its channel.
 
 mod dispatch;
