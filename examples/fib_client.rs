@@ -9,12 +9,14 @@
 //! Connects to `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`). Flags:
 //! `--text` / `--json` pick the codec (default MessagePack; `--text` talks to the
 //! seed's Python `rpc_server.py`), `--callback-queue` uses an exclusive callback
-//! queue instead of direct reply-to, `--deadline-ms N` sets the deadline. Exits
+//! queue instead of direct reply-to, `--deadline-ms N` sets the deadline,
+//! `--wait-ms N` (default 5000) keeps retrying while no server is up yet (handy when
+//! a `fib_server` was just started in the background; 0 fails at once). Exits
 //! non-zero on any error, printing it.
 
 mod fib_common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use fib_common::FibClient;
@@ -26,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let mut codec = Codec::MsgPack;
     let mut reply_mode = ReplyMode::DirectReplyTo;
     let mut deadline = Duration::from_secs(10);
+    let mut wait = Duration::from_secs(5);
     let mut ns = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -39,6 +42,10 @@ async fn main() -> anyhow::Result<()> {
                     .context("--deadline-ms needs a value")?
                     .parse()?;
                 deadline = Duration::from_millis(ms);
+            }
+            "--wait-ms" => {
+                let ms: u64 = args.next().context("--wait-ms needs a value")?.parse()?;
+                wait = Duration::from_millis(ms);
             }
             n => ns.push(
                 n.parse::<u64>()
@@ -62,7 +69,16 @@ async fn main() -> anyhow::Result<()> {
         let client = client.clone();
         async move {
             println!(" [x] Requesting fib({n})");
-            (n, client.fib(n).await)
+            let give_up = Instant::now() + wait;
+            loop {
+                match client.fib(n).await {
+                    // No server (yet): the broker told us at once; try again shortly.
+                    Err(e) if e.is_no_server() && Instant::now() < give_up => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    result => break (n, result),
+                }
+            }
         }
     });
     let mut failed = false;
