@@ -398,4 +398,107 @@ mod tests {
             .expect("future");
         assert!(left <= DEFAULT_DEADLINE && left > DEFAULT_DEADLINE - Duration::from_secs(1));
     }
+
+    /// Records the spans opened while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Spans(Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _id: &tracing::span::Id,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Fields(Vec<(String, String)>);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_owned(), format!("{v:?}")));
+                }
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    self.0.push((f.name().to_owned(), v.to_owned()));
+                }
+            }
+            let mut fields = Fields(Vec::new());
+            attrs.record(&mut fields);
+            let mut spans = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            spans.push((attrs.metadata().name().to_owned(), fields.0));
+        }
+    }
+
+    struct Ping;
+    impl ServiceRequest for Ping {
+        fn method(&self) -> &'static str {
+            "ping"
+        }
+        fn encode(&self, codec: Codec) -> Result<Vec<u8>, CodecError> {
+            codec.encode(&())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_call_opens_one_span_with_service_method_and_correlation_id() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let seen_id = Arc::new(std::sync::Mutex::new(String::new()));
+        let transport = tower::service_fn({
+            let seen_id = seen_id.clone();
+            move |call: Call| {
+                *seen_id.lock().unwrap_or_else(|e| e.into_inner()) = call.correlation_id.clone();
+                async move {
+                    Ok::<_, RpcError>(Reply {
+                        correlation_id: call.correlation_id,
+                        status: Some(Status::Ok),
+                        codec: Some(call.codec),
+                        body: call.codec.encode(&7u8)?,
+                    })
+                }
+            }
+        });
+        let core = ClientCore::new(transport, "Pinger", "pinger");
+        let got: Result<u8, RpcError> = core.call(Ping, no_handler_error).await;
+        assert_eq!(got.ok(), Some(7));
+        let spans = spans.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let calls: Vec<_> = spans
+            .iter()
+            .filter(|(name, _)| name == "rpc.call")
+            .collect();
+        assert_eq!(calls.len(), 1, "{spans:?}");
+        let field = |k: &str| {
+            calls[0]
+                .1
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(field("rpc.service").as_deref(), Some("Pinger"));
+        assert_eq!(field("rpc.method").as_deref(), Some("ping"));
+        let id = seen_id.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(field("rpc.correlation_id"), Some(id));
+    }
+
+    #[tokio::test]
+    async fn calls_made_inside_a_handler_continue_its_trace() {
+        let parent = TraceParent::new_root();
+        let mut headers = FieldTable::default();
+        wire::insert_str(&mut headers, wire::TRACEPARENT_HEADER, &parent.to_string());
+        let delivery = delivery(BasicProperties::default().with_headers(headers), b"");
+        let ctx = Context::from_delivery(&delivery);
+        let call = ctx
+            .scope(async {
+                Call::new(
+                    "S",
+                    Arc::from("q"),
+                    "m",
+                    Codec::Json,
+                    vec![],
+                    DEFAULT_DEADLINE,
+                )
+            })
+            .await;
+        assert_eq!(call.traceparent.trace_id, parent.trace_id);
+        assert_ne!(call.traceparent.span_id, parent.span_id);
+    }
 }
