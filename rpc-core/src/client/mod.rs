@@ -401,7 +401,10 @@ mod tests {
 
     /// Records the spans opened while it is the default subscriber.
     #[derive(Clone, Default)]
-    struct Spans(Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    struct Spans(Arc<std::sync::Mutex<Vec<SpanRecord>>>);
+
+    /// A span's name and its fields as text.
+    type SpanRecord = (String, Vec<(String, String)>);
 
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
         fn on_new_span(
