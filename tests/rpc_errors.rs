@@ -269,6 +269,11 @@ async fn disconnected_when_the_connection_closes_mid_call() {
         Err(RpcError::Disconnected) => {}
         other => panic!("expected disconnected, got {other:?}"),
     }
+    // The server's reply went to a reply-to whose consumer is gone; the broker drops
+    // it and the server lives on.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let other = env.client().await;
+    assert_eq!(other.add(1, 1).await.unwrap(), 2);
     server.shutdown().await.unwrap();
     env.finish().await;
 }

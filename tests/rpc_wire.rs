@@ -362,3 +362,37 @@ async fn a_rust_text_client_calls_a_seed_style_server() {
     let _ = ProbeClient::QUEUE;
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_request_nobody_consumes_expires_with_its_deadline() {
+    let env = Env::new().await;
+    let server = env.serve(Handler::default()).await;
+    server.shutdown().await.unwrap();
+    let client = env.client().await.with_deadline(Duration::from_millis(300));
+    assert!(matches!(
+        client.add(1, 2).await,
+        Err(rpc_core::RpcError::NoServer { .. })
+    ));
+    let ch = env.conn.create_channel().await.unwrap();
+    let count = || async {
+        ch.queue_declare(
+            env.queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+    };
+    assert_eq!(count().await, 1, "the request waits in the queue");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count().await,
+        0,
+        "and the broker drops it at its expiration"
+    );
+    env.finish().await;
+}
