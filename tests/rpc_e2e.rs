@@ -263,3 +263,38 @@ async fn server_concurrency_limit_runs_handlers_in_parallel() {
     server.shutdown().await.unwrap();
     env.finish().await;
 }
+
+#[tokio::test]
+async fn shutdown_gives_up_on_a_stuck_handler_and_its_request_is_redelivered() {
+    let env = Env::new().await;
+    let stuck = Handler::default();
+    let stuck_conn = env.connection().await;
+    let server = env
+        .server(stuck.clone())
+        .shutdown_timeout(Duration::from_millis(200))
+        .start(&stuck_conn)
+        .await
+        .unwrap();
+    let client = env.client().await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .with_deadline(Duration::from_secs(10))
+                .hang_unless_redelivered()
+                .await
+        }
+    });
+    rpc_common::eventually("the handler to start", || stuck.calls() == 1).await;
+    let started = std::time::Instant::now();
+    server.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded by the timeout"
+    );
+    // The request was never acked: once the channel is closed it goes to the next server.
+    let next = env.serve(Handler::default()).await;
+    assert!(call.await.unwrap().unwrap());
+    next.shutdown().await.unwrap();
+    env.finish().await;
+}

@@ -283,6 +283,8 @@ impl Inner {
         let wait = slot.wait(call.deadline);
         tokio::pin!(wait);
         tokio::select! {
+            // A reply that is already here wins over what the probe says.
+            biased;
             reply = &mut wait => reply,
             probe = self.probe(&call.queue) => match probe {
                 Some(0) => Err(RpcError::NoServer { queue: call.queue.to_string() }),

@@ -34,6 +34,9 @@ pub const DEFAULT_CONCURRENCY: u16 = 32;
 /// How long shutdown waits for deliveries still on their way after the cancel.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long graceful shutdown waits for handlers in flight unless told otherwise.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A service stack bound to a queue, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Server<S> {
@@ -41,6 +44,7 @@ pub struct Server<S> {
     name: &'static str,
     queue: String,
     concurrency: u16,
+    shutdown_timeout: Duration,
 }
 
 impl<S> Server<S> {
@@ -51,7 +55,16 @@ impl<S> Server<S> {
             name,
             queue: queue.into(),
             concurrency: DEFAULT_CONCURRENCY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
+    }
+
+    /// How long graceful shutdown waits for handlers in flight (default 30 s). Those
+    /// still running then are dropped unacked, and the broker redelivers their
+    /// requests to another server when the channel closes.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
     }
 
     /// How many requests run at once; also the prefetch count, so the broker hands
@@ -75,6 +88,7 @@ impl<S> Server<S> {
             name: self.name,
             queue: self.queue,
             concurrency: self.concurrency,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 
@@ -232,7 +246,18 @@ where
             // broker requeues their requests), so there is nothing to wait for.
             tasks.abort_all();
         }
-        while tasks.join_next().await.is_some() {}
+        let finish = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(server.shutdown_timeout, finish)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = server.name,
+                "handlers still running at the shutdown timeout; dropping them unacked"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
         if shutting_down {
             let _ = channel.close(200, "OK".into()).await;
         }
