@@ -145,13 +145,14 @@ async fn custom_headers_reach_the_handler() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_what_is_in_flight() {
     let env = Env::new().await;
-    let server = env.serve(Handler::default()).await;
+    let handler = Handler::default();
+    let server = env.serve(handler.clone()).await;
     let client = env.client().await;
     let handler_started = tokio::spawn({
         let client = client.clone();
         async move { client.sleep(300).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    rpc_common::eventually("the call to start", || handler.calls() == 1).await;
     server.shutdown().await.unwrap();
     assert_eq!(handler_started.await.unwrap().unwrap(), 300);
     // Nobody consumes any more.

@@ -199,8 +199,9 @@ async fn bad_request_for_arguments_that_fail_validation() {
 #[tokio::test]
 async fn unavailable_when_a_server_layer_sheds_load() {
     let env = Env::new().await;
+    let handler = Handler::default();
     let server = env
-        .server(Handler::default())
+        .server(handler.clone())
         .layer(tower::limit::ConcurrencyLimitLayer::new(1))
         .layer(tower::load_shed::LoadShedLayer::new())
         .start(&env.conn)
@@ -211,7 +212,7 @@ async fn unavailable_when_a_server_layer_sheds_load() {
         let client = client.clone();
         async move { client.sleep(500).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    rpc_common::eventually("the slow call to start", || handler.calls() == 1).await;
     match client.add(1, 1).await {
         Err(RpcError::Unavailable { message }) => assert!(!message.is_empty()),
         other => panic!("expected unavailable, got {other:?}"),
@@ -253,7 +254,8 @@ async fn amqp_error_when_the_broker_is_unreachable() {
 #[tokio::test]
 async fn disconnected_when_the_connection_closes_mid_call() {
     let env = Env::new().await;
-    let server = env.serve(Handler::default()).await;
+    let handler = Handler::default();
+    let server = env.serve(handler.clone()).await;
     let conn = env.connection().await;
     let client = rpc_common::ProbeClient::connect(&conn)
         .await
@@ -263,7 +265,7 @@ async fn disconnected_when_the_connection_closes_mid_call() {
         let client = client.clone();
         async move { client.sleep(1_000).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    rpc_common::eventually("the call to start", || handler.calls() == 1).await;
     conn.close(200, "bye".into()).await.unwrap();
     match call.await.unwrap() {
         Err(RpcError::Disconnected) => {}
