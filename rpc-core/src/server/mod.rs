@@ -266,6 +266,10 @@ where
 }
 
 /// A server running in the background (from [`Server::start`]).
+///
+/// Dropping the handle shuts the server down gracefully in the background, as
+/// [`ServerHandle::shutdown`] does without waiting; [`ServerHandle::wait`] keeps it
+/// running until its connection closes.
 #[derive(Debug)]
 pub struct ServerHandle {
     shutdown: Option<oneshot::Sender<()>>,
