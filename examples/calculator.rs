@@ -127,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let endpoint = broker::Endpoint::from_env().await?;
-    let conn = Connection::connect(endpoint.url(), ConnectionProperties::default()).await?;
+    let conn = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Connection::connect(endpoint.url(), ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out connecting to the broker"))??;
     let server = CalculatorServer::new(Calc).start(&conn).await?;
     println!("serving queue {:?}", CalculatorClient::QUEUE);
 

@@ -75,8 +75,18 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     let props = || ConnectionProperties::default();
-    let server_conn = Connection::connect(endpoint.url(), props()).await?;
-    let client_conn = Connection::connect(endpoint.url(), props()).await?;
+    let server_conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(endpoint.url(), props()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out connecting to the broker"))??;
+    let client_conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(endpoint.url(), props()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out connecting to the broker"))??;
 
     // Two workers share rpc_queue; each takes one request at a time (prefetch 1), so
     // the broker spreads the calls between them.

@@ -66,8 +66,10 @@ async fn main() -> anyhow::Result<()> {
     let max = option("--max-requests", "FIB_SERVER_MAX_REQUESTS")?;
     let exit_after = option("--exit-after", "FIB_SERVER_EXIT_AFTER")?;
     let url = fib_common::amqp_url();
-    let conn = Connection::connect(&url, ConnectionProperties::default())
+    let connecting = Connection::connect(&url, ConnectionProperties::default());
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
         .with_context(|| format!("connecting to {url}"))?;
     let done = Arc::new(Notify::new());
     let worker = Worker {

@@ -131,7 +131,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let endpoint = broker::Endpoint::from_env().await?;
-    let conn = Connection::connect(endpoint.url(), ConnectionProperties::default()).await?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(endpoint.url(), ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out connecting to the broker"))??;
 
     // Server: at most 2 handlers at once; the rest are shed, not queued. The
     // outermost layer is the last added: Log -> LoadShed -> ConcurrencyLimit -> SlowServer.

@@ -201,10 +201,15 @@ impl Env {
     }
 }
 
+/// Connects, bounded: a broker that never finishes the handshake fails the test.
 pub async fn connect(url: &str) -> Connection {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("connect")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("the broker answers the handshake within 10 s")
+    .expect("connect")
 }
 
 /// Bounded wait for a condition.

@@ -47,6 +47,7 @@ pub enum ReplyMode {
 pub struct TransportBuilder {
     reply_mode: ReplyMode,
     consumer_check: Option<Duration>,
+    connect_timeout: Duration,
 }
 
 impl Default for TransportBuilder {
@@ -54,6 +55,7 @@ impl Default for TransportBuilder {
         TransportBuilder {
             reply_mode: ReplyMode::default(),
             consumer_check: Some(Duration::from_secs(1)),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +76,14 @@ impl TransportBuilder {
         self
     }
 
+    /// How long [`TransportBuilder::connect_url`] waits for the broker to accept the
+    /// connection (default 10 s; a broker that accepts the socket but never answers
+    /// would otherwise hang the caller). Fails with [`RpcError::Timeout`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Builds the transport on a channel of `conn`.
     pub async fn connect(self, conn: &Connection) -> Result<Transport, RpcError> {
         self.build(conn).await
@@ -82,7 +92,10 @@ impl TransportBuilder {
     /// Connects to `url` and builds the transport; the connection lives as long as
     /// the transport.
     pub async fn connect_url(self, url: &str) -> Result<Transport, RpcError> {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let connecting = Connection::connect(url, ConnectionProperties::default());
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| RpcError::Timeout)??;
         let mut transport = self.build(&conn).await?;
         match Arc::get_mut(&mut transport.inner) {
             Some(inner) => inner.connection = Some(conn),
