@@ -2,7 +2,7 @@
 //! answered on screen.
 //!
 //! Starts the built-in broker in-process (or uses `AMQP_URL` if set), two workers
-//! sharing the `rpc_queue` queue, and a client that prints some results, then the
+//! sharing the `fib` queue, and a client that prints some results, then the
 //! handler's own error, a timeout, and the errors for a missing server.
 //!
 //! ```text
@@ -23,8 +23,9 @@ pub enum FibError {
     TooLarge(u64),
 }
 
-/// The seed's service: `rpc_queue`, one method, so plain-text clients can call it.
-#[rpc_core::service(queue = "rpc_queue")]
+/// The seed's service, on the queue `fib` (the trait name in snake_case). The
+/// `fib_server` / `fib_client` examples use the seed's own queue, `rpc_queue`.
+#[rpc_core::service]
 pub trait Fib {
     /// The n-th Fibonacci number.
     async fn fib(&self, n: u64) -> Result<u64, FibError>;
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     .await
     .map_err(|_| anyhow::anyhow!("timed out connecting to the broker"))??;
 
-    // Two workers share rpc_queue; each takes one request at a time (prefetch 1), so
+    // Two workers share the queue; each takes one request at a time (prefetch 1), so
     // the broker spreads the calls between them.
     let mut workers = Vec::new();
     for id in 1..=2 {
@@ -110,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         delay: Duration::from_millis(800),
     })
     .into_server()
-    .queue_name("rpc_queue_slow")
+    .queue_name("fib_slow")
     .start(&server_conn)
     .await?;
 
@@ -135,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     println!("[x] a timeout (deadline 200 ms, the worker needs 800 ms):");
     let started = Instant::now();
     let slow_client = client
-        .with_queue("rpc_queue_slow")
+        .with_queue("fib_slow")
         .with_deadline(Duration::from_millis(200));
     match slow_client.fib(30).await {
         Err(e @ rpc_core::RpcError::Timeout) => {
@@ -145,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("[x] a queue no server ever declared:");
-    match client.with_queue("rpc_queue_nobody_declared").fib(30).await {
+    match client.with_queue("fib_nobody_declared").fib(30).await {
         Err(e @ rpc_core::RpcError::NoRoute { .. }) => println!("[.] {e}"),
         other => anyhow::bail!("expected no route, got {other:?}"),
     }
