@@ -1,0 +1,290 @@
+//! `bench`: one command, both brokers, side by side.
+//!
+//! Starts the built-in broker as a separate process (this binary in `--serve-broker`
+//! mode) and measures it and the broker at `AMQP_URL` (this machine's RabbitMQ by
+//! default) with the same clients in the same run: the TCP floor, one-way throughput,
+//! RPC with raw lapin and through the framework (sequential latency and throughput at
+//! 1/16/64/256 in flight), broker CPU per message and per call (from `/proc`), and
+//! broker memory. Prints a table with ratios, writes `results.json` and `results.svg`.
+//!
+//! ```text
+//! cargo run --release -p bench            # full run (~2 min)
+//! cargo run --release -p bench -- --quick # smaller counts (~30 s)
+//! ```
+
+mod proc;
+mod report;
+mod stats;
+mod workload;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+
+use workload::{EchoClient, EchoHandler, EchoServer, RawClient};
+
+/// Side-by-side benchmark of the built-in broker and RabbitMQ, raw lapin and the framework.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about)]
+struct Args {
+    /// The reference broker.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Smaller counts, for a quick look.
+    #[arg(long)]
+    quick: bool,
+    /// Where results.json and results.svg go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Internal: run the built-in broker in this process and print its URL.
+    #[arg(long, hide = true)]
+    serve_broker: bool,
+}
+
+/// Everything measured against one broker.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BrokerResults {
+    /// Broker name.
+    pub name: String,
+    /// One-way 16 B messages/s.
+    pub oneway_16: f64,
+    /// One-way 4 KiB messages/s.
+    pub oneway_4k: f64,
+    /// Broker CPU per one-way 16 B message, microseconds.
+    pub cpu_us_per_msg: f64,
+    /// Raw lapin RPC: sequential p50/p99 (us) and calls/s by in-flight.
+    pub raw: RpcResults,
+    /// The framework: same shape.
+    pub framework: RpcResults,
+    /// Broker CPU per framework RPC call at 64 in flight, microseconds.
+    pub cpu_us_per_call: f64,
+    /// Resident memory in KiB: idle, with 1,000 idle connections, after the load.
+    pub rss_kib: [u64; 3],
+}
+
+/// RPC figures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RpcResults {
+    /// Sequential latency percentiles in us: p50, p90, p99, p99.9.
+    pub seq_us: [f64; 4],
+    /// (in flight, calls/s).
+    pub throughput: Vec<(usize, f64)>,
+}
+
+const IN_FLIGHT: [usize; 4] = [1, 16, 64, 256];
+
+struct Sizes {
+    oneway_16: usize,
+    oneway_4k: usize,
+    seq: usize,
+    calls: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.serve_broker {
+        return proc::serve_broker();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+fn progress(msg: &str) {
+    eprint!("\r\x1b[2K  {msg}");
+    let _ = std::io::stderr().flush();
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        Sizes {
+            oneway_16: 20_000,
+            oneway_4k: 5_000,
+            seq: 500,
+            calls: 4_000,
+        }
+    } else {
+        Sizes {
+            oneway_16: 100_000,
+            oneway_4k: 30_000,
+            seq: 2_000,
+            calls: 20_000,
+        }
+    };
+    progress("loopback TCP floor");
+    let floor = workload::tcp_floor(5_000).await?;
+
+    let own = proc::OwnBroker::spawn()?;
+    let rabbit_pid = proc::rabbitmq_pid();
+    let mut all = Vec::new();
+    for (name, url, pid, idle) in [
+        ("built-in", own.url.clone(), Some(own.pid()), true),
+        ("RabbitMQ", args.amqp_url.clone(), rabbit_pid, false),
+    ] {
+        all.push(measure(name, &url, pid, &sizes, idle).await?);
+    }
+    eprintln!("\r\x1b[2K");
+    let report = report::Report {
+        floor_p50_us: floor.us(0.5),
+        brokers: all,
+    };
+    report.print_table();
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("results.svg"), report.svg())?;
+    println!(
+        "\nwrote {0}/results.json and {0}/results.svg",
+        args.out.display()
+    );
+    Ok(())
+}
+
+async fn cpu_during<F: std::future::Future<Output = anyhow::Result<T>>, T>(
+    pid: Option<u32>,
+    f: F,
+) -> anyhow::Result<(T, Option<Duration>)> {
+    let before = pid.and_then(proc::cpu_time);
+    let out = f.await?;
+    let after = pid.and_then(proc::cpu_time);
+    Ok((out, before.zip(after).map(|(b, a)| a.saturating_sub(b))))
+}
+
+async fn measure(
+    name: &str,
+    url: &str,
+    pid: Option<u32>,
+    sizes: &Sizes,
+    measure_idle: bool,
+) -> anyhow::Result<BrokerResults> {
+    let mut r = BrokerResults {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    let rss = || pid.and_then(proc::rss_kib).unwrap_or(0);
+    r.rss_kib[0] = rss();
+
+    progress(&format!("{name}: one-way 16 B x {}", sizes.oneway_16));
+    let (ow, cpu) = cpu_during(pid, workload::one_way(url, 16, sizes.oneway_16)).await?;
+    r.oneway_16 = ow.msgs_per_sec;
+    r.cpu_us_per_msg = cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / sizes.oneway_16 as f64);
+    progress(&format!("{name}: one-way 4 KiB x {}", sizes.oneway_4k));
+    r.oneway_4k = workload::one_way(url, 4096, sizes.oneway_4k)
+        .await?
+        .msgs_per_sec;
+
+    // Raw lapin RPC.
+    let q = workload::unique("raw");
+    let _server = workload::raw_server(url, &q, 256).await?;
+    let client = Arc::new(RawClient::connect(url, &q).await?);
+    let body = vec![b'x'; 64];
+    for &n in std::iter::once(&0).chain(IN_FLIGHT.iter()) {
+        let (in_flight, total) = if n == 0 {
+            (1, sizes.seq)
+        } else {
+            (n, sizes.calls)
+        };
+        progress(&format!("{name}: raw lapin RPC, {in_flight} in flight"));
+        let (c, b) = (Arc::clone(&client), body.clone());
+        let run = workload::drive(total, in_flight, move || {
+            let (c, b) = (Arc::clone(&c), b.clone());
+            async move { c.call(&b).await.map(drop) }
+        })
+        .await?;
+        if n == 0 {
+            r.raw.seq_us = [
+                run.latency.us(0.5),
+                run.latency.us(0.9),
+                run.latency.us(0.99),
+                run.latency.us(0.999),
+            ];
+        } else {
+            r.raw.throughput.push((n, run.calls_per_sec));
+        }
+    }
+    drop(client);
+
+    // The framework.
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let q = workload::unique("fw");
+    let server = EchoServer::new(EchoHandler)
+        .into_server()
+        .queue_name(q.clone())
+        .concurrency(256)
+        .start(&conn)
+        .await?;
+    let cconn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let client = EchoClient::connect(&cconn)
+        .await?
+        .with_queue(&q)
+        .with_deadline(Duration::from_secs(30));
+    for &n in std::iter::once(&0).chain(IN_FLIGHT.iter()) {
+        let (in_flight, total) = if n == 0 {
+            (1, sizes.seq)
+        } else {
+            (n, sizes.calls)
+        };
+        progress(&format!("{name}: framework RPC, {in_flight} in flight"));
+        let (c, b) = (client.clone(), body.clone());
+        let started = Instant::now();
+        let (run, cpu) = cpu_during(
+            pid,
+            workload::drive(total, in_flight, move || {
+                let (c, b) = (c.clone(), b.clone());
+                async move { c.echo(b).await.map(drop).map_err(anyhow::Error::from) }
+            }),
+        )
+        .await?;
+        let _ = started;
+        if n == 0 {
+            r.framework.seq_us = [
+                run.latency.us(0.5),
+                run.latency.us(0.9),
+                run.latency.us(0.99),
+                run.latency.us(0.999),
+            ];
+        } else {
+            r.framework.throughput.push((n, run.calls_per_sec));
+            if n == 64 {
+                r.cpu_us_per_call = cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / total as f64);
+            }
+        }
+    }
+    server.shutdown().await?;
+    let _ = conn.close(200, "done".into()).await;
+    let _ = cconn.close(200, "done".into()).await;
+
+    // Memory with 1,000 idle connections, then after they are gone. Only for the
+    // built-in broker: RabbitMQ here runs with a 1,024 file-descriptor limit, which
+    // 1,000 more connections would exhaust.
+    if !measure_idle {
+        r.rss_kib[1] = 0;
+        r.rss_kib[2] = rss();
+        return Ok(r);
+    }
+    progress(&format!("{name}: 1,000 idle connections"));
+    let mut idle = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+        idle.push(tokio::time::timeout(Duration::from_secs(10), connect).await??);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.rss_kib[1] = rss();
+    for c in idle {
+        let _ = c.close(200, "done".into()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.rss_kib[2] = rss();
+    Ok(r)
+}

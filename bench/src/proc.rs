@@ -1,0 +1,115 @@
+//! Broker processes and their CPU accounting, read the same way for both brokers:
+//! `utime + stime` from `/proc/<pid>/stat`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks() as f64,
+    ))
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn clock_ticks() -> u64 {
+    // USER_HZ is 100 on every Linux this runs on; `getconf CLK_TCK` confirms it.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The pid of the RabbitMQ node on this machine (its `beam.smp` process).
+pub fn rabbitmq_pid() -> Option<u32> {
+    let mut best: Option<(u32, u64)> = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "beam.smp" {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.contains("rabbit") {
+                // Several nodes (e.g. a CLI tool) may run; the broker is the busiest.
+                let cpu = cpu_time(pid).map_or(0, |d| d.as_millis() as u64);
+                if best.is_none_or(|(_, c)| cpu > c) {
+                    best = Some((pid, cpu));
+                }
+            }
+        }
+    }
+    best.map(|(pid, _)| pid)
+}
+
+/// The built-in broker, started as a separate process (this binary in broker mode).
+#[derive(Debug)]
+pub struct OwnBroker {
+    child: Child,
+    /// Where it listens.
+    pub url: String,
+}
+
+impl OwnBroker {
+    /// Starts `bench --serve-broker` and reads the address it prints.
+    pub fn spawn() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("--serve-broker")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line.trim().to_owned();
+        anyhow::ensure!(url.starts_with("amqp://"), "broker child said {url:?}");
+        Ok(Self { child, url })
+    }
+
+    /// Its pid, for CPU and memory accounting.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Broker mode: serve on 127.0.0.1:0, print the URL, run until killed.
+pub fn serve_broker() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let handle = broker::Broker::builder().start().await?;
+        println!("{}", handle.amqp_url());
+        std::future::pending::<()>().await;
+        #[allow(unreachable_code)]
+        Ok(())
+    })
+}
