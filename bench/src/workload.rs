@@ -247,10 +247,13 @@ impl RawClient {
         let p = Arc::clone(&pending);
         tokio::spawn(async move {
             while let Some(Ok(d)) = replies.next().await {
-                let Some(corr) = d.properties.correlation_id() else { continue };
+                let Some(corr) = d.properties.correlation_id() else {
+                    continue;
+                };
                 if let Some(tx) = p.lock().await.remove(corr.as_str()) {
                     let _ = tx.send(d.data);
                 }
+            }
         });
         Ok(Self {
             _conn: conn,
