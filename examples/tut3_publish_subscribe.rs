@@ -63,6 +63,9 @@ async fn receive_logs(
             println!(" [{name}] {body}");
             got.push(body);
         }
+        // Close the channel here, so the connection's close never races a channel
+        // close lapin would otherwise start when the last handle drops.
+        ch.close(200, "done".into()).await?;
         Ok(got)
     }))
 }

@@ -62,6 +62,9 @@ async fn subscriber(
             println!(" [{name}] {line}");
             got.push(line);
         }
+        // Close the channel here, so the connection's close never races a channel
+        // close lapin would otherwise start when the last handle drops.
+        let _ = ch.close(200, "done".into()).await;
         got
     }))
 }

@@ -74,6 +74,9 @@ async fn queue(
             println!(" [{name}] {}", d.routing_key);
             got.push(d.routing_key.to_string());
         }
+        // Close the channel here, so the connection's close never races a channel
+        // close lapin would otherwise start when the last handle drops.
+        let _ = ch.close(200, "done".into()).await;
         got
     }))
 }
