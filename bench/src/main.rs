@@ -44,6 +44,9 @@ struct Args {
     /// Where results.json and results.svg go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Worker threads of the built-in broker process (as `broker --threads`).
+    #[arg(long, default_value_t = 1)]
+    broker_threads: usize,
     /// Internal: run the built-in broker in this process and print its URL.
     #[arg(long, hide = true)]
     serve_broker: bool,
@@ -123,7 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     progress("loopback TCP floor");
     let floor = workload::tcp_floor(5_000).await?;
 
-    let own = proc::OwnBroker::spawn()?;
+    let own = proc::OwnBroker::spawn(args.broker_threads)?;
     let rabbit_pid = proc::rabbitmq_pid();
     let mut all = Vec::new();
     for (name, url, pid, idle) in [

@@ -69,10 +69,11 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     /// Starts `bench --serve-broker` and reads the address it prints.
-    pub fn spawn() -> anyhow::Result<Self> {
+    pub fn spawn(threads: usize) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .arg("--serve-broker")
+            .env("BENCH_BROKER_THREADS", threads.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -102,9 +103,20 @@ impl Drop for OwnBroker {
 
 /// Broker mode: serve on 127.0.0.1:0, print the URL, run until killed.
 pub fn serve_broker() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The same runtime choice as the `broker` binary (`--threads`, default 1).
+    let threads: usize = std::env::var("BENCH_BROKER_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let rt = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(async {
         let handle = broker::Broker::builder().start().await?;
         println!("{}", handle.amqp_url());

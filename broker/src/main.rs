@@ -26,14 +26,30 @@ struct Args {
     /// Heartbeat offered in connection.tune, in seconds (0 disables).
     #[arg(long, default_value_t = 60)]
     heartbeat: u16,
+    /// Worker threads. 1 (the default) runs the broker as one event loop, which on
+    /// small machines costs the least CPU per message (no cross-thread wake-ups).
+    #[arg(long, env = "BROKER_THREADS", default_value_t = 1)]
+    threads: usize,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .init();
