@@ -1,0 +1,68 @@
+//! Raw-socket helpers shared by the broker's socket-level tests.
+
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use amq_protocol::frame::{AMQPFrame, gen_frame};
+use amq_protocol::protocol::{AMQPClass, connection};
+use amq_protocol::types::FieldTable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Encodes one frame.
+pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
+    gen_frame(frame)(Vec::new().into())
+        .map(|c| c.into_inner().0)
+        .unwrap_or_default()
+}
+
+/// Opens a connection by hand (PLAIN guest/guest, the given heartbeat) and waits for
+/// open-ok.
+pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"AMQP\x00\x00\x09\x01").await?;
+    let methods = [
+        connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        }),
+        connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 8,
+            frame_max: 131_072,
+            heartbeat,
+        }),
+        connection::AMQPMethod::Open(connection::Open {
+            virtual_host: "/".into(),
+        }),
+    ];
+    for m in methods {
+        s.write_all(&encode(&AMQPFrame::Method(0, AMQPClass::Connection(m))))
+            .await?;
+    }
+    // Read until open-ok (class 10, method 41) has arrived.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == [0, 10, 0, 41]) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed during handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(s)
+}
+
+/// `connection.close` 200.
+pub fn close_frame() -> Vec<u8> {
+    encode(&AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    ))
+}
