@@ -107,10 +107,10 @@ fn routing(c: &mut Criterion) {
         }
     }
     c.bench_function("route: topic exchange, 3 bindings", |b| {
-        b.iter(|| black_box(v.route("logs", black_box("quick.orange.rabbit"), None)))
+        b.iter(|| black_box(v.route("logs", black_box("quick.orange.rabbit"), &|| None)))
     });
     c.bench_function("route: default exchange", |b| {
-        b.iter(|| black_box(v.route("", black_box("q1"), None)))
+        b.iter(|| black_box(v.route("", black_box("q1"), &|| None)))
     });
 }
 

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
-use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
@@ -580,7 +579,7 @@ impl Channel {
         } = p;
         let fail = |e: AmqpError| e.on_method(60, 40);
         if let Some(uid) = header.properties.user_id()
-            && uid.as_str() != ctx.user
+            && uid != ctx.user
         {
             return Err(fail(AmqpError::precondition(format_args!(
                 "user_id property set to '{uid}' but authenticated user was '{}'",
@@ -589,10 +588,10 @@ impl Channel {
         }
         let ttl = match header.properties.expiration() {
             None => None,
-            Some(e) => match parse_expiration(e.as_str()) {
+            Some(e) => match parse_expiration(e) {
                 Some(ttl) => Some(ttl),
                 None => {
-                    let why = match e.as_str().parse::<i64>() {
+                    let why = match e.parse::<i64>() {
                         Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
                         _ => "no_integer".to_owned(),
                     };
@@ -606,25 +605,18 @@ impl Channel {
         vhost
             .check_publish(publish.exchange.as_str())
             .map_err(fail)?;
-        if header
-            .properties
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
+        if header.properties.reply_to() == Some(REPLY_TO) {
             let name = vhost.reply_name(self.key(ctx)).map_err(fail)?;
-            let props = header
+            header.properties = header
                 .properties
-                .clone()
-                .with_reply_to(ShortString::from(name));
-            header.raw_properties = frame::encode_properties(&props);
-            header.properties = props;
+                .with_reply_to(&name)
+                .map_err(|_| fail(AmqpError::precondition("reply_to could not be rewritten")))?;
         }
-        let persistent = header.properties.delivery_mode().is_some_and(|m| m == 2);
+        let persistent = header.properties.delivery_mode() == Some(2);
         let message = Message {
             exchange: publish.exchange.clone(),
             routing_key: publish.routing_key.clone(),
-            properties: header.raw_properties.clone(),
+            properties: header.properties.raw().clone(),
             body: body.clone(),
             ttl,
             expires_at: None,
@@ -633,7 +625,7 @@ impl Channel {
         let routed = vhost.publish(
             publish.exchange.as_str(),
             publish.routing_key.as_str(),
-            header.properties.headers().as_ref(),
+            &|| header.properties.headers(),
             message,
         );
         drop(vhost);
@@ -654,7 +646,7 @@ impl Channel {
             let (id, frame_max) = (self.id, ctx.frame_max);
             ctx.outbox.push(|out| {
                 frame::encode_method(out, id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
-                frame::encode_content(out, id, &header.raw_properties, &body, frame_max);
+                frame::encode_content(out, id, header.properties.raw(), &body, frame_max);
             });
         }
         Ok(())

@@ -96,11 +96,11 @@ impl Exchange {
     }
 
     /// Destinations whose bindings match, each at most once.
-    pub fn matching<'a>(
+    pub fn matching<'a, 'h>(
         &'a self,
-        routing_key: &'a str,
-        headers: Option<&'a FieldTable>,
-    ) -> impl Iterator<Item = &'a Destination> + 'a {
+        routing_key: &'h str,
+        headers: Option<&'h FieldTable>,
+    ) -> impl Iterator<Item = &'a Destination> + use<'a, 'h> {
         self.bindings
             .iter()
             .filter(move |b| match self.kind {

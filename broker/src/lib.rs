@@ -38,6 +38,7 @@ pub mod exchange;
 pub mod frame;
 pub mod message;
 pub mod outbox;
+pub mod properties;
 pub mod queue;
 mod server;
 pub mod vhost;

@@ -8,7 +8,7 @@
 //! taken per operation keeps it consistent. Connection-local state (content assembly,
 //! confirm counters, transactions) stays in [`crate::channel`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -658,11 +658,14 @@ impl VHost {
     }
 
     /// Queues a message routes to, following exchange-to-exchange bindings, each once.
+    ///
+    /// `headers` decodes the message's header table; it is called only if a headers
+    /// exchange is on the way.
     pub fn route(
         &self,
         exchange: &str,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        headers: &dyn Fn() -> Option<FieldTable>,
     ) -> Vec<ShortString> {
         let mut queues = Vec::new();
         if exchange.is_empty() {
@@ -671,23 +674,42 @@ impl VHost {
             }
             return queues;
         }
-        let mut seen_x: HashSet<&str> = HashSet::new();
-        let mut todo: VecDeque<&str> = VecDeque::from([exchange]);
-        while let Some(xname) = todo.pop_front() {
-            if !seen_x.insert(xname) {
+        let mut decoded: Option<Option<FieldTable>> = None;
+        // Exchange-to-exchange bindings are rare: the work list starts empty and only
+        // allocates when one is followed.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut todo: Vec<&str> = Vec::new();
+        let mut next = Some(exchange);
+        while let Some(xname) = next.take().or_else(|| todo.pop()) {
+            if seen.contains(&xname) {
                 continue;
             }
             let Some(x) = self.exchanges.get(xname) else {
                 continue;
             };
-            for dest in x.matching(routing_key, headers) {
+            if !todo.is_empty()
+                || !seen.is_empty()
+                || x.bindings
+                    .iter()
+                    .any(|b| matches!(b.destination, Destination::Exchange(_)))
+            {
+                seen.push(xname);
+            }
+            if x.kind == ExchangeKind::Headers && decoded.is_none() {
+                decoded = Some(headers());
+            }
+            let table = match x.kind {
+                ExchangeKind::Headers => decoded.as_ref().and_then(Option::as_ref),
+                _ => None,
+            };
+            for dest in x.matching(routing_key, table) {
                 match dest {
                     Destination::Queue(q) => {
                         if !queues.contains(q) && self.queues.contains_key(q) {
                             queues.push(q.clone());
                         }
                     }
-                    Destination::Exchange(e) => todo.push_back(e.as_str()),
+                    Destination::Exchange(e) => todo.push(e.as_str()),
                 }
             }
         }
@@ -714,7 +736,7 @@ impl VHost {
         &mut self,
         exchange: &str,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        headers: &dyn Fn() -> Option<FieldTable>,
         message: Message,
     ) -> Routed {
         if exchange.is_empty()
@@ -1238,7 +1260,7 @@ mod tests {
         v.qos(key, 2, false).expect("qos");
         consume(&mut v, key, "q");
         for _ in 0..5 {
-            assert_eq!(v.publish("", "q", None, msg("m")), Routed::Yes);
+            assert_eq!(v.publish("", "q", &|| None, msg("m")), Routed::Yes);
         }
         assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
         v.ack(key, 2, true).expect("ack");
@@ -1256,7 +1278,7 @@ mod tests {
             .expect("declare");
         consume(&mut v, key, "q");
         for b in ["a", "b", "c"] {
-            v.publish("", "q", None, msg(b));
+            v.publish("", "q", &|| None, msg(b));
         }
         v.close_channel(key);
         let q = v.queues.get("q").expect("queue");
@@ -1325,8 +1347,8 @@ mod tests {
             .expect("bind");
         v.bind_queue(1, "q", "a", "#", FieldTable::default())
             .expect("bind");
-        assert_eq!(v.route("a", "x.y", None), vec![ShortString::from("q")]);
-        assert!(v.route("missing", "x", None).is_empty());
+        assert_eq!(v.route("a", "x.y", &|| None), vec![ShortString::from("q")]);
+        assert!(v.route("missing", "x", &|| None).is_empty());
     }
 
     #[test]
