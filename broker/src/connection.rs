@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::auth;
 use crate::channel::{Channel, Ctx};
@@ -226,11 +226,15 @@ impl Connection {
         shutdown: &mut watch::Receiver<bool>,
     ) {
         let mut last_read = Instant::now();
-        let mut next_beat = Instant::now() + Duration::from_secs(3600);
+        let mut next_beat: Option<Instant> = None;
         let mut shutting_down = *shutdown.borrow();
         if shutting_down {
             return;
         }
+        // One timer for heartbeats and deadlines, re-armed only when it fires or a
+        // deadline moves earlier: no timer churn per read on the hot path.
+        let timer = tokio::time::sleep_until(handshake_deadline);
+        tokio::pin!(timer);
         loop {
             // Frames already buffered first: a batch is processed before confirms flush.
             self.process(buf);
@@ -238,39 +242,37 @@ impl Connection {
             if self.phase == Phase::Done {
                 return;
             }
-            if self.heartbeat > 0
-                && next_beat > Instant::now() + Duration::from_secs(u64::from(self.heartbeat))
-            {
+            let beat = Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+            if self.heartbeat > 0 && next_beat.is_none() {
                 // Heartbeats start once tune-ok has set an interval.
-                next_beat =
-                    Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+                next_beat = Some(Instant::now() + beat);
             }
-            let read_deadline = match self.phase {
-                Phase::StartOk | Phase::TuneOk | Phase::Open => handshake_deadline,
-                Phase::Closing => self
-                    .close_deadline
-                    .unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT),
-                _ if self.heartbeat > 0 => {
-                    last_read + Duration::from_secs(u64::from(self.heartbeat) * 2)
-                }
-                _ => Instant::now() + Duration::from_secs(86400),
-            };
+            let deadline = self.read_deadline(handshake_deadline, last_read);
+            let wake = next_beat.map_or(deadline, |b| b.min(deadline));
+            if wake < timer.deadline() {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 read = rd.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => last_read = Instant::now(),
                 },
-                () = sleep_until(read_deadline) => {
-                    match self.phase {
-                        Phase::Running => tracing::info!(conn = self.id, peer = %self.peer, "missed heartbeats from client, closing"),
-                        Phase::Closing => {}
-                        _ => tracing::info!(conn = self.id, peer = %self.peer, "handshake timeout"),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= self.read_deadline(handshake_deadline, last_read) {
+                        match self.phase {
+                            Phase::Running => tracing::info!(conn = self.id, peer = %self.peer, "missed heartbeats from client, closing"),
+                            Phase::Closing => {}
+                            _ => tracing::info!(conn = self.id, peer = %self.peer, "handshake timeout"),
+                        }
+                        return;
                     }
-                    return;
-                }
-                () = sleep_until(next_beat), if self.heartbeat > 0 => {
-                    self.outbox.push(frame::encode_heartbeat);
-                    next_beat = Instant::now() + Duration::from_secs(u64::from(self.heartbeat).div_ceil(2));
+                    if next_beat.is_some_and(|b| now >= b) {
+                        self.outbox.push(frame::encode_heartbeat);
+                        next_beat = Some(now + beat);
+                    }
+                    let deadline = self.read_deadline(handshake_deadline, last_read);
+                    timer.as_mut().reset(next_beat.map_or(deadline, |b| b.min(deadline)));
                 }
                 changed = shutdown.changed(), if !shutting_down => {
                     shutting_down = true;
@@ -282,6 +284,21 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// When the connection gives up on a silent peer: the handshake deadline, the
+    /// close-ok deadline, or two missed heartbeat intervals.
+    fn read_deadline(&self, handshake_deadline: Instant, last_read: Instant) -> Instant {
+        match self.phase {
+            Phase::StartOk | Phase::TuneOk | Phase::Open => handshake_deadline,
+            Phase::Closing => self
+                .close_deadline
+                .unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT),
+            _ if self.heartbeat > 0 => {
+                last_read + Duration::from_secs(u64::from(self.heartbeat) * 2)
+            }
+            _ => Instant::now() + Duration::from_secs(86400),
         }
     }
 
