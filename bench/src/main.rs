@@ -47,6 +47,9 @@ struct Args {
     /// Worker threads of the built-in broker process (as `broker --threads`).
     #[arg(long, default_value_t = 1)]
     broker_threads: usize,
+    /// Internal: run a 64-byte TCP echo server (the floor) and print its address.
+    #[arg(long, hide = true)]
+    serve_echo: bool,
     /// Internal: run the built-in broker in this process and print its URL.
     #[arg(long, hide = true)]
     serve_broker: bool,
@@ -96,6 +99,9 @@ fn main() -> anyhow::Result<()> {
     if args.serve_broker {
         return proc::serve_broker();
     }
+    if args.serve_echo {
+        return workload::serve_echo();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -124,7 +130,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     progress("loopback TCP floor");
-    let floor = workload::tcp_floor(5_000).await?;
+    let (mut echo, echo_addr) = proc::spawn_self("--serve-echo", 1)?;
+    let floor = workload::tcp_floor(&echo_addr, 5_000).await?;
+    let _ = echo.kill();
+    let _ = echo.wait();
 
     let own = proc::OwnBroker::spawn(args.broker_threads)?;
     let rabbit_pid = proc::rabbitmq_pid();

@@ -70,20 +70,7 @@ pub struct OwnBroker {
 impl OwnBroker {
     /// Starts `bench --serve-broker` and reads the address it prints.
     pub fn spawn(threads: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("--serve-broker")
-            .env("BENCH_BROKER_THREADS", threads.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let url = line.trim().to_owned();
+        let (child, url) = spawn_self("--serve-broker", threads)?;
         anyhow::ensure!(url.starts_with("amqp://"), "broker child said {url:?}");
         Ok(Self { child, url })
     }
@@ -99,6 +86,24 @@ impl Drop for OwnBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts this binary with `flag` and reads the first line it prints.
+pub fn spawn_self(flag: &str, threads: usize) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg(flag)
+        .env("BENCH_BROKER_THREADS", threads.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line.trim().to_owned()))
 }
 
 /// Broker mode: serve on 127.0.0.1:0, print the URL, run until killed.

@@ -25,21 +25,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Loopback TCP ping-pong with 64-byte messages: the floor under any brokered call.
-pub async fn tcp_floor(rounds: usize) -> anyhow::Result<Latencies> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await?;
-        s.set_nodelay(true)?;
-        let mut buf = [0u8; 64];
-        loop {
-            if s.read_exact(&mut buf).await.is_err() {
-                return anyhow::Ok(());
-            }
-            s.write_all(&buf).await?;
-        }
-    });
+/// Loopback TCP ping-pong with 64-byte messages against an echo server in another
+/// process (as the broker is): the floor under any brokered call.
+pub async fn tcp_floor(addr: &str, rounds: usize) -> anyhow::Result<Latencies> {
     let mut c = tokio::net::TcpStream::connect(addr).await?;
     c.set_nodelay(true)?;
     let mut buf = [7u8; 64];
@@ -50,9 +38,26 @@ pub async fn tcp_floor(rounds: usize) -> anyhow::Result<Latencies> {
         c.read_exact(&mut buf).await?;
         samples.push(t.elapsed());
     }
-    drop(c);
-    let _ = server.await;
     Ok(Latencies::new(samples))
+}
+
+/// Echo-server mode: accept one connection on 127.0.0.1:0, print the address, echo
+/// 64-byte messages until EOF.
+pub fn serve_echo() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).await.is_ok() {
+            s.write_all(&buf).await?;
+        }
+        Ok(())
+    })
 }
 
 /// One-way throughput result.
