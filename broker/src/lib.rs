@@ -13,7 +13,7 @@
 //!
 //! The data path of a publish, from socket to socket:
 //!
-//! - [`server`]: accepts sockets and spawns one connection task each; sweeps TTLs.
+//! - `server`: accepts sockets and spawns one connection task each; sweeps TTLs.
 //! - [`connection`]: handshake (start, tune, open), heartbeats, the read loop; hands
 //!   each frame to its channel and turns errors into `channel.close` or
 //!   `connection.close` as RabbitMQ does.
