@@ -1,0 +1,274 @@
+//! Consumers and acknowledgements: `basic.consume`/`cancel`/`get`/`qos`, and
+//! ack, nack, reject and recover, which return credit and requeue in order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::types::ShortString;
+
+use super::{
+    ConsumeOptions, REPLY_TO, Unacked, VHost, generated_name, send_consume_ok, unknown_tag,
+};
+use crate::error::{AmqpError, code};
+use crate::frame;
+use crate::message::QueuedMessage;
+use crate::queue::{ChannelKey, Consumer};
+
+impl VHost {
+    // ----- consuming ------------------------------------------------------------------
+
+    /// `basic.consume`: sends `consume-ok` (unless nowait) before any delivery.
+    pub fn consume(
+        &mut self,
+        key: ChannelKey,
+        queue: &str,
+        opts: ConsumeOptions,
+    ) -> Result<ShortString, AmqpError> {
+        let tag: ShortString = if opts.tag.as_str().is_empty() {
+            generated_name("amq.ctag-").into()
+        } else {
+            opts.tag.clone()
+        };
+        if self.channel(key)?.consumers.contains_key(tag.as_str())
+            || self
+                .channel(key)?
+                .reply_consumer
+                .as_ref()
+                .is_some_and(|(t, _)| *t == tag)
+        {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format_args!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        if queue == REPLY_TO {
+            if !opts.no_ack {
+                return Err(AmqpError::precondition("reply consumer cannot acknowledge"));
+            }
+            let token = generated_name("");
+            self.reply_tokens.insert(token.clone(), key);
+            let ch = self.channel(key)?;
+            ch.reply_consumer = Some((tag.clone(), token));
+            send_consume_ok(ch, key.1, &tag, opts.nowait);
+            return Ok(tag);
+        }
+        let q = self.accessible_mut(queue, key.0)?;
+        if q.consumers.iter().any(|c| c.exclusive) || (opts.exclusive && !q.consumers.is_empty()) {
+            return Err(AmqpError::access_refused(format_args!(
+                "queue '{queue}' in vhost '/' in exclusive use"
+            )));
+        }
+        let qname = q.name.clone();
+        let ch = self.channel(key)?;
+        let prefetch = ch.prefetch_consumer;
+        ch.consumers.insert(tag.clone(), qname.clone());
+        send_consume_ok(ch, key.1, &tag, opts.nowait);
+        if let Some(q) = self.queues.get_mut(&qname) {
+            q.consumers.push_back(Consumer {
+                tag: tag.clone(),
+                channel: key,
+                no_ack: opts.no_ack,
+                exclusive: opts.exclusive,
+                prefetch,
+                unacked: 0,
+            });
+            q.last_used = Instant::now();
+        }
+        self.dispatch(qname.as_str());
+        Ok(tag)
+    }
+
+    /// `basic.cancel`: unknown tags are fine. Unacked deliveries stay unacked.
+    pub fn cancel(&mut self, key: ChannelKey, tag: &str) -> Result<(), AmqpError> {
+        let ch = self.channel(key)?;
+        if ch
+            .reply_consumer
+            .as_ref()
+            .is_some_and(|(t, _)| t.as_str() == tag)
+        {
+            if let Some((_, token)) = ch.reply_consumer.take() {
+                self.reply_tokens.remove(&token);
+            }
+            return Ok(());
+        }
+        let Some(queue) = ch.consumers.remove(tag) else {
+            return Ok(());
+        };
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.consumers
+                .retain(|c| !(c.channel == key && c.tag.as_str() == tag));
+            q.last_used = Instant::now();
+        }
+        self.after_consumer_left(queue.as_str());
+        Ok(())
+    }
+
+    /// `basic.get`: writes `get-ok` with the content, or `get-empty`.
+    pub fn get(&mut self, key: ChannelKey, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
+        let now = Instant::now();
+        self.channel(key)?;
+        let q = self.accessible_mut(queue, key.0)?;
+        q.last_used = now;
+        q.drop_expired(now);
+        let qname = q.name.clone();
+        let Some(qm) = q.messages.pop_front() else {
+            let ch = self.channel(key)?;
+            ch.outbox.push(|out| {
+                frame::encode_method(
+                    out,
+                    key.1,
+                    AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                );
+            });
+            return Ok(());
+        };
+        let remaining = q.ready(now);
+        let ch = self.channel(key)?;
+        ch.last_tag += 1;
+        let tag = ch.last_tag;
+        let frame_max = ch.frame_max;
+        let m = &qm.message;
+        ch.outbox.push(|out| {
+            frame::encode_get_ok(
+                out,
+                key.1,
+                tag,
+                qm.redelivered,
+                m.exchange.as_str(),
+                m.routing_key.as_str(),
+                remaining,
+            );
+            frame::encode_content(out, key.1, &m.properties, &m.body, frame_max);
+        });
+        if !no_ack {
+            ch.unacked_global += 1;
+            ch.unacked.insert(
+                tag,
+                Unacked {
+                    queue: qname,
+                    consumer: None,
+                    message: qm.message,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// `basic.qos`.
+    pub fn qos(&mut self, key: ChannelKey, prefetch: u16, global: bool) -> Result<(), AmqpError> {
+        let ch = self.channel(key)?;
+        if global {
+            ch.prefetch_global = prefetch;
+        } else {
+            ch.prefetch_consumer = prefetch;
+        }
+        let queues: Vec<ShortString> = ch.consumers.values().cloned().collect();
+        for q in queues {
+            self.dispatch(q.as_str());
+        }
+        Ok(())
+    }
+
+    /// Takes deliveries off a channel's unacked list: `tag` alone, or with `multiple`
+    /// every tag up to it (0 = all). An unknown tag is a 406 channel error.
+    pub(super) fn take_unacked(
+        &mut self,
+        key: ChannelKey,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<Vec<Unacked>, AmqpError> {
+        let ch = self.channel(key)?;
+        let taken: Vec<Unacked> = if multiple {
+            let keep = if tag == 0 {
+                BTreeMap::new()
+            } else {
+                ch.unacked.split_off(&(tag + 1))
+            };
+            let upto = std::mem::replace(&mut ch.unacked, keep);
+            if tag != 0 && upto.is_empty() {
+                return Err(unknown_tag(tag));
+            }
+            upto.into_values().collect()
+        } else {
+            match ch.unacked.remove(&tag) {
+                Some(u) => vec![u],
+                None => return Err(unknown_tag(tag)),
+            }
+        };
+        ch.unacked_global = ch.unacked_global.saturating_sub(taken.len() as u32);
+        // Give credit back to each consumer.
+        for u in &taken {
+            if let (Some(ctag), Some(q)) = (&u.consumer, self.queues.get_mut(&u.queue))
+                && let Some(c) = q
+                    .consumers
+                    .iter_mut()
+                    .find(|c| c.channel == key && &c.tag == ctag)
+            {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// `basic.ack`.
+    pub fn ack(&mut self, key: ChannelKey, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+        let taken = self.take_unacked(key, tag, multiple)?;
+        self.redispatch(key, taken.iter().map(|u| u.queue.clone()).collect());
+        Ok(())
+    }
+
+    /// `basic.nack` / `basic.reject`: requeued at the head (marked redelivered) or dropped.
+    pub fn reject(
+        &mut self,
+        key: ChannelKey,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), AmqpError> {
+        let taken = self.take_unacked(key, tag, multiple)?;
+        let mut touched: HashSet<ShortString> = taken.iter().map(|u| u.queue.clone()).collect();
+        if requeue {
+            self.requeue(taken.into_iter(), &mut touched);
+        }
+        self.redispatch(key, touched);
+        Ok(())
+    }
+
+    /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
+    pub fn recover(&mut self, key: ChannelKey) -> Result<(), AmqpError> {
+        let taken = self.take_unacked(key, 0, true)?;
+        let mut touched = HashSet::new();
+        self.requeue(taken.into_iter(), &mut touched);
+        self.redispatch(key, touched);
+        Ok(())
+    }
+
+    pub(super) fn redispatch(&mut self, key: ChannelKey, mut queues: HashSet<ShortString>) {
+        // Freed global credit may let any queue this channel consumes from deliver.
+        if let Some(ch) = self.channels.get(&key) {
+            queues.extend(ch.consumers.values().cloned());
+        }
+        for q in queues {
+            self.dispatch(q.as_str());
+        }
+    }
+
+    /// Puts deliveries back at the head of their queues in their original order.
+    pub(super) fn requeue(
+        &mut self,
+        deliveries: impl DoubleEndedIterator<Item = Unacked>,
+        touched: &mut HashSet<ShortString>,
+    ) {
+        for u in deliveries.rev() {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.messages.push_front(QueuedMessage {
+                    expires_at: u.message.expires_at,
+                    message: u.message,
+                    redelivered: true,
+                });
+                touched.insert(u.queue);
+            }
+        }
+    }
+}

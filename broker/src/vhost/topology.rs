@@ -1,0 +1,423 @@
+//! Topology: declaring, binding and deleting exchanges and queues, with RabbitMQ's
+//! equivalence checks, reserved names and exclusive-queue locking.
+
+use std::time::Instant;
+
+use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::types::{FieldTable, ShortString};
+
+use super::{
+    ExchangeOptions, QueueInfo, QueueOptions, REPLY_TO, VHost, generated_name, locked, unknown_type,
+};
+use crate::error::AmqpError;
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::frame;
+use crate::queue::Queue;
+
+impl VHost {
+    // ----- exchanges ------------------------------------------------------------------
+
+    /// `exchange.declare`.
+    pub fn declare_exchange(&mut self, name: &str, opts: ExchangeOptions) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let kind = ExchangeKind::parse(&opts.kind);
+        if let Some(x) = self.exchanges.get(name) {
+            if opts.passive {
+                return Ok(());
+            }
+            let received = kind.ok_or_else(|| unknown_type(&opts.kind))?;
+            let inequivalent = |arg: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
+                AmqpError::precondition(format_args!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '/': received '{r}' but current is '{c}'"
+                ))
+            };
+            if x.kind != received {
+                return Err(inequivalent("type", &received.as_str(), &x.kind.as_str()));
+            }
+            if x.durable != opts.durable {
+                return Err(inequivalent("durable", &opts.durable, &x.durable));
+            }
+            if x.auto_delete != opts.auto_delete {
+                return Err(inequivalent(
+                    "auto_delete",
+                    &opts.auto_delete,
+                    &x.auto_delete,
+                ));
+            }
+            if x.internal != opts.internal {
+                return Err(inequivalent("internal", &opts.internal, &x.internal));
+            }
+            return Ok(());
+        }
+        if opts.passive {
+            return Err(AmqpError::not_found_exchange(name));
+        }
+        let kind = kind.ok_or_else(|| unknown_type(&opts.kind))?;
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let mut x = Exchange::new(name, kind, opts.durable);
+        x.auto_delete = opts.auto_delete;
+        x.internal = opts.internal;
+        x.arguments = opts.arguments;
+        self.exchanges.insert(name.into(), x);
+        Ok(())
+    }
+
+    /// `exchange.delete`: deleting one that does not exist succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "deletion of system exchange '{name}' in vhost '/' not allowed"
+            )));
+        }
+        let Some(x) = self.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && !x.bindings.is_empty() {
+            return Err(AmqpError::precondition(format_args!(
+                "exchange '{name}' in vhost '/' in use"
+            )));
+        }
+        self.remove_exchange(name);
+        Ok(())
+    }
+
+    pub(super) fn remove_exchange(&mut self, name: &str) {
+        self.exchanges.remove(name);
+        let dest = Destination::Exchange(name.into());
+        self.remove_bindings_to(&dest);
+    }
+
+    pub(super) fn remove_bindings_to(&mut self, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for x in self.exchanges.values_mut() {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| &b.destination != dest);
+            if x.auto_delete && before > 0 && x.bindings.is_empty() {
+                emptied.push(x.name.clone());
+            }
+        }
+        for name in emptied {
+            self.remove_exchange(name.as_str());
+        }
+    }
+
+    pub(super) fn bindable_source(&self, name: &str) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if !self.exchanges.contains_key(name) {
+            return Err(AmqpError::not_found_exchange(name));
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`: messages from `source` also go through `destination`.
+    pub fn bind_exchange(
+        &mut self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.bindable_source(source)?;
+        if destination.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if !self.exchanges.contains_key(destination) {
+            return Err(AmqpError::not_found_exchange(destination));
+        }
+        self.add_binding(
+            source,
+            Destination::Exchange(destination.into()),
+            routing_key,
+            arguments,
+        );
+        Ok(())
+    }
+
+    /// `exchange.unbind`.
+    pub fn unbind_exchange(
+        &mut self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        if !self.exchanges.contains_key(destination) {
+            return Err(AmqpError::not_found_exchange(destination));
+        }
+        if !self.exchanges.contains_key(source) {
+            return Err(AmqpError::not_found_exchange(source));
+        }
+        self.remove_binding(
+            source,
+            &Destination::Exchange(destination.into()),
+            routing_key,
+            arguments,
+        );
+        Ok(())
+    }
+
+    pub(super) fn add_binding(
+        &mut self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) {
+        if let Some(x) = self.exchanges.get_mut(source) {
+            let binding = Binding {
+                destination,
+                routing_key: routing_key.into(),
+                arguments,
+            };
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+    }
+
+    pub(super) fn remove_binding(
+        &mut self,
+        source: &str,
+        dest: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) {
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return;
+        };
+        let before = x.bindings.len();
+        x.bindings.retain(|b| {
+            !(&b.destination == dest
+                && b.routing_key.as_str() == routing_key
+                && &b.arguments == arguments)
+        });
+        if x.auto_delete && before > x.bindings.len() && x.bindings.is_empty() {
+            let name = x.name.clone();
+            self.remove_exchange(name.as_str());
+        }
+    }
+
+    // ----- queues ---------------------------------------------------------------------
+
+    /// Checks that `conn` may use the queue (exclusive queues belong to one connection).
+    pub(super) fn accessible(&self, name: &str, conn: u64) -> Result<&Queue, AmqpError> {
+        let q = self
+            .queues
+            .get(name)
+            .ok_or_else(|| AmqpError::not_found_queue(name))?;
+        match q.exclusive_owner {
+            Some(owner) if owner != conn => Err(locked(name)),
+            _ => Ok(q),
+        }
+    }
+
+    pub(super) fn accessible_mut(
+        &mut self,
+        name: &str,
+        conn: u64,
+    ) -> Result<&mut Queue, AmqpError> {
+        self.accessible(name, conn)?;
+        self.queues
+            .get_mut(name)
+            .ok_or_else(|| AmqpError::not_found_queue(name))
+    }
+
+    /// `queue.declare`.
+    pub fn declare_queue(
+        &mut self,
+        conn: u64,
+        name: &str,
+        opts: QueueOptions,
+    ) -> Result<QueueInfo, AmqpError> {
+        let now = Instant::now();
+        if name == REPLY_TO && opts.passive {
+            // RabbitMQ reports the pseudo-queue as having one consumer.
+            return Ok(QueueInfo {
+                name: name.into(),
+                messages: 0,
+                consumers: 1,
+            });
+        }
+        if self.queues.contains_key(name) {
+            let q = self.accessible_mut(name, conn)?;
+            if !opts.passive {
+                q.check_equivalent(
+                    opts.durable,
+                    opts.exclusive,
+                    opts.auto_delete,
+                    &opts.arguments,
+                )?;
+            }
+            q.last_used = now;
+            return Ok(QueueInfo {
+                name: q.name.clone(),
+                messages: q.ready(now),
+                consumers: q.consumer_count(),
+            });
+        }
+        if opts.passive {
+            return Err(AmqpError::not_found_queue(name));
+        }
+        let name: ShortString = if name.is_empty() {
+            generated_name("amq.gen-").into()
+        } else if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        } else {
+            name.into()
+        };
+        let owner = opts.exclusive.then_some(conn);
+        let q = Queue::new(
+            name.clone(),
+            opts.durable,
+            owner,
+            opts.auto_delete,
+            opts.arguments,
+        )?;
+        self.queues.insert(name.clone(), q);
+        Ok(QueueInfo {
+            name,
+            messages: 0,
+            consumers: 0,
+        })
+    }
+
+    /// `queue.bind`.
+    pub fn bind_queue(
+        &mut self,
+        conn: u64,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.accessible(queue, conn)?;
+        self.bindable_source(exchange)?;
+        self.add_binding(
+            exchange,
+            Destination::Queue(queue.into()),
+            routing_key,
+            arguments,
+        );
+        Ok(())
+    }
+
+    /// `queue.unbind`: unbinding what is not bound succeeds.
+    pub fn unbind_queue(
+        &mut self,
+        conn: u64,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.accessible(queue, conn)?;
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if !self.exchanges.contains_key(exchange) {
+            return Err(AmqpError::not_found_exchange(exchange));
+        }
+        self.remove_binding(
+            exchange,
+            &Destination::Queue(queue.into()),
+            routing_key,
+            arguments,
+        );
+        Ok(())
+    }
+
+    /// `queue.purge`: drops the ready messages (not the unacked ones).
+    pub fn purge_queue(&mut self, conn: u64, name: &str) -> Result<u32, AmqpError> {
+        let q = self.accessible_mut(name, conn)?;
+        let n = u32::try_from(q.messages.len()).unwrap_or(u32::MAX);
+        q.messages.clear();
+        Ok(n)
+    }
+
+    /// `queue.delete`: deleting one that does not exist succeeds, as in RabbitMQ.
+    pub fn delete_queue(
+        &mut self,
+        conn: u64,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, AmqpError> {
+        if !self.queues.contains_key(name) {
+            return Ok(0);
+        }
+        let q = self.accessible_mut(name, conn)?;
+        if if_unused && !q.consumers.is_empty() {
+            return Err(AmqpError::precondition(format_args!(
+                "queue '{name}' in vhost '/' in use"
+            )));
+        }
+        if if_empty && !q.messages.is_empty() {
+            return Err(AmqpError::precondition(format_args!(
+                "queue '{name}' in vhost '/' not empty"
+            )));
+        }
+        Ok(self.remove_queue(name))
+    }
+
+    /// Removes a queue, its bindings and its consumers (who are told with a
+    /// server-sent `basic.cancel` if they understand it). Returns its ready count.
+    pub(super) fn remove_queue(&mut self, name: &str) -> u32 {
+        let Some(q) = self.queues.remove(name) else {
+            return 0;
+        };
+        for c in &q.consumers {
+            if let Some(ch) = self.channels.get_mut(&c.channel) {
+                ch.consumers.remove(&c.tag);
+                if ch.cancel_notify {
+                    let cancel = basic::Cancel {
+                        consumer_tag: c.tag.clone(),
+                        nowait: true,
+                    };
+                    let id = c.channel.1;
+                    ch.outbox.push(|out| {
+                        frame::encode_method(
+                            out,
+                            id,
+                            AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)),
+                        );
+                    });
+                }
+            }
+        }
+        self.remove_bindings_to(&Destination::Queue(q.name.clone()));
+        u32::try_from(q.messages.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(super) fn after_consumer_left(&mut self, name: &str) {
+        if self
+            .queues
+            .get(name)
+            .is_some_and(|q| q.auto_delete && q.consumers.is_empty())
+        {
+            self.remove_queue(name);
+        }
+    }
+}
