@@ -18,7 +18,8 @@
 //!   each frame to its channel and turns errors into `channel.close` or
 //!   `connection.close` as RabbitMQ does.
 //! - [`frame`]: cuts frames off the read buffer (refusing oversized ones from the
-//!   header alone) and encodes outgoing ones.
+//!   header alone) and encodes outgoing ones; [`properties`] checks a content
+//!   header's properties in place and finds the few fields the broker acts on.
 //! - [`channel`]: applies a channel's methods; assembles `basic.publish` content;
 //!   coalesces publisher confirms; buffers transactions.
 //! - [`vhost`]: exchanges, queues and every channel's delivery state behind one lock;
