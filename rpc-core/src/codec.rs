@@ -101,7 +101,16 @@ impl Codec {
             Codec::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| err(e.to_string())),
             Codec::Json => serde_json::to_vec(value).map_err(|e| err(e.to_string())),
             Codec::Text => match serde_json::to_value(value).map_err(|e| err(e.to_string()))? {
-                serde_json::Value::String(s) => Ok(s.into_bytes()),
+                // Raw, unless the raw text would read back as a JSON string literal
+                // (`"x"`, `""`): then quoted, so that it round-trips.
+                serde_json::Value::String(s)
+                    if serde_json::from_str::<String>(s.trim()).is_err() =>
+                {
+                    Ok(s.into_bytes())
+                }
+                serde_json::Value::String(s) => {
+                    serde_json::to_vec(&s).map_err(|e| err(e.to_string()))
+                }
                 other => serde_json::to_vec(&other).map_err(|e| err(e.to_string())),
             },
         }
@@ -214,7 +223,10 @@ mod tests {
         #[test]
         fn text_strings_travel_raw(s in ".*") {
             let body = Codec::Text.encode(&s).expect("encode");
-            prop_assert_eq!(&body, s.as_bytes());
+            // Raw, except text that would read back as a JSON string literal.
+            if serde_json::from_str::<String>(s.trim()).is_err() {
+                prop_assert_eq!(&body, s.as_bytes());
+            }
             prop_assert_eq!(Codec::Text.decode::<String>(&body).expect("decode"), s);
         }
 
