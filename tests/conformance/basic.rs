@@ -13,7 +13,8 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, ensure_eq, eventually, expect_code, message_count, next_delivery, no_delivery, scenarios,
+    Ctx, consume, ensure_eq, eventually, expect_code, message_count, next_delivery, no_delivery,
+    scenarios,
 };
 
 scenarios! {
@@ -73,14 +74,7 @@ fn body(d: &lapin::message::Delivery) -> String {
 async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let mut c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "ctag".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch, q.as_str().into(), "ctag".into()).await?;
     ensure_eq!(c.tag().to_string(), "ctag");
     for i in 0..200 {
         ch.basic_publish(
@@ -109,22 +103,8 @@ async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
 async fn server_generated_consumer_tag(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let c1 = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let c2 = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let c1 = consume(&ch, q.as_str().into(), "".into()).await?;
+    let c2 = consume(&ch, q.as_str().into(), "".into()).await?;
     for c in [&c1, &c2] {
         if !c.tag().as_str().starts_with("amq.ctag-") {
             bail!("server-generated consumer tag {:?}", c.tag());
@@ -202,14 +182,7 @@ async fn ack_multiple(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     for _ in 0..5 {
         next_delivery(&mut c, 5).await?;
     }
@@ -239,14 +212,7 @@ async fn nack_multiple_requeue_in_order(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     for _ in 0..5 {
         next_delivery(&mut c, 5).await?;
     }
@@ -292,14 +258,7 @@ async fn reject_requeue_and_drop(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     let d1 = next_delivery(&mut c, 5).await?;
     let d2 = next_delivery(&mut c, 5).await?;
     ch2.basic_reject(d1.delivery_tag, BasicRejectOptions { requeue: false })
@@ -319,14 +278,7 @@ async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     for _ in 0..10 {
         next_delivery(&mut c, 5).await?;
     }
@@ -335,14 +287,7 @@ async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
     ch2.basic_ack(5, Default::default()).await?;
     let _ = ch2.close(200, "bye".into()).await;
     let ch3 = conn.create_channel().await?;
-    let mut c3 = ch3
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c3 = consume(&ch3, q.as_str().into(), "".into()).await?;
     let mut got = Vec::new();
     for _ in 0..8 {
         let d = next_delivery(&mut c3, 5).await?;
@@ -376,14 +321,7 @@ async fn connection_close_requeues_unacked(ctx: Ctx) -> Result<()> {
         .await?;
     fill(&ch, &q, 3).await?;
     let (c2, ch2) = ctx.open().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     for _ in 0..3 {
         next_delivery(&mut c, 5).await?;
     }
@@ -421,14 +359,7 @@ async fn recover_requeues_with_redelivered(ctx: Ctx) -> Result<()> {
     let q = excl_queue(&ch).await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     next_delivery(&mut c, 5).await?;
     next_delivery(&mut c, 5).await?;
     ch2.basic_recover(BasicRecoverOptions { requeue: true })
@@ -478,22 +409,8 @@ async fn round_robin_between_consumers(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
     let ch2 = conn.create_channel().await?;
-    let mut a = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "a".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let mut b = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "b".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut a = consume(&ch2, q.as_str().into(), "a".into()).await?;
+    let mut b = consume(&ch2, q.as_str().into(), "b".into()).await?;
     fill(&ch, &q, 6).await?;
     let mut ga = Vec::new();
     let mut gb = Vec::new();
@@ -513,22 +430,8 @@ async fn prefetch_per_consumer(ctx: Ctx) -> Result<()> {
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
     ch2.basic_qos(2, BasicQosOptions { global: false }).await?;
-    let mut a = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "a".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let mut b = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "b".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut a = consume(&ch2, q.as_str().into(), "a".into()).await?;
+    let mut b = consume(&ch2, q.as_str().into(), "b".into()).await?;
     // Each consumer gets 2 (limit per consumer), then nothing more until it acks.
     let a1 = next_delivery(&mut a, 5).await?;
     next_delivery(&mut a, 5).await?;
@@ -578,22 +481,8 @@ async fn two_consumers(
         ch2.basic_qos(*n, BasicQosOptions { global: *global })
             .await?;
     }
-    let a = ch2
-        .basic_consume(
-            q1.as_str().into(),
-            "a".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let b = ch2
-        .basic_consume(
-            q2.as_str().into(),
-            "b".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let a = consume(&ch2, q1.as_str().into(), "a".into()).await?;
+    let b = consume(&ch2, q2.as_str().into(), "b".into()).await?;
     Ok((conn, ch2, a, b))
 }
 
@@ -659,14 +548,7 @@ async fn exclusive_consumer_403(ctx: Ctx) -> Result<()> {
         )),
     )?;
     ch.basic_cancel(c.tag(), Default::default()).await?;
-    let _plain = ch
-        .basic_consume(
-            q.as_str().into(),
-            "p".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let _plain = consume(&ch, q.as_str().into(), "p".into()).await?;
     let ch3 = conn.create_channel().await?;
     let res = ch3
         .basic_consume(
@@ -694,14 +576,7 @@ async fn client_cancel_stops_deliveries(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "c".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "c".into()).await?;
     fill(&ch, &q, 1).await?;
     let d = next_delivery(&mut c, 5).await?;
     ch2.basic_cancel(c.tag(), BasicCancelOptions::default())
@@ -723,14 +598,7 @@ async fn server_cancels_consumer_when_queue_deleted(ctx: Ctx) -> Result<()> {
     ch.queue_declare(q.as_str().into(), Default::default(), Default::default())
         .await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "c".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "c".into()).await?;
     ch.queue_delete(q.as_str().into(), Default::default())
         .await?;
     // consumer_cancel_notify: the server sends basic.cancel; lapin ends the stream.
@@ -832,14 +700,7 @@ async fn unknown_delivery_tag_406(ctx: Ctx) -> Result<()> {
 async fn consumer_tag_reuse_530(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let _c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "same".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let _c = consume(&ch, q.as_str().into(), "same".into()).await?;
     let res = ch
         .basic_consume(
             q.as_str().into(),
@@ -963,14 +824,7 @@ async fn large_message_multiple_frames(ctx: Ctx) -> Result<()> {
 async fn empty_body(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl_queue(&ch).await?;
-    let mut c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch, q.as_str().into(), "".into()).await?;
     ch.basic_publish(
         "".into(),
         q.as_str().into(),

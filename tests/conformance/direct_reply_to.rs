@@ -6,7 +6,7 @@ use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
 };
 
-use crate::harness::{Ctx, amqp_error, ensure_eq, expect_code, next_delivery, scenarios};
+use crate::harness::{Ctx, amqp_error, consume, ensure_eq, expect_code, next_delivery, scenarios};
 
 scenarios! {
     round_trip,
@@ -39,14 +39,7 @@ async fn round_trip(ctx: Ctx) -> Result<()> {
             Default::default(),
         )
         .await?;
-    let mut requests = sch
-        .basic_consume(
-            q.name().clone(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut requests = consume(&sch, q.name().clone(), "".into()).await?;
 
     let (cconn, cch) = ctx.open().await?;
     let mut replies = cch

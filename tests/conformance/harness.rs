@@ -305,6 +305,17 @@ macro_rules! ensure_eq {
 }
 pub(crate) use ensure_eq;
 
+/// `basic.consume` with default options (acks on, not exclusive).
+pub async fn consume(
+    ch: &Channel,
+    queue: lapin::types::ShortString,
+    tag: lapin::types::ShortString,
+) -> Result<lapin::Consumer> {
+    Ok(ch
+        .basic_consume(queue, tag, Default::default(), Default::default())
+        .await?)
+}
+
 /// Waits up to `secs` for the next delivery from a consumer.
 pub async fn next_delivery(
     consumer: &mut lapin::Consumer,

@@ -9,7 +9,7 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, amqp_error, cleanup, ensure_eq, eventually, expect_code, queue_exists, scenarios,
+    Ctx, amqp_error, cleanup, consume, ensure_eq, eventually, expect_code, queue_exists, scenarios,
 };
 
 scenarios! {
@@ -428,22 +428,8 @@ async fn auto_delete_when_last_consumer_leaves(ctx: Ctx) -> Result<()> {
     if !queue_exists(&ctx, &q).await? {
         bail!("auto-delete queue deleted before it had a consumer");
     }
-    let c1 = ch
-        .basic_consume(
-            q.as_str().into(),
-            "c1".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let c2 = ch
-        .basic_consume(
-            q.as_str().into(),
-            "c2".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let c1 = consume(&ch, q.as_str().into(), "c1".into()).await?;
+    let c2 = consume(&ch, q.as_str().into(), "c2".into()).await?;
     ch.basic_cancel(c1.tag(), Default::default()).await?;
     if !queue_exists(&ctx, &q).await? {
         bail!("auto-delete queue deleted while a consumer remains");
@@ -467,14 +453,7 @@ async fn auto_delete_when_last_consumer_leaves(ctx: Ctx) -> Result<()> {
     )
     .await?;
     let ch2 = conn.create_channel().await?;
-    let _c = ch2
-        .basic_consume(
-            q2.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let _c = consume(&ch2, q2.as_str().into(), "".into()).await?;
     let _ = ch2.close(200, "bye".into()).await;
     eventually(
         5,
@@ -614,14 +593,7 @@ async fn delete_if_unused_406(ctx: Ctx) -> Result<()> {
     ch.queue_declare(q.as_str().into(), Default::default(), Default::default())
         .await?;
     let cch = conn.create_channel().await?;
-    let c = cch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let c = consume(&cch, q.as_str().into(), "".into()).await?;
     let res = ch
         .queue_delete(
             q.as_str().into(),

@@ -11,8 +11,8 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, ensure_eq, eventually, expect_code, expect_code_prefix, message_count, next_delivery,
-    queue_exists, scenarios,
+    Ctx, consume, ensure_eq, eventually, expect_code, expect_code_prefix, message_count,
+    next_delivery, queue_exists, scenarios,
 };
 
 scenarios! {
@@ -98,14 +98,7 @@ async fn expiration_zero_with_consumer_delivered(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     let q = excl(&ch, Default::default()).await?;
     let ch2 = conn.create_channel().await?;
-    let mut c = ch2
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
     ch.confirm_select(Default::default()).await?;
     publish_confirmed(&ch, "", &q, b"now", exp("0")).await?;
     let d = next_delivery(&mut c, 5).await?;
@@ -184,14 +177,7 @@ async fn queue_expires_not_while_consumed(ctx: Ctx) -> Result<()> {
         args("x-expires", 300),
     )
     .await?;
-    let c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "c".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let c = consume(&ch, q.as_str().into(), "c".into()).await?;
     tokio::time::sleep(Duration::from_millis(900)).await;
     if !queue_exists(&ctx, &q).await? {
         bail!("queue with a consumer expired");

@@ -8,7 +8,7 @@ use lapin::{
 };
 
 use crate::exchange::{bound_queue, drain, publish_confirmed};
-use crate::harness::{Ctx, ensure_eq, next_delivery, no_delivery, scenarios};
+use crate::harness::{Ctx, consume, ensure_eq, next_delivery, no_delivery, scenarios};
 
 scenarios! {
     hello_world,
@@ -70,22 +70,8 @@ async fn work_queue_fair_dispatch_and_redelivery(ctx: Ctx) -> Result<()> {
     for w in [&w1, &w2] {
         w.basic_qos(1, BasicQosOptions::default()).await?;
     }
-    let mut a = w1
-        .basic_consume(
-            q.as_str().into(),
-            "a".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
-    let mut b = w2
-        .basic_consume(
-            q.as_str().into(),
-            "b".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut a = consume(&w1, q.as_str().into(), "a".into()).await?;
+    let mut b = consume(&w2, q.as_str().into(), "b".into()).await?;
     ch.confirm_select(Default::default()).await?;
     for t in ["t1", "t2", "t3", "t4"] {
         publish_confirmed(
@@ -249,14 +235,7 @@ async fn rpc_callback_queue(ctx: Ctx) -> Result<()> {
     )
     .await?;
     sch.basic_qos(1, Default::default()).await?;
-    let mut requests = sch
-        .basic_consume(
-            rpc_queue.as_str().into(),
-            "".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await?;
+    let mut requests = consume(&sch, rpc_queue.as_str().into(), "".into()).await?;
     let server = tokio::spawn(async move {
         for _ in 0..3 {
             let d = next_delivery(&mut requests, 10).await?;
