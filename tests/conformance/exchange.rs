@@ -43,6 +43,13 @@ fn xopts() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions::default()
 }
 
+/// Declares a non-durable exchange of `kind` with default options.
+async fn declare(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<()> {
+    Ok(ch
+        .exchange_declare(name.into(), kind, xopts(), Default::default())
+        .await?)
+}
+
 /// Declares an exclusive server-named queue bound to `x` with each key.
 pub async fn bound_queue(ch: &Channel, x: &str, keys: &[&str], args: FieldTable) -> Result<String> {
     let q = ch
@@ -169,13 +176,7 @@ async fn redeclare_other_type_406(ctx: Ctx) -> Result<()> {
     let conn = ctx.connect().await?;
     let ch = conn.create_channel().await?;
     let x = ctx.name("x");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     let res = ch
         .exchange_declare(
             x.as_str().into(),
@@ -199,13 +200,7 @@ async fn redeclare_other_durable_406(ctx: Ctx) -> Result<()> {
     let conn = ctx.connect().await?;
     let ch = conn.create_channel().await?;
     let x = ctx.name("x");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     let res = ch
         .exchange_declare(
             x.as_str().into(),
@@ -399,13 +394,7 @@ async fn direct_routing_same_key_two_queues(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let x = ctx.name("direct");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     let q1 = bound_queue(&ch, &x, &["orange", "black"], Default::default()).await?;
     let q2 = bound_queue(&ch, &x, &["black", "green"], Default::default()).await?;
     for rk in ["orange", "black", "green", "blue", ""] {
@@ -434,13 +423,7 @@ async fn fanout_ignores_routing_key(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let x = ctx.name("fanout");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Fanout,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Fanout).await?;
     let q1 = bound_queue(&ch, &x, &[""], Default::default()).await?;
     let q2 = bound_queue(&ch, &x, &["whatever"], Default::default()).await?;
     let q3 = bound_queue(&ch, &x, &["a", "b"], Default::default()).await?;
@@ -460,13 +443,7 @@ async fn topic_routing_table(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let x = ctx.name("topic");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Topic,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Topic).await?;
     let bindings: &[(&str, &[&str])] = &[
         ("q_hash", &["#"]),
         ("q_star", &["*"]),
@@ -557,13 +534,7 @@ async fn headers_match_all_and_any(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let x = ctx.name("headers");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Headers,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Headers).await?;
     let q_all = bound_queue(
         &ch,
         &x,
@@ -661,20 +632,8 @@ async fn exchange_to_exchange_bindings(ctx: Ctx) -> Result<()> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let src = ctx.name("src");
     let dst = ctx.name("dst");
-    ch.exchange_declare(
-        src.as_str().into(),
-        ExchangeKind::Topic,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        dst.as_str().into(),
-        ExchangeKind::Fanout,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &src, ExchangeKind::Topic).await?;
+    declare(&ch, &dst, ExchangeKind::Fanout).await?;
     ch.exchange_bind(
         dst.as_str().into(),
         src.as_str().into(),
@@ -745,13 +704,7 @@ async fn internal_exchange_refuses_publish(ctx: Ctx) -> Result<()> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let src = ctx.name("src");
     let internal = ctx.name("internal");
-    ch.exchange_declare(
-        src.as_str().into(),
-        ExchangeKind::Fanout,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &src, ExchangeKind::Fanout).await?;
     ch.exchange_declare(
         internal.as_str().into(),
         ExchangeKind::Fanout,
@@ -804,13 +757,7 @@ async fn delete_if_unused(ctx: Ctx) -> Result<()> {
     let conn = ctx.connect().await?;
     let ch = conn.create_channel().await?;
     let x = ctx.name("x");
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     let q = bound_queue(&ch, &x, &["k"], Default::default()).await?;
     let res = ch
         .exchange_delete(
@@ -849,13 +796,7 @@ async fn delete_if_unused(ctx: Ctx) -> Result<()> {
     }
     // Deleting an exchange removes its bindings: a queue bound to a deleted exchange
     // does not get messages from a new exchange of the same name.
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     ch.queue_bind(
         q.as_str().into(),
         x.as_str().into(),
@@ -866,13 +807,7 @@ async fn delete_if_unused(ctx: Ctx) -> Result<()> {
     .await?;
     ch.exchange_delete(x.as_str().into(), Default::default())
         .await?;
-    ch.exchange_declare(
-        x.as_str().into(),
-        ExchangeKind::Direct,
-        xopts(),
-        Default::default(),
-    )
-    .await?;
+    declare(&ch, &x, ExchangeKind::Direct).await?;
     ch.confirm_select(Default::default()).await?;
     publish_confirmed(&ch, &x, "k", b"m", Default::default()).await?;
     ensure_eq!(drain(&ch, &q).await?, Vec::<String>::new());
