@@ -20,7 +20,7 @@ mod workload;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
@@ -249,7 +249,6 @@ async fn measure(
         };
         progress(&format!("{name}: framework RPC, {in_flight} in flight"));
         let (c, b) = (client.clone(), body.clone());
-        let started = Instant::now();
         let (run, cpu) = cpu_during(
             pid,
             workload::drive(total, in_flight, move || {
@@ -258,7 +257,6 @@ async fn measure(
             }),
         )
         .await?;
-        let _ = started;
         if n == 0 {
             r.framework.seq_us = [
                 run.latency.us(0.5),

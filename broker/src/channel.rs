@@ -17,7 +17,7 @@ use crate::frame::{self, ContentHeader};
 use crate::message::{Message, parse_expiration};
 use crate::outbox::Outbox;
 use crate::queue::ChannelKey;
-use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, Routed, VHost};
+use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, VHost};
 
 /// RabbitMQ's default `max_message_size` (128 MiB).
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
@@ -613,40 +613,29 @@ impl Channel {
                 .map_err(|_| fail(AmqpError::precondition("reply_to could not be rewritten")))?;
         }
         let persistent = header.properties.delivery_mode() == Some(2);
+        let mandatory = publish.mandatory;
         let message = Message {
-            exchange: publish.exchange.clone(),
-            routing_key: publish.routing_key.clone(),
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
             properties: header.properties.raw().clone(),
-            body: body.clone(),
+            body,
             ttl,
             expires_at: None,
             persistent,
         };
-        let routed = vhost.publish(
-            publish.exchange.as_str(),
-            publish.routing_key.as_str(),
-            &|| header.properties.headers(),
-            message,
-        );
+        let returned = vhost.publish(&|| header.properties.headers(), message);
         drop(vhost);
-        // RabbitMQ returns a mandatory publish to a direct reply-to name with 312 even
-        // when it was delivered (no queue is involved); clients rely on neither.
-        let direct_reply = publish.exchange.as_str().is_empty()
-            && publish
-                .routing_key
-                .as_str()
-                .starts_with(crate::vhost::REPLY_TO_PREFIX);
-        if (routed == Routed::No || direct_reply) && publish.mandatory {
-            let ret = basic::Return {
-                reply_code: code::NO_ROUTE,
-                reply_text: "NO_ROUTE".into(),
-                exchange: publish.exchange,
-                routing_key: publish.routing_key,
-            };
+        if let Some(m) = returned.filter(|_| mandatory) {
             let (id, frame_max) = (self.id, ctx.frame_max);
             ctx.outbox.push(|out| {
+                let ret = basic::Return {
+                    reply_code: code::NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: m.exchange,
+                    routing_key: m.routing_key,
+                };
                 frame::encode_method(out, id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
-                frame::encode_content(out, id, header.properties.raw(), &body, frame_max);
+                frame::encode_content(out, id, &m.properties, &m.body, frame_max);
             });
         }
         Ok(())
@@ -655,14 +644,6 @@ impl Channel {
     /// Sends the confirms owed since the last call, coalesced into one `basic.ack`.
     pub fn flush_confirms(&mut self, ctx: &Ctx<'_>) {
         if !self.confirm || self.publish_seq == self.confirmed {
-            return;
-        }
-        // In a transaction, publishes are confirmed at commit (they are routed then).
-        if self
-            .tx
-            .as_ref()
-            .is_some_and(|ops| ops.iter().any(|o| matches!(o, TxOp::Publish(_))))
-        {
             return;
         }
         let multiple = self.publish_seq - self.confirmed > 1;

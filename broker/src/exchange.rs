@@ -193,25 +193,19 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
         | (AMQPValue::ShortString(y), AMQPValue::LongString(x)) => {
             x.as_bytes() == y.as_str().as_bytes()
         }
-        _ => match (as_i128(a), as_i128(b)) {
+        _ => match (number(a), number(b)) {
             (Some(x), Some(y)) => x == y,
             _ => a == b,
         },
     }
 }
 
-fn as_i128(v: &AMQPValue) -> Option<i128> {
-    Some(match *v {
-        AMQPValue::ShortShortInt(x) => x.into(),
-        AMQPValue::ShortShortUInt(x) => x.into(),
-        AMQPValue::ShortInt(x) => x.into(),
-        AMQPValue::ShortUInt(x) => x.into(),
-        AMQPValue::LongInt(x) => x.into(),
-        AMQPValue::LongUInt(x) => x.into(),
-        AMQPValue::LongLongInt(x) => x.into(),
-        AMQPValue::Timestamp(x) => x.into(),
-        _ => return None,
-    })
+/// An integer of any width, timestamps included (RabbitMQ compares them as numbers).
+fn number(v: &AMQPValue) -> Option<i128> {
+    match *v {
+        AMQPValue::Timestamp(x) => Some(x.into()),
+        _ => crate::queue::int_value(v),
+    }
 }
 
 #[cfg(test)]

@@ -52,9 +52,4 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
-
-    /// Bytes waiting to be written.
-    pub fn pending(&self) -> usize {
-        self.buf.lock().len()
-    }
 }

@@ -230,7 +230,7 @@ fn type_name(v: &AMQPValue) -> &'static str {
 }
 
 /// Reads an integer from any of AMQP's integer types.
-pub fn int_value(v: &AMQPValue) -> Option<i64> {
+pub fn int_value(v: &AMQPValue) -> Option<i128> {
     Some(match *v {
         AMQPValue::ShortShortInt(x) => x.into(),
         AMQPValue::ShortShortUInt(x) => x.into(),
@@ -238,7 +238,7 @@ pub fn int_value(v: &AMQPValue) -> Option<i64> {
         AMQPValue::ShortUInt(x) => x.into(),
         AMQPValue::LongInt(x) => x.into(),
         AMQPValue::LongUInt(x) => x.into(),
-        AMQPValue::LongLongInt(x) => x,
+        AMQPValue::LongLongInt(x) => x.into(),
         _ => return None,
     })
 }

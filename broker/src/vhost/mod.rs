@@ -149,15 +149,6 @@ pub struct ConsumeOptions {
     pub nowait: bool,
 }
 
-/// The result of routing a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Routed {
-    /// Reached at least one queue (or a direct reply-to consumer).
-    Yes,
-    /// Matched nothing: dropped, or returned if mandatory.
-    No,
-}
-
 /// One virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -336,58 +327,83 @@ impl VHost {
         }
     }
 
-    /// Enqueues a routed message in each queue and hands it to consumers.
+    /// Routes a message into its queues (or to a direct reply-to consumer) and hands
+    /// it to consumers.
+    ///
+    /// Returns the message when a mandatory publish of it must go back to the
+    /// publisher: nothing routed it, or it went through direct reply-to, which
+    /// RabbitMQ also returns with 312 although it delivers it.
     pub fn publish(
         &mut self,
-        exchange: &str,
-        routing_key: &str,
         headers: &dyn Fn() -> Option<FieldTable>,
-        message: Message,
-    ) -> Routed {
-        if exchange.is_empty()
-            && let Some(token) = routing_key.strip_prefix(REPLY_TO_PREFIX)
-        {
-            return self.deliver_reply(token, message);
-        }
-        let queues = self.route(exchange, routing_key, headers);
-        if queues.is_empty() {
-            return Routed::No;
-        }
+        mut message: Message,
+    ) -> Option<Message> {
         let now = Instant::now();
-        let mut message = message;
         message.expires_at = message.ttl.map(|ttl| now + ttl);
+        if message.exchange.as_str().is_empty() {
+            // The default exchange: the queue named by the routing key, found without
+            // building a route.
+            if let Some(token) = message.routing_key.as_str().strip_prefix(REPLY_TO_PREFIX) {
+                self.deliver_reply(token, &message);
+                return Some(message);
+            }
+            if !self.queues.contains_key(message.routing_key.as_str()) {
+                return Some(message);
+            }
+            let message = Arc::new(message);
+            self.enqueue(message.routing_key.as_str(), &message, now);
+            return None;
+        }
+        let queues = self.route(
+            message.exchange.as_str(),
+            message.routing_key.as_str(),
+            headers,
+        );
+        if queues.is_empty() {
+            return Some(message);
+        }
         let message = Arc::new(message);
         for name in &queues {
-            if let Some(q) = self.queues.get_mut(name) {
-                let ttl_at = q.message_ttl.map(|ttl| now + ttl);
-                let expires_at = match (message.expires_at, ttl_at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                q.messages.push_back(QueuedMessage {
-                    message: Arc::clone(&message),
-                    redelivered: false,
-                    expires_at,
-                });
-            }
-            self.dispatch_at(name.as_str(), now);
-            // A message that expires on arrival (TTL 0) lives only if it went out at once.
-            if let Some(q) = self.queues.get_mut(name) {
-                q.drop_expired(now);
-            }
+            self.enqueue(name.as_str(), &message, now);
         }
-        Routed::Yes
+        None
     }
 
-    fn deliver_reply(&mut self, token: &str, message: Message) -> Routed {
-        let Some(&key) = self.reply_tokens.get(token) else {
-            return Routed::No;
+    /// Appends a message to one queue (its expiry the earlier of the message's and the
+    /// queue's TTL) and dispatches.
+    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) {
+        if let Some(q) = self.queues.get_mut(name) {
+            let ttl_at = q.message_ttl.map(|ttl| now + ttl);
+            let expires_at = match (message.expires_at, ttl_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            q.messages.push_back(QueuedMessage {
+                message: Arc::clone(message),
+                redelivered: false,
+                expires_at,
+            });
+        }
+        self.dispatch_at(name, now);
+        // A message that expires on arrival (TTL 0) lives only if it went out at once.
+        if let Some(q) = self.queues.get_mut(name) {
+            q.drop_expired(now);
+        }
+    }
+
+    /// Delivers to the channel whose direct reply-to name carries `token`; a reply for
+    /// a channel that is gone is dropped, as in RabbitMQ.
+    fn deliver_reply(&mut self, token: &str, message: &Message) {
+        let Some(ch) = self
+            .reply_tokens
+            .get(token)
+            .and_then(|key| self.channels.get_mut(key).map(|ch| (*key, ch)))
+        else {
+            return;
         };
-        let Some(ch) = self.channels.get_mut(&key) else {
-            return Routed::No;
-        };
+        let (key, ch) = ch;
         let Some((tag, _)) = ch.reply_consumer.as_ref() else {
-            return Routed::No;
+            return;
         };
         ch.last_tag += 1;
         let delivery_tag = ch.last_tag;
@@ -404,7 +420,6 @@ impl VHost {
             );
             frame::encode_content(out, key.1, &message.properties, &message.body, frame_max);
         });
-        Routed::Yes
     }
 
     /// Hands ready messages of one queue to consumers with credit, round robin.
@@ -507,11 +522,6 @@ impl VHost {
     pub fn queue_count(&self) -> usize {
         self.queues.len()
     }
-
-    /// Number of open channels.
-    pub fn channel_count(&self) -> usize {
-        self.channels.len()
-    }
 }
 
 fn send_consume_ok(ch: &ChannelState, channel: u16, tag: &ShortString, nowait: bool) {
@@ -609,7 +619,7 @@ mod tests {
         v.qos(key, 2, false).expect("qos");
         consume(&mut v, key, "q");
         for _ in 0..5 {
-            assert_eq!(v.publish("", "q", &|| None, msg("m")), Routed::Yes);
+            assert!(v.publish(&|| None, msg("m")).is_none(), "routed");
         }
         assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
         v.ack(key, 2, true).expect("ack");
@@ -627,7 +637,7 @@ mod tests {
             .expect("declare");
         consume(&mut v, key, "q");
         for b in ["a", "b", "c"] {
-            v.publish("", "q", &|| None, msg(b));
+            v.publish(&|| None, msg(b));
         }
         v.close_channel(key);
         let q = v.queues.get("q").expect("queue");
