@@ -23,7 +23,7 @@ pub(crate) struct Pending {
 
 #[derive(Debug, Default)]
 struct Inner {
-    waiting: HashMap<String, oneshot::Sender<Reply>>,
+    waiting: HashMap<Arc<str>, oneshot::Sender<Reply>>,
     /// Set when the reply consumer has ended: new calls fail at once instead of
     /// waiting for replies that cannot arrive.
     closed: bool,
@@ -33,8 +33,12 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct Slot {
     pending: Pending,
-    id: String,
+    /// Shared with the map key: one allocation per call.
+    id: Arc<str>,
     rx: oneshot::Receiver<Reply>,
+    /// The entry is already gone (its reply came, or the table closed): dropping
+    /// the slot need not take the lock again.
+    settled: bool,
 }
 
 impl Pending {
@@ -50,21 +54,23 @@ impl Pending {
         if inner.closed {
             return Err(RpcError::Disconnected);
         }
-        inner.waiting.insert(id.to_owned(), tx);
+        let id: Arc<str> = Arc::from(id);
+        inner.waiting.insert(Arc::clone(&id), tx);
         Ok(Slot {
             pending: self.clone(),
-            id: id.to_owned(),
+            id,
             rx,
+            settled: false,
         })
     }
 
-    /// Hands a reply to its call. Returns `false` when no call waits for it (the
-    /// reply is then dropped: late, duplicate or unknown).
-    pub(crate) fn complete(&self, reply: Reply) -> bool {
-        let tx = self.lock().waiting.remove(&reply.correlation_id);
+    /// Hands a reply to its call, or gives it back when no call waits for it (late,
+    /// duplicate or unknown: the caller drops it).
+    pub(crate) fn complete(&self, reply: Reply) -> Result<(), Reply> {
+        let tx = self.lock().waiting.remove(reply.correlation_id.as_str());
         match tx {
-            Some(tx) => tx.send(reply).is_ok(),
-            None => false,
+            Some(tx) => tx.send(reply),
+            None => Err(reply),
         }
     }
 
@@ -84,7 +90,10 @@ impl Pending {
 impl Slot {
     /// Waits for the reply until `deadline`.
     pub(crate) async fn wait(mut self, deadline: Instant) -> Result<Reply, RpcError> {
-        match tokio::time::timeout_at(deadline, &mut self.rx).await {
+        let result = tokio::time::timeout_at(deadline, &mut self.rx).await;
+        // A reply or a closed sender means the entry has been removed already.
+        self.settled = result.is_ok();
+        match result {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(RpcError::Disconnected),
             Err(_) => Err(RpcError::Timeout),
@@ -94,7 +103,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.pending.lock().waiting.remove(&self.id);
+        if !self.settled {
+            self.pending.lock().waiting.remove(&self.id);
+        }
     }
 }
 
@@ -128,16 +139,16 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(250));
         assert_eq!(pending.len(), 0);
         // The late reply finds nobody and is dropped.
-        assert!(!pending.complete(reply("a")));
+        assert!(pending.complete(reply("a")).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn replies_reach_their_call_once_and_duplicates_are_dropped() {
         let pending = Pending::default();
         let slot = pending.register("b").expect("open");
-        assert!(!pending.complete(reply("someone-else")));
-        assert!(pending.complete(reply("b")));
-        assert!(!pending.complete(reply("b")));
+        assert!(pending.complete(reply("someone-else")).is_err());
+        assert!(pending.complete(reply("b")).is_ok());
+        assert!(pending.complete(reply("b")).is_err());
         let got = slot
             .wait(Instant::now() + Duration::from_secs(1))
             .await

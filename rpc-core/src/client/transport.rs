@@ -363,9 +363,8 @@ async fn read_replies(mut consumer: lapin::Consumer, pending: Pending) {
         match item {
             Ok(delivery) => match Reply::from_delivery(delivery) {
                 Some(reply) => {
-                    let id = reply.correlation_id.clone();
-                    if !pending.complete(reply) {
-                        tracing::debug!(correlation_id = %id, "dropping a reply nobody waits for");
+                    if let Err(reply) = pending.complete(reply) {
+                        tracing::debug!(correlation_id = %reply.correlation_id, "dropping a reply nobody waits for");
                     }
                 }
                 None => tracing::debug!("dropping a reply without correlation id"),
