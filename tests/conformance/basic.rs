@@ -13,8 +13,8 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, consume, ensure_eq, eventually, expect_code, message_count, next_delivery, no_delivery,
-    scenarios,
+    Ctx, consume, ensure_eq, eventually, exclusive_queue, expect_code, message_count,
+    next_delivery, no_delivery, scenarios,
 };
 
 scenarios! {
@@ -44,21 +44,6 @@ scenarios! {
     empty_body,
 }
 
-async fn excl_queue(ch: &Channel) -> Result<String> {
-    Ok(ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?
-        .name()
-        .to_string())
-}
-
 async fn fill(ch: &Channel, q: &str, n: usize) -> Result<()> {
     ch.confirm_select(Default::default()).await.ok();
     for i in 0..n {
@@ -73,7 +58,7 @@ fn body(d: &lapin::message::Delivery) -> String {
 
 async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let mut c = consume(&ch, q.as_str().into(), "ctag".into()).await?;
     ensure_eq!(c.tag().to_string(), "ctag");
     for i in 0..200 {
@@ -102,7 +87,7 @@ async fn publish_consume_in_order(ctx: Ctx) -> Result<()> {
 
 async fn server_generated_consumer_tag(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let c1 = consume(&ch, q.as_str().into(), "".into()).await?;
     let c2 = consume(&ch, q.as_str().into(), "".into()).await?;
     for c in [&c1, &c2] {
@@ -119,7 +104,7 @@ async fn server_generated_consumer_tag(ctx: Ctx) -> Result<()> {
 
 async fn get_and_get_empty(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     ensure_eq!(
         ch.basic_get(q.as_str().into(), Default::default())
             .await?
@@ -179,7 +164,7 @@ async fn get_and_get_empty(ctx: Ctx) -> Result<()> {
 
 async fn ack_multiple(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
@@ -209,7 +194,7 @@ async fn ack_multiple(ctx: Ctx) -> Result<()> {
 
 async fn nack_multiple_requeue_in_order(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 5).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
@@ -255,7 +240,7 @@ async fn nack_multiple_requeue_in_order(ctx: Ctx) -> Result<()> {
 
 async fn reject_requeue_and_drop(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
@@ -275,7 +260,7 @@ async fn reject_requeue_and_drop(ctx: Ctx) -> Result<()> {
 
 async fn channel_close_requeues_unacked_in_order(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
@@ -356,7 +341,7 @@ async fn connection_close_requeues_unacked(ctx: Ctx) -> Result<()> {
 
 async fn recover_requeues_with_redelivered(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 2).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "".into()).await?;
@@ -381,7 +366,7 @@ async fn recover_requeues_with_redelivered(ctx: Ctx) -> Result<()> {
 
 async fn no_ack_consumer_removes_messages(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 3).await?;
     let ch2 = conn.create_channel().await?;
     let mut c = ch2
@@ -407,7 +392,7 @@ async fn no_ack_consumer_removes_messages(ctx: Ctx) -> Result<()> {
 
 async fn round_robin_between_consumers(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let ch2 = conn.create_channel().await?;
     let mut a = consume(&ch2, q.as_str().into(), "a".into()).await?;
     let mut b = consume(&ch2, q.as_str().into(), "b".into()).await?;
@@ -426,7 +411,7 @@ async fn round_robin_between_consumers(ctx: Ctx) -> Result<()> {
 
 async fn prefetch_per_consumer(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     fill(&ch, &q, 10).await?;
     let ch2 = conn.create_channel().await?;
     ch2.basic_qos(2, BasicQosOptions { global: false }).await?;
@@ -472,8 +457,8 @@ async fn two_consumers(
     qos: &[(u16, bool)],
 ) -> Result<(lapin::Connection, Channel, lapin::Consumer, lapin::Consumer)> {
     let (conn, ch) = ctx.open().await?;
-    let q1 = excl_queue(&ch).await?;
-    let q2 = excl_queue(&ch).await?;
+    let q1 = exclusive_queue(&ch, "").await?;
+    let q2 = exclusive_queue(&ch, "").await?;
     fill(&ch, &q1, 5).await?;
     fill(&ch, &q2, 5).await?;
     let ch2 = conn.create_channel().await?;
@@ -519,7 +504,7 @@ async fn prefetch_zero_is_unlimited(ctx: Ctx) -> Result<()> {
 async fn exclusive_consumer_403(ctx: Ctx) -> Result<()> {
     let conn = ctx.connect().await?;
     let ch = conn.create_channel().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let c = ch
         .basic_consume(
             q.as_str().into(),
@@ -574,7 +559,7 @@ async fn exclusive_consumer_403(ctx: Ctx) -> Result<()> {
 
 async fn client_cancel_stops_deliveries(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let ch2 = conn.create_channel().await?;
     let mut c = consume(&ch2, q.as_str().into(), "c".into()).await?;
     fill(&ch, &q, 1).await?;
@@ -699,7 +684,7 @@ async fn unknown_delivery_tag_406(ctx: Ctx) -> Result<()> {
 
 async fn consumer_tag_reuse_530(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let _c = consume(&ch, q.as_str().into(), "same".into()).await?;
     let res = ch
         .basic_consume(
@@ -798,7 +783,7 @@ async fn mandatory_unroutable_returned_312(ctx: Ctx) -> Result<()> {
 
 async fn large_message_multiple_frames(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     ch.confirm_select(Default::default()).await?;
     ch.basic_publish(
@@ -823,7 +808,7 @@ async fn large_message_multiple_frames(ctx: Ctx) -> Result<()> {
 
 async fn empty_body(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = excl_queue(&ch).await?;
+    let q = exclusive_queue(&ch, "").await?;
     let mut c = consume(&ch, q.as_str().into(), "".into()).await?;
     ch.basic_publish(
         "".into(),

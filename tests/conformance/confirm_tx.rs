@@ -7,7 +7,7 @@ use lapin::{
     protocol::{AMQPClass, basic},
 };
 
-use crate::harness::{Ctx, ensure_eq, expect_code, message_count, scenarios};
+use crate::harness::{Ctx, ensure_eq, exclusive_queue, expect_code, message_count, scenarios};
 use crate::raw::{Enc, FRAME_BODY, FRAME_HEADER, Raw, frame};
 
 scenarios! {
@@ -174,17 +174,7 @@ async fn mandatory_return_precedes_ack_raw(ctx: Ctx) -> Result<()> {
 
 async fn tx_commit_publishes(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-    let q = q.name().to_string();
+    let q = exclusive_queue(&ch, "").await?;
     ch.tx_select().await?;
     for i in 0..3 {
         ch.basic_publish(
@@ -217,17 +207,7 @@ async fn tx_commit_publishes(ctx: Ctx) -> Result<()> {
 
 async fn tx_rollback_discards(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-    let q = q.name().to_string();
+    let q = exclusive_queue(&ch, "").await?;
     ch.tx_select().await?;
     ch.basic_publish(
         "".into(),
@@ -259,17 +239,7 @@ async fn tx_rollback_discards(ctx: Ctx) -> Result<()> {
 
 async fn tx_acks_commit_and_rollback(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-    let q = q.name().to_string();
+    let q = exclusive_queue(&ch, "").await?;
     for i in 0..2 {
         ch.basic_publish(
             "".into(),

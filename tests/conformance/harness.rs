@@ -305,6 +305,18 @@ macro_rules! ensure_eq {
 }
 pub(crate) use ensure_eq;
 
+/// Declares an exclusive queue (`""` for a server-named one) and returns its name.
+pub async fn exclusive_queue(ch: &Channel, name: &str) -> Result<String> {
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(name.into(), options, Default::default())
+        .await?;
+    Ok(q.name().to_string())
+}
+
 /// `basic.consume` with default options (acks on, not exclusive).
 pub async fn consume(
     ch: &Channel,

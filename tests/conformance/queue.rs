@@ -9,7 +9,8 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, amqp_error, cleanup, consume, ensure_eq, eventually, expect_code, queue_exists, scenarios,
+    Ctx, amqp_error, cleanup, consume, ensure_eq, eventually, exclusive_queue, expect_code,
+    queue_exists, scenarios,
 };
 
 scenarios! {
@@ -281,15 +282,7 @@ async fn exclusive_queue_locked_for_other_connections_405(ctx: Ctx) -> Result<()
     let owner = ctx.connect().await?;
     let och = owner.create_channel().await?;
     let q = ctx.name("excl");
-    och.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await?;
+    exclusive_queue(&och, &q).await?;
     let locked = format!(
         "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
     );
@@ -358,15 +351,7 @@ async fn exclusive_queue_locked_for_other_connections_405(ctx: Ctx) -> Result<()
     );
     // The owner, on another channel, may use it freely.
     let och2 = owner.create_channel().await?;
-    och2.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await?;
+    exclusive_queue(&och2, &q).await?;
     other.close(200, "bye".into()).await.ok();
     owner.close(200, "bye".into()).await?;
     Ok(())
@@ -376,15 +361,7 @@ async fn exclusive_queue_dies_with_connection(ctx: Ctx) -> Result<()> {
     let owner = ctx.connect().await?;
     let ch = owner.create_channel().await?;
     let q = ctx.name("excl");
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await?;
+    exclusive_queue(&ch, &q).await?;
     // Closing the declaring channel does not delete it.
     let _ = ch.close(200, "bye".into()).await;
     if !queue_exists_owner(&owner, &q).await? {
@@ -520,17 +497,7 @@ async fn bind_missing_queue_or_exchange_404(ctx: Ctx) -> Result<()> {
 async fn purge_returns_count(ctx: Ctx) -> Result<()> {
     let (conn, ch) = ctx.open().await?;
     ch.confirm_select(Default::default()).await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-    let q = q.name().to_string();
+    let q = exclusive_queue(&ch, "").await?;
     for i in 0..5 {
         publish_confirmed(&ch, "", &q, format!("{i}").as_bytes(), Default::default()).await?;
     }
