@@ -42,6 +42,7 @@ pub mod outbox;
 pub mod properties;
 pub mod queue;
 mod server;
+pub mod store;
 pub mod vhost;
 
 use std::net::SocketAddr;

@@ -1,0 +1,4 @@
+//! Disk storage for durable queues: one append-only [`log::QueueLog`] per queue.
+
+pub mod log;
+mod segment;
