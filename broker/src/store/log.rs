@@ -233,7 +233,13 @@ impl QueueLog {
     /// docs), and returns it with the live persistent messages in log order. New
     /// appends go to a new segment. `segment_size` is clamped to 64 B ..= 1 GiB.
     pub fn open(dir: &Path, segment_size: u32) -> io::Result<(QueueLog, Vec<StoredMessage>)> {
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            // Make the new directory's own entry durable.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let mut segs = BTreeSet::new();
         let mut acks = Vec::new();
         for entry in fs::read_dir(dir)? {
@@ -1140,6 +1146,30 @@ mod tests {
         let (_, got) = open(dir.path(), 200);
         assert_eq!(got.len(), 5);
         assert!(got[0].delivered);
+    }
+
+    #[test]
+    fn open_creates_the_directory_and_stays_clean() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("vhost").join("queue");
+        let (mut log, got) = open(&dir, 1 << 20);
+        assert!(got.is_empty() && dir.is_dir());
+        assert!(!log.is_dirty());
+        let p = log.take_pending();
+        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
+        let loc = log.append(&Msg::new(0, 3).record());
+        assert!(log.is_dirty());
+        let p = log.take_pending();
+        assert!(!log.is_dirty());
+        assert_eq!(p.len() as u64, log.disk_bytes());
+        p.write(&dir, true).expect("write");
+        log.ack(loc);
+        // The current segment stays even when all of it is acked.
+        let p = log.take_pending();
+        assert_eq!(p.len(), 4);
+        p.write(&dir, true).expect("write");
+        assert_eq!(log.live(), 0);
     }
 
     #[test]
