@@ -1173,6 +1173,23 @@ mod tests {
     }
 
     #[test]
+    fn pending_writes_go_to_another_thread() {
+        fn send<T: Send + 'static>() {}
+        send::<PendingWrites>();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, _) = open(dir.path(), 1 << 20);
+        log.append(&Msg::new(0, 3).record());
+        let p = log.take_pending();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || p.write(&path, true))
+            .join()
+            .expect("sync thread")
+            .expect("write");
+        drop(log);
+        assert_eq!(open(dir.path(), 1 << 20).1.len(), 1);
+    }
+
+    #[test]
     fn unsupported_version_fails_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("0000000001.seg"), b"AMQRSEG\x09rest").expect("write");
