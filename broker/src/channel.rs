@@ -6,6 +6,7 @@
 //! publisher-confirm counters (acks are coalesced with `multiple` once per read batch),
 //! and the buffered work of a transaction.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
@@ -17,6 +18,7 @@ use crate::frame::{self, ContentHeader};
 use crate::message::{Message, parse_expiration};
 use crate::outbox::Outbox;
 use crate::queue::ChannelKey;
+use crate::store::Store;
 use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, VHost};
 
 /// RabbitMQ's default `max_message_size` (128 MiB).
@@ -38,6 +40,8 @@ pub struct Ctx<'a> {
     pub vhost: &'a Mutex<VHost>,
     /// Negotiated frame size.
     pub frame_max: usize,
+    /// The durable store, whose sync progress gates confirms of persistent messages.
+    pub store: Option<&'a Store>,
 }
 
 /// A publish whose content is still arriving.
@@ -85,6 +89,9 @@ pub struct Channel {
     publish_seq: u64,
     /// Highest sequence number confirmed to the client.
     confirmed: u64,
+    /// Publishes written to the store, oldest first: (sequence number, store ticket).
+    /// Their confirms, and those of every later publish, wait until it is synced.
+    unsynced: VecDeque<(u64, u64)>,
     tx: Option<Vec<TxOp>>,
 }
 
@@ -98,6 +105,7 @@ impl Channel {
             confirm: false,
             publish_seq: 0,
             confirmed: 0,
+            unsynced: VecDeque::new(),
             tx: None,
         }
     }
@@ -623,9 +631,12 @@ impl Channel {
             expires_at: None,
             persistent,
         };
-        let returned = vhost.publish(&|| header.properties.headers(), message);
+        let routed = vhost.publish(&|| header.properties.headers(), message);
         drop(vhost);
-        if let Some(m) = returned.filter(|_| mandatory) {
+        if let (true, Some(ticket)) = (self.confirm, routed.ticket) {
+            self.unsynced.push_back((self.publish_seq, ticket));
+        }
+        if let Some(m) = routed.returned.filter(|_| mandatory) {
             let (id, frame_max) = (self.id, ctx.frame_max);
             ctx.outbox.push(|out| {
                 let ret = basic::Return {
@@ -641,15 +652,31 @@ impl Channel {
         Ok(())
     }
 
-    /// Sends the confirms owed since the last call, coalesced into one `basic.ack`.
-    pub fn flush_confirms(&mut self, ctx: &Ctx<'_>) {
-        if !self.confirm || self.publish_seq == self.confirmed {
-            return;
+    /// Sends the confirms owed since the last call, coalesced into one `basic.ack`:
+    /// every publish up to the first one whose store write is not synced yet.
+    ///
+    /// Returns the store ticket the next confirm waits for, if any.
+    pub fn flush_confirms(&mut self, ctx: &Ctx<'_>) -> Option<u64> {
+        if !self.confirm {
+            return None;
         }
-        let multiple = self.publish_seq - self.confirmed > 1;
-        let (id, seq) = (self.id, self.publish_seq);
-        ctx.outbox
-            .push(|out| frame::encode_ack(out, id, seq, multiple));
-        self.confirmed = self.publish_seq;
+        if !self.unsynced.is_empty() {
+            let synced = ctx.store.map_or(u64::MAX, |s| s.syncer().synced());
+            while self.unsynced.front().is_some_and(|&(_, t)| t <= synced) {
+                self.unsynced.pop_front();
+            }
+        }
+        let upto = self
+            .unsynced
+            .front()
+            .map_or(self.publish_seq, |&(seq, _)| seq - 1);
+        if upto > self.confirmed {
+            let multiple = upto - self.confirmed > 1;
+            let id = self.id;
+            ctx.outbox
+                .push(|out| frame::encode_ack(out, id, upto, multiple));
+            self.confirmed = upto;
+        }
+        self.unsynced.front().map(|&(_, t)| t)
     }
 }

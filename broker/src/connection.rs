@@ -69,6 +69,10 @@ struct Connection {
     client_closed: bool,
     channels: HashMap<u16, Channel>,
     close_deadline: Option<Instant>,
+    /// Woken by the store's sync thread when a ticket confirms wait on is synced.
+    synced: Arc<tokio::sync::Notify>,
+    /// The ticket `synced` is registered for.
+    awaiting: Option<u64>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -98,6 +102,8 @@ pub(crate) async fn serve(
         client_closed: false,
         channels: HashMap::new(),
         close_deadline: None,
+        synced: Arc::new(tokio::sync::Notify::new()),
+        awaiting: None,
     };
     tracing::debug!(conn = id, %peer, "accepted");
 
@@ -252,7 +258,9 @@ impl Connection {
             if wake < timer.deadline() {
                 timer.as_mut().reset(wake);
             }
+            let synced = Arc::clone(&self.synced);
             tokio::select! {
+                () = synced.notified() => self.awaiting = None,
                 read = rd.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => last_read = Instant::now(),
@@ -405,6 +413,7 @@ impl Connection {
             outbox: &self.outbox,
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
+            store: self.shared.store.as_deref(),
         };
         match f(ch, &ctx) {
             Err(e) if e.scope == Scope::Channel => {
@@ -640,17 +649,32 @@ impl Connection {
     }
 
     fn flush_confirms(&mut self) {
+        if self.shared.store.is_some() {
+            // Hand this batch's store writes to the sync thread before confirming.
+            self.shared.vhost.lock().commit_store();
+        }
         let ctx = Ctx {
             conn: self.id,
             user: &self.user,
             outbox: &self.outbox,
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
+            store: self.shared.store.as_deref(),
         };
+        let mut awaited: Option<u64> = None;
         for ch in self.channels.values_mut() {
-            if !ch.closing {
-                ch.flush_confirms(&ctx);
+            if !ch.closing
+                && let Some(t) = ch.flush_confirms(&ctx)
+            {
+                awaited = Some(awaited.map_or(t, |a| a.min(t)));
             }
+        }
+        // Confirms wait on the store: ask to be woken when the oldest ticket is synced.
+        if let (Some(t), Some(store)) = (awaited, ctx.store)
+            && self.awaiting != Some(t)
+        {
+            self.awaiting = Some(t);
+            store.syncer().wake_when_synced(t, &self.synced);
         }
     }
 
@@ -661,6 +685,7 @@ impl Connection {
             vhost.close_channel((self.id, *id));
         }
         vhost.close_connection(self.id);
+        vhost.commit_store();
         drop(vhost);
         for ch in self.channels.values_mut() {
             ch.closing = true;

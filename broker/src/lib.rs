@@ -26,10 +26,12 @@
 //!   routes ([`exchange`]), enqueues ([`queue`], [`message`]) and delivers by writing
 //!   `basic.deliver` straight into the consumer connection's [`outbox`].
 //! - [`outbox`]: a connection's pending bytes, flushed by its writer task in one write.
+//! - [`store`]: with a data directory, durable topology and persistent messages of
+//!   durable queues go to per-queue segment files; a sync thread group-commits them
+//!   and only then are their publisher confirms sent.
 //! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
 //!
-//! Storage is in memory; the `durable` and `delivery_mode` flags are kept on queues,
-//! exchanges and messages so that a disk store can slot in behind [`queue::Queue`].
+//! Without a data directory everything lives in memory and nothing survives a restart.
 
 pub mod auth;
 pub mod channel;
@@ -46,6 +48,7 @@ pub mod store;
 pub mod vhost;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -66,6 +69,7 @@ impl Broker {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             users: Users::default(),
             limits: Limits::default(),
+            data_dir: None,
         }
     }
 }
@@ -76,9 +80,18 @@ pub struct BrokerBuilder {
     listen: SocketAddr,
     users: Users,
     limits: Limits,
+    data_dir: Option<PathBuf>,
 }
 
 impl BrokerBuilder {
+    /// Keeps durable exchanges, queues and bindings, and persistent messages in durable
+    /// queues, in `dir`, and recovers them from it at start. Without it (the default)
+    /// the broker keeps everything in memory.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// The address to listen on; port 0 picks a free port.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -108,7 +121,14 @@ impl BrokerBuilder {
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
         let listener = server::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(server::Shared::new(self.users, self.limits));
+        let vhost = match &self.data_dir {
+            Some(dir) => {
+                let (store, recovered) = store::Store::open(dir)?;
+                vhost::VHost::with_store(Arc::new(store), recovered)
+            }
+            None => vhost::VHost::new(),
+        };
+        let shared = Arc::new(server::Shared::new(self.users, self.limits, vhost));
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::run(listener, shared, rx));
         tracing::info!(%addr, "broker listening");

@@ -30,6 +30,11 @@ struct Args {
     /// small machines costs the least CPU per message (no cross-thread wake-ups).
     #[arg(long, env = "BROKER_THREADS", default_value_t = 1)]
     threads: usize,
+    /// Keep durable exchanges, queues and bindings and persistent messages in this
+    /// directory, and recover them from it at start. Without it nothing survives a
+    /// restart.
+    #[arg(long, env = "BROKER_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -67,6 +72,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .map(str::to_owned)
                 .collect(),
         );
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dir(dir);
+    }
     for user in &args.users {
         let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
         builder = builder.user(name, password);

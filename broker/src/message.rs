@@ -45,6 +45,8 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// The earlier of the message's own expiry and the queue's `x-message-ttl`.
     pub expires_at: Option<Instant>,
+    /// Where this queue's copy is stored, for a persistent message in a durable queue.
+    pub loc: Option<crate::store::log::Location>,
 }
 
 impl QueuedMessage {

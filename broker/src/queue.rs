@@ -11,6 +11,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::error::AmqpError;
 use crate::message::QueuedMessage;
+use crate::store::log::{Location, QueueLog};
 
 /// Identifies a channel across the broker: (connection id, channel number).
 pub type ChannelKey = (u64, u16);
@@ -62,6 +63,17 @@ pub struct Queue {
     pub consumers: VecDeque<Consumer>,
     /// Last declare, consume or get: the `x-expires` clock.
     pub last_used: Instant,
+    /// The on-disk log of a durable queue, when the broker has a data directory.
+    pub log: Option<DurableLog>,
+}
+
+/// A durable queue's place in the store.
+#[derive(Debug)]
+pub struct DurableLog {
+    /// Its directory id (names are not file names).
+    pub dir_id: u64,
+    /// Its log of persistent messages.
+    pub log: QueueLog,
 }
 
 impl Queue {
@@ -86,6 +98,7 @@ impl Queue {
             messages: VecDeque::new(),
             consumers: VecDeque::new(),
             last_used: Instant::now(),
+            log: None,
         })
     }
 
@@ -93,8 +106,32 @@ impl Queue {
     pub fn drop_expired(&mut self, now: Instant) -> usize {
         let mut n = 0;
         while self.messages.front().is_some_and(|m| m.expired(now)) {
-            self.messages.pop_front();
+            if let Some(qm) = self.messages.pop_front() {
+                self.forget(&qm);
+            }
             n += 1;
+        }
+        n
+    }
+
+    /// Records on disk that a message left the queue for good (acked, expired, purged).
+    pub fn forget(&mut self, qm: &QueuedMessage) {
+        self.forget_at(qm.loc);
+    }
+
+    /// [`Queue::forget`] by location.
+    pub fn forget_at(&mut self, loc: Option<Location>) {
+        if let (Some(loc), Some(d)) = (loc, self.log.as_mut()) {
+            d.log.ack(loc);
+        }
+    }
+
+    /// Drops every ready message (`queue.purge`); returns how many.
+    pub fn purge(&mut self) -> u32 {
+        let n = u32::try_from(self.messages.len()).unwrap_or(u32::MAX);
+        let purged = std::mem::take(&mut self.messages);
+        for qm in &purged {
+            self.forget(qm);
         }
         n
     }
@@ -108,7 +145,9 @@ impl Queue {
             .front()
             .is_some_and(|m| m.expires_at.is_some_and(|at| at < now))
         {
-            self.messages.pop_front();
+            if let Some(qm) = self.messages.pop_front() {
+                self.forget(&qm);
+            }
             n += 1;
         }
         n

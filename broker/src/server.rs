@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::Users;
+use crate::store::Store;
 use crate::vhost::VHost;
 
 /// Limits offered in `connection.tune`.
@@ -39,15 +40,18 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) vhost: Mutex<VHost>,
+    /// The durable store, when the broker has a data directory.
+    pub(crate) store: Option<Arc<Store>>,
     pub(crate) users: Users,
     pub(crate) config: Limits,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(users: Users, config: Limits) -> Self {
+    pub(crate) fn new(users: Users, config: Limits, vhost: VHost) -> Self {
         Self {
-            vhost: Mutex::new(VHost::new()),
+            store: vhost.store().cloned(),
+            vhost: Mutex::new(vhost),
             users,
             config,
             next_id: AtomicU64::new(1),
@@ -100,6 +104,10 @@ pub(crate) async fn run(
         .is_err()
     {
         connections.abort_all();
+    }
+    shared.vhost.lock().commit_store();
+    if let Some(store) = &shared.store {
+        store.syncer().shutdown();
     }
 }
 

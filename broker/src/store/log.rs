@@ -625,6 +625,20 @@ impl fmt::Debug for PendingWrites {
 }
 
 impl PendingWrites {
+    /// The files [`PendingWrites::write`] writes to under `dir`, each once, so a caller
+    /// that merges several batches can sync each file once (group commit).
+    pub fn files(&self, dir: &Path) -> BTreeSet<PathBuf> {
+        self.chunks
+            .iter()
+            .map(|c| path_of(dir, c.segment, c.kind))
+            .collect()
+    }
+
+    /// Whether writing creates or deletes files, so the directory needs a sync too.
+    pub fn changes_dir(&self) -> bool {
+        !self.deletes.is_empty() || self.chunks.iter().any(|c| c.offset == 0)
+    }
+
     /// Whether there is nothing to write or delete.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.deletes.is_empty()

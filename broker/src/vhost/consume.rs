@@ -123,6 +123,13 @@ impl VHost {
             });
             return Ok(());
         };
+        if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
+            if no_ack {
+                d.log.ack(loc);
+            } else if !qm.redelivered {
+                d.log.delivered(loc);
+            }
+        }
         let remaining = q.ready(now);
         let ch = self.channel(key)?;
         ch.last_tag += 1;
@@ -149,6 +156,7 @@ impl VHost {
                     queue: qname,
                     consumer: None,
                     message: qm.message,
+                    loc: qm.loc,
                 },
             );
         }
@@ -214,6 +222,7 @@ impl VHost {
     /// `basic.ack`.
     pub fn ack(&mut self, key: ChannelKey, tag: u64, multiple: bool) -> Result<(), AmqpError> {
         let taken = self.take_unacked(key, tag, multiple)?;
+        self.forget(&taken);
         self.redispatch(key, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
     }
@@ -230,6 +239,8 @@ impl VHost {
         let mut touched: HashSet<ShortString> = taken.iter().map(|u| u.queue.clone()).collect();
         if requeue {
             self.requeue(taken.into_iter(), &mut touched);
+        } else {
+            self.forget(&taken);
         }
         self.redispatch(key, touched);
         Ok(())
@@ -254,6 +265,15 @@ impl VHost {
         }
     }
 
+    /// Records on disk that these deliveries are done with.
+    fn forget(&mut self, taken: &[Unacked]) {
+        for u in taken.iter().filter(|u| u.loc.is_some()) {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                q.forget_at(u.loc);
+            }
+        }
+    }
+
     /// Puts deliveries back at the head of their queues in their original order.
     pub(super) fn requeue(
         &mut self,
@@ -266,6 +286,7 @@ impl VHost {
                     expires_at: u.message.expires_at,
                     message: u.message,
                     redelivered: true,
+                    loc: u.loc,
                 });
                 touched.insert(u.queue);
             }

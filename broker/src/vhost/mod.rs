@@ -26,9 +26,13 @@ use crate::frame;
 use crate::message::{Message, QueuedMessage};
 use crate::outbox::Outbox;
 use crate::queue::{ChannelKey, Queue};
+use crate::store::log::{Location, Record};
 
 mod consume;
+mod durable;
 mod topology;
+
+pub use durable::StoreState;
 
 /// The pseudo-queue a client consumes from to use direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -44,6 +48,20 @@ pub struct Unacked {
     pub consumer: Option<ShortString>,
     /// The message.
     pub message: Arc<Message>,
+    /// Where the queue's copy is stored (persistent message, durable queue).
+    pub loc: Option<Location>,
+}
+
+/// What became of a publish.
+#[derive(Debug)]
+pub struct Routed {
+    /// The message, when a mandatory publish must go back to the publisher: nothing
+    /// routed it, or it went through direct reply-to, which RabbitMQ also returns with
+    /// 312 although it delivers it.
+    pub returned: Option<Message>,
+    /// The store ticket to wait for before confirming: the message is persistent and
+    /// went to at least one durable queue.
+    pub ticket: Option<u64>,
 }
 
 /// A channel's delivery state, shared with the queues that deliver to it.
@@ -156,6 +174,7 @@ pub struct VHost {
     queues: HashMap<ShortString, Queue>,
     channels: HashMap<ChannelKey, ChannelState>,
     reply_tokens: HashMap<String, ChannelKey>,
+    store: Option<StoreState>,
 }
 
 impl Default for VHost {
@@ -186,6 +205,7 @@ impl VHost {
             queues: HashMap::new(),
             channels: HashMap::new(),
             reply_tokens: HashMap::new(),
+            store: None,
         }
     }
 
@@ -329,30 +349,33 @@ impl VHost {
 
     /// Routes a message into its queues (or to a direct reply-to consumer) and hands
     /// it to consumers.
-    ///
-    /// Returns the message when a mandatory publish of it must go back to the
-    /// publisher: nothing routed it, or it went through direct reply-to, which
-    /// RabbitMQ also returns with 312 although it delivers it.
     pub fn publish(
         &mut self,
         headers: &dyn Fn() -> Option<FieldTable>,
         mut message: Message,
-    ) -> Option<Message> {
+    ) -> Routed {
         let now = Instant::now();
         message.expires_at = message.ttl.map(|ttl| now + ttl);
+        let returned = |message| Routed {
+            returned: Some(message),
+            ticket: None,
+        };
         if message.exchange.as_str().is_empty() {
             // The default exchange: the queue named by the routing key, found without
             // building a route.
             if let Some(token) = message.routing_key.as_str().strip_prefix(REPLY_TO_PREFIX) {
                 self.deliver_reply(token, &message);
-                return Some(message);
+                return returned(message);
             }
             if !self.queues.contains_key(message.routing_key.as_str()) {
-                return Some(message);
+                return returned(message);
             }
             let message = Arc::new(message);
-            self.enqueue(message.routing_key.as_str(), &message, now);
-            return None;
+            let stored = self.enqueue(message.routing_key.as_str(), &message, now);
+            return Routed {
+                returned: None,
+                ticket: self.ticket_if(stored),
+            };
         }
         let queues = self.route(
             message.exchange.as_str(),
@@ -360,28 +383,48 @@ impl VHost {
             headers,
         );
         if queues.is_empty() {
-            return Some(message);
+            return returned(message);
         }
         let message = Arc::new(message);
+        let mut stored = false;
         for name in &queues {
-            self.enqueue(name.as_str(), &message, now);
+            stored |= self.enqueue(name.as_str(), &message, now);
         }
-        None
+        Routed {
+            returned: None,
+            ticket: self.ticket_if(stored),
+        }
     }
 
     /// Appends a message to one queue (its expiry the earlier of the message's and the
-    /// queue's TTL) and dispatches.
-    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) {
+    /// queue's TTL) and dispatches. Returns whether it was written to the queue's log.
+    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> bool {
+        let mut stored = false;
         if let Some(q) = self.queues.get_mut(name) {
             let ttl_at = q.message_ttl.map(|ttl| now + ttl);
             let expires_at = match (message.expires_at, ttl_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let loc = match q.log.as_mut() {
+                Some(d) if message.persistent => {
+                    stored = true;
+                    Some(d.log.append(&Record {
+                        exchange: message.exchange.as_str().as_bytes(),
+                        routing_key: message.routing_key.as_str().as_bytes(),
+                        properties: &message.properties,
+                        body: &message.body,
+                        expires_at_ms: expires_at.map(|at| durable::unix_ms(at, now)),
+                        persistent: true,
+                    }))
+                }
+                _ => None,
+            };
             q.messages.push_back(QueuedMessage {
                 message: Arc::clone(message),
                 redelivered: false,
                 expires_at,
+                loc,
             });
         }
         self.dispatch_at(name, now);
@@ -389,6 +432,7 @@ impl VHost {
         if let Some(q) = self.queues.get_mut(name) {
             q.drop_expired(now);
         }
+        stored
     }
 
     /// Delivers to the channel whose direct reply-to name carries `token`; a reply for
@@ -454,6 +498,13 @@ impl VHost {
             let Some(qm) = q.messages.pop_front() else {
                 return;
             };
+            if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
+                if consumer.no_ack {
+                    d.log.ack(loc);
+                } else if !qm.redelivered {
+                    d.log.delivered(loc);
+                }
+            }
             if let Some(ch) = self.channels.get_mut(&consumer.channel) {
                 ch.last_tag += 1;
                 let tag = ch.last_tag;
@@ -481,6 +532,7 @@ impl VHost {
                             queue: q.name.clone(),
                             consumer: Some(consumer.tag.clone()),
                             message: qm.message,
+                            loc: qm.loc,
                         },
                     );
                 }
@@ -503,6 +555,7 @@ impl VHost {
         for name in expired {
             self.remove_queue(name.as_str());
         }
+        self.commit_store();
     }
 
     /// Counts for tests and the management side: (ready, unacked, consumers).
@@ -619,7 +672,7 @@ mod tests {
         v.qos(key, 2, false).expect("qos");
         consume(&mut v, key, "q");
         for _ in 0..5 {
-            assert!(v.publish(&|| None, msg("m")).is_none(), "routed");
+            assert!(v.publish(&|| None, msg("m")).returned.is_none(), "routed");
         }
         assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
         v.ack(key, 2, true).expect("ack");

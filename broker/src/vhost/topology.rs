@@ -67,6 +67,9 @@ impl VHost {
         x.internal = opts.internal;
         x.arguments = opts.arguments;
         self.exchanges.insert(name.into(), x);
+        if opts.durable {
+            self.definitions_changed();
+        }
         Ok(())
     }
 
@@ -95,7 +98,9 @@ impl VHost {
     }
 
     pub(super) fn remove_exchange(&mut self, name: &str) {
-        self.exchanges.remove(name);
+        if self.exchanges.remove(name).is_some_and(|x| x.durable) {
+            self.definitions_changed();
+        }
         let dest = Destination::Exchange(name.into());
         self.remove_bindings_to(&dest);
     }
@@ -182,6 +187,7 @@ impl VHost {
         routing_key: &str,
         arguments: FieldTable,
     ) {
+        let durable = self.durable_exchange(source) && self.durable_destination(&destination);
         if let Some(x) = self.exchanges.get_mut(source) {
             let binding = Binding {
                 destination,
@@ -190,6 +196,9 @@ impl VHost {
             };
             if !x.bindings.contains(&binding) {
                 x.bindings.push(binding);
+                if durable {
+                    self.definitions_changed();
+                }
             }
         }
     }
@@ -201,6 +210,7 @@ impl VHost {
         routing_key: &str,
         arguments: &FieldTable,
     ) {
+        let durable = self.durable_exchange(source) && self.durable_destination(dest);
         let Some(x) = self.exchanges.get_mut(source) else {
             return;
         };
@@ -210,6 +220,12 @@ impl VHost {
                 && b.routing_key.as_str() == routing_key
                 && &b.arguments == arguments)
         });
+        if durable && before > x.bindings.len() {
+            self.definitions_changed();
+        }
+        let Some(x) = self.exchanges.get_mut(source) else {
+            return;
+        };
         if x.auto_delete && before > x.bindings.len() && x.bindings.is_empty() {
             let name = x.name.clone();
             self.remove_exchange(name.as_str());
@@ -287,13 +303,16 @@ impl VHost {
             name.into()
         };
         let owner = opts.exclusive.then_some(conn);
-        let q = Queue::new(
+        let mut q = Queue::new(
             name.clone(),
             opts.durable,
             owner,
             opts.auto_delete,
             opts.arguments,
         )?;
+        if self.wants_log(opts.durable, opts.exclusive) {
+            self.attach_log(&mut q);
+        }
         self.queues.insert(name.clone(), q);
         Ok(QueueInfo {
             name,
@@ -351,10 +370,7 @@ impl VHost {
 
     /// `queue.purge`: drops the ready messages (not the unacked ones).
     pub fn purge_queue(&mut self, conn: u64, name: &str) -> Result<u32, AmqpError> {
-        let q = self.accessible_mut(name, conn)?;
-        let n = u32::try_from(q.messages.len()).unwrap_or(u32::MAX);
-        q.messages.clear();
-        Ok(n)
+        Ok(self.accessible_mut(name, conn)?.purge())
     }
 
     /// `queue.delete`: deleting one that does not exist succeeds, as in RabbitMQ.
@@ -388,6 +404,7 @@ impl VHost {
         let Some(q) = self.queues.remove(name) else {
             return 0;
         };
+        self.detach_log(&q);
         for c in &q.consumers {
             if let Some(ch) = self.channels.get_mut(&c.channel) {
                 ch.consumers.remove(&c.tag);

@@ -1,0 +1,303 @@
+//! The vhost's side of the durable store: rebuilding state at start-up, noting which
+//! topology changes must be written, and handing buffered writes to the sync thread
+//! at the end of each read batch (one [`Batch`] per commit, tickets in order).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use amq_protocol::types::ShortString;
+
+use super::VHost;
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::message::{Message, QueuedMessage};
+use crate::queue::{DurableLog, Queue};
+use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::writer::{Batch, Job};
+use crate::store::{Recovered, Store};
+
+/// The vhost's bookkeeping for its store.
+#[derive(Debug)]
+pub struct StoreState {
+    store: Arc<Store>,
+    /// The ticket the next batch will carry.
+    next_ticket: u64,
+    /// The id the next durable queue's directory gets.
+    next_dir_id: u64,
+    /// A durable exchange, queue or binding changed since the last commit.
+    definitions_changed: bool,
+    /// Jobs queued outside any log (queue directories to remove).
+    jobs: Vec<Job>,
+    /// Names of the queues that have a log.
+    durable: Vec<ShortString>,
+}
+
+impl VHost {
+    /// A vhost rebuilt from a data directory's contents, writing to `store` from now on.
+    pub fn with_store(store: Arc<Store>, recovered: Recovered) -> Self {
+        let mut v = Self::new();
+        let Recovered {
+            definitions,
+            queues,
+        } = recovered;
+        for x in definitions.exchanges {
+            let Some(kind) = ExchangeKind::parse(&x.kind) else {
+                tracing::warn!(exchange = %x.name, kind = %x.kind, "unknown exchange type in definitions; skipped");
+                continue;
+            };
+            let mut e = Exchange::new(x.name.as_str(), kind, true);
+            e.auto_delete = x.auto_delete;
+            e.internal = x.internal;
+            e.arguments = x.arguments;
+            v.exchanges.insert(x.name, e);
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut durable = Vec::new();
+        for (def, log, messages) in queues {
+            let mut q = match Queue::new(
+                def.name.clone(),
+                true,
+                None,
+                def.auto_delete,
+                def.arguments,
+            ) {
+                Ok(q) => q,
+                Err(err) => {
+                    tracing::warn!(queue = %def.name, %err, "stored queue no longer valid; skipped");
+                    continue;
+                }
+            };
+            q.log = Some(DurableLog {
+                dir_id: def.dir_id,
+                log,
+            });
+            for m in messages {
+                let expires_at = m.expires_at_ms.map(|ms| instant_of(ms, now, wall));
+                let qm = QueuedMessage {
+                    message: Arc::new(Message {
+                        exchange: short(&m.exchange),
+                        routing_key: short(&m.routing_key),
+                        properties: m.properties,
+                        body: m.body,
+                        ttl: None,
+                        expires_at,
+                        persistent: true,
+                    }),
+                    redelivered: m.delivered,
+                    expires_at,
+                    loc: Some(m.location),
+                };
+                q.messages.push_back(qm);
+            }
+            q.drop_expired(now);
+            durable.push(def.name.clone());
+            v.queues.insert(def.name, q);
+        }
+        for b in definitions.bindings {
+            let destination = if b.to_exchange {
+                Destination::Exchange(b.destination)
+            } else {
+                Destination::Queue(b.destination)
+            };
+            if let Some(x) = v.exchanges.get_mut(&b.source) {
+                x.bindings.push(Binding {
+                    destination,
+                    routing_key: b.routing_key,
+                    arguments: b.arguments,
+                });
+            }
+        }
+        v.store = Some(StoreState {
+            store,
+            next_ticket: 1,
+            next_dir_id: definitions.next_dir_id,
+            definitions_changed: false,
+            jobs: Vec::new(),
+            durable,
+        });
+        v
+    }
+
+    /// The store, if this vhost keeps durable state.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref().map(|s| &s.store)
+    }
+
+    /// Whether a new queue with these flags gets a log.
+    pub(super) fn wants_log(&self, durable: bool, exclusive: bool) -> bool {
+        // As RabbitMQ: exclusive queues die with their connection, so never recover.
+        self.store.is_some() && durable && !exclusive
+    }
+
+    /// Gives a new durable queue its log.
+    pub(super) fn attach_log(&mut self, q: &mut Queue) {
+        let Some(s) = self.store.as_mut() else {
+            return;
+        };
+        let dir_id = s.next_dir_id;
+        match s.store.new_queue_log(dir_id) {
+            Ok(log) => {
+                s.next_dir_id += 1;
+                q.log = Some(DurableLog { dir_id, log });
+                s.durable.push(q.name.clone());
+                s.definitions_changed = true;
+            }
+            Err(err) => {
+                tracing::error!(queue = %q.name, %err, "could not create the queue's log; it will not survive a restart");
+            }
+        }
+    }
+
+    /// Notes that a durable queue went: its directory is removed in order with the
+    /// other writes.
+    pub(super) fn detach_log(&mut self, q: &Queue) {
+        let (Some(s), Some(d)) = (self.store.as_mut(), q.log.as_ref()) else {
+            return;
+        };
+        s.durable.retain(|n| n != &q.name);
+        s.jobs.push(Job::RemoveQueue {
+            dir: s.store.queue_dir(d.dir_id),
+        });
+        s.definitions_changed = true;
+    }
+
+    /// Notes that a durable exchange or binding changed.
+    pub(super) fn definitions_changed(&mut self) {
+        if let Some(s) = self.store.as_mut() {
+            s.definitions_changed = true;
+        }
+    }
+
+    /// Whether an exchange is durable (bindings from it to durable queues are stored).
+    pub(super) fn durable_exchange(&self, name: &str) -> bool {
+        self.store.is_some() && self.exchanges.get(name).is_some_and(|x| x.durable)
+    }
+
+    /// Whether a binding destination is durable.
+    pub(super) fn durable_destination(&self, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => self.queues.get(q).is_some_and(|q| q.log.is_some()),
+            Destination::Exchange(x) => self.durable_exchange(x.as_str()),
+        }
+    }
+
+    /// The ticket a publish must wait for, if it wrote to a log.
+    pub(super) fn ticket_if(&self, stored: bool) -> Option<u64> {
+        self.store
+            .as_ref()
+            .filter(|_| stored)
+            .map(|s| s.next_ticket)
+    }
+
+    /// Hands everything buffered since the last commit to the sync thread.
+    pub fn commit_store(&mut self) {
+        let Some(s) = self.store.as_mut() else {
+            return;
+        };
+        let mut jobs = std::mem::take(&mut s.jobs);
+        if s.definitions_changed {
+            s.definitions_changed = false;
+            let defs = snapshot(&self.exchanges, &self.queues, s.next_dir_id);
+            // Topology first: a queue's records never land before the queue exists.
+            jobs.insert(
+                0,
+                Job::Definitions {
+                    bytes: defs.encode(),
+                },
+            );
+        }
+        for name in &s.durable {
+            if let Some(d) = self.queues.get_mut(name).and_then(|q| q.log.as_mut())
+                && d.log.is_dirty()
+            {
+                jobs.push(Job::Queue {
+                    dir: s.store.queue_dir(d.dir_id),
+                    writes: d.log.take_pending(),
+                });
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        s.store.syncer().submit(Batch { ticket, jobs });
+    }
+}
+
+/// The durable part of the topology.
+fn snapshot(
+    exchanges: &std::collections::HashMap<ShortString, Exchange>,
+    queues: &std::collections::HashMap<ShortString, Queue>,
+    next_dir_id: u64,
+) -> Definitions {
+    let durable_dest = |d: &Destination| match d {
+        Destination::Queue(q) => queues.get(q).is_some_and(|q| q.log.is_some()),
+        Destination::Exchange(x) => exchanges.get(x).is_some_and(|x| x.durable),
+    };
+    let mut defs = Definitions {
+        next_dir_id,
+        ..Default::default()
+    };
+    for x in exchanges.values().filter(|x| x.durable) {
+        if !x.name.as_str().is_empty() && !x.name.as_str().starts_with("amq.") {
+            defs.exchanges.push(ExchangeDef {
+                name: x.name.clone(),
+                kind: x.kind.as_str().to_owned(),
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            });
+        }
+        for b in x.bindings.iter().filter(|b| durable_dest(&b.destination)) {
+            let (to_exchange, destination) = match &b.destination {
+                Destination::Queue(q) => (false, q.clone()),
+                Destination::Exchange(e) => (true, e.clone()),
+            };
+            defs.bindings.push(BindingDef {
+                source: x.name.clone(),
+                to_exchange,
+                destination,
+                routing_key: b.routing_key.clone(),
+                arguments: b.arguments.clone(),
+            });
+        }
+    }
+    for q in queues.values() {
+        if let Some(d) = &q.log {
+            defs.queues.push(QueueDef {
+                name: q.name.clone(),
+                dir_id: d.dir_id,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            });
+        }
+    }
+    defs
+}
+
+fn short(bytes: &[u8]) -> ShortString {
+    ShortString::from(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Wall-clock milliseconds of the instant `at`, given that `now` is the present.
+pub(super) fn unix_ms(at: Instant, now: Instant) -> u64 {
+    let wall = SystemTime::now();
+    let t = if at >= now {
+        wall + (at - now)
+    } else {
+        wall.checked_sub(now - at).unwrap_or(UNIX_EPOCH)
+    };
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The instant of wall-clock milliseconds `ms`, given `now` and `wall` are the present.
+fn instant_of(ms: u64, now: Instant, wall: SystemTime) -> Instant {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    match t.duration_since(wall) {
+        Ok(ahead) => now + ahead,
+        // Already past: expired on arrival.
+        Err(_) => now,
+    }
+}
