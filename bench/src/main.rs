@@ -12,8 +12,8 @@
 //! `results.svg`.
 //!
 //! ```text
-//! cargo run --release -p bench            # full run (~2 min)
-//! cargo run --release -p bench -- --quick # smaller counts (~30 s)
+//! cargo run --release -p bench            # full run (~3 min)
+//! cargo run --release -p bench -- --quick # smaller counts (~40 s)
 //! ```
 
 mod proc;

@@ -261,7 +261,7 @@ impl Report {
             }
             v
         };
-        let (w, h) = (900.0, 380.0);
+        let (w, h) = (1160.0, 380.0);
         let mut s = String::new();
         let _ = write!(
             s,
@@ -341,6 +341,52 @@ impl Report {
             );
         }
         axis(&mut s, x1, y1, pw2, ph2, max_t, "/s");
+        // Panel 3: persistent publish with confirms, 16 B, one bar per broker.
+        let (x2, y2, pw3, ph3) = (950.0, 40.0, 170.0, 280.0);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="20" font-weight="bold">Persistent + confirms, 16 B (msg/s)</text>"#,
+            x2 - 40.0
+        );
+        let max_p = self
+            .brokers
+            .iter()
+            .map(|b| b.persistent.msgs_per_sec_16)
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, f64::max);
+        let bw = pw3 / self.brokers.len().max(1) as f64;
+        for (i, b) in self.brokers.iter().enumerate() {
+            let v = b.persistent.msgs_per_sec_16;
+            let bx = x2 + bw * i as f64;
+            let color = ["#1b9e77", "#d95f02"][i % 2];
+            if v.is_finite() {
+                let bh = ph3 * v / max_p;
+                let _ = write!(
+                    s,
+                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{v:.0} msg/s</title></rect>"#,
+                    bx + bw * 0.15,
+                    y2 + ph3 - bh,
+                    bw * 0.7,
+                    bh
+                );
+            }
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                bx + bw / 2.0,
+                y2 + ph3 + 16.0,
+                b.name
+            );
+            if !b.persistent.fsync {
+                let _ = write!(
+                    s,
+                    r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="10" fill="#b00">no fsync</text>"##,
+                    bx + bw / 2.0,
+                    y2 + ph3 + 30.0
+                );
+            }
+        }
+        axis(&mut s, x2, y2, pw3, ph3, max_p, "");
         // Legend.
         for (i, (label, _, color)) in series.iter().enumerate() {
             let lx = 60.0 + 210.0 * i as f64;
