@@ -5,11 +5,15 @@
 //! default) with the same clients in the same run: the TCP floor, one-way throughput,
 //! RPC with raw lapin and through the framework (sequential latency and throughput at
 //! 1/16/64/256 in flight), broker CPU per message and per call (from `/proc`), and
-//! broker memory. Prints a table with ratios, writes `results.json` and `results.svg`.
+//! broker memory. Then one-way again with the publisher pipelining (many publishes
+//! outstanding, so the client coalesces writes), and persistent publishing with
+//! publisher confirms (the built-in broker in a second process with `--data-dir` on a
+//! fresh temporary directory). Prints a table with ratios, writes `results.json` and
+//! `results.svg`.
 //!
 //! ```text
-//! cargo run --release -p bench            # full run (~2 min)
-//! cargo run --release -p bench -- --quick # smaller counts (~30 s)
+//! cargo run --release -p bench            # full run (~3 min)
+//! cargo run --release -p bench -- --quick # smaller counts (~40 s)
 //! ```
 
 mod proc;
@@ -53,6 +57,9 @@ struct Args {
     /// Internal: run the built-in broker in this process and print its URL.
     #[arg(long, hide = true)]
     serve_broker: bool,
+    /// Internal, with `--serve-broker`: the broker's data directory.
+    #[arg(long, hide = true, requires = "serve_broker")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Everything measured against one broker.
@@ -66,6 +73,15 @@ pub struct BrokerResults {
     pub oneway_4k: f64,
     /// Broker CPU per one-way 16 B message, microseconds.
     pub cpu_us_per_msg: f64,
+    /// One-way 16 B messages/s with the publisher keeping `pipeline_window` publishes
+    /// outstanding.
+    pub oneway_pipelined_16: f64,
+    /// The same with 4 KiB messages.
+    pub oneway_pipelined_4k: f64,
+    /// Broker CPU per pipelined one-way 16 B message, microseconds.
+    pub cpu_us_per_msg_pipelined: f64,
+    /// Persistent publishing with publisher confirms.
+    pub persistent: PersistentResults,
     /// Raw lapin RPC: sequential p50/p99 (us) and calls/s by in-flight.
     pub raw: RpcResults,
     /// The framework: same shape.
@@ -85,19 +101,51 @@ pub struct RpcResults {
     pub throughput: Vec<(usize, f64)>,
 }
 
+/// Persistent (`delivery_mode` 2) messages into a durable queue, one publisher in
+/// confirm mode, no consumer.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PersistentResults {
+    /// Whether the broker stored the messages and fsynced before confirming. `false`
+    /// for the built-in broker while the bench does not hand it the data directory
+    /// (`proc::STORE_WIRED`).
+    pub fsync: bool,
+    /// 16 B messages/s with `confirm_window` awaiting their confirm.
+    pub msgs_per_sec_16: f64,
+    /// 4 KiB messages/s, the same way.
+    pub msgs_per_sec_4k: f64,
+    /// 16 B, publish to its confirm, p50 and p99 in microseconds (`confirm_window` in
+    /// flight).
+    pub confirm_us_16: [f64; 2],
+    /// 4 KiB, the same.
+    pub confirm_us_4k: [f64; 2],
+    /// 16 B with one publish at a time: p50 and p99 in microseconds.
+    pub confirm_us_seq: [f64; 2],
+}
+
 const IN_FLIGHT: [usize; 4] = [1, 16, 64, 256];
+
+/// Publishes the pipelined one-way publisher keeps outstanding.
+const PIPELINE_WINDOW: usize = 256;
+
+/// Persistent publishes awaiting their confirm at once.
+const CONFIRM_WINDOW: usize = 256;
 
 struct Sizes {
     oneway_16: usize,
     oneway_4k: usize,
     seq: usize,
     calls: usize,
+    pipelined_16: usize,
+    pipelined_4k: usize,
+    persistent_16: usize,
+    persistent_4k: usize,
+    persistent_seq: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.serve_broker {
-        return proc::serve_broker();
+        return proc::serve_broker(args.data_dir);
     }
     if args.serve_echo {
         return workload::serve_echo();
@@ -120,6 +168,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             oneway_4k: 5_000,
             seq: 500,
             calls: 4_000,
+            pipelined_16: 100_000,
+            pipelined_4k: 10_000,
+            persistent_16: 5_000,
+            persistent_4k: 2_000,
+            persistent_seq: 200,
         }
     } else {
         Sizes {
@@ -127,15 +180,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             oneway_4k: 30_000,
             seq: 2_000,
             calls: 20_000,
+            pipelined_16: 400_000,
+            pipelined_4k: 50_000,
+            persistent_16: 30_000,
+            persistent_4k: 10_000,
+            persistent_seq: 1_000,
         }
     };
     progress("loopback TCP floor");
-    let (mut echo, echo_addr) = proc::spawn_self("--serve-echo", 1)?;
+    let (mut echo, echo_addr) = proc::spawn_self(&["--serve-echo"], 1)?;
     let floor = workload::tcp_floor(&echo_addr, 5_000).await?;
     let _ = echo.kill();
     let _ = echo.wait();
 
-    let own = proc::OwnBroker::spawn(args.broker_threads)?;
+    let own = proc::OwnBroker::spawn(args.broker_threads, None)?;
     let rabbit_pid = proc::rabbitmq_pid();
     let mut all = Vec::new();
     for (name, url, pid, idle) in [
@@ -144,9 +202,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ] {
         all.push(measure(name, &url, pid, &sizes, idle).await?);
     }
+    // After everything above, so those figures (RSS after the load included) are the
+    // same as without these runs.
+    let targets = [
+        (own.url.clone(), Some(own.pid())),
+        (args.amqp_url.clone(), rabbit_pid),
+    ];
+    for (r, (url, pid)) in all.iter_mut().zip(targets) {
+        measure_pipelined(r, &url, pid, &sizes).await?;
+    }
+    drop(own);
+
+    // Persistent messages: the built-in broker again, in a second process given a
+    // data directory.
+    let data_dir = tempfile::Builder::new().prefix("bench-store.").tempdir()?;
+    let own = proc::OwnBroker::spawn(args.broker_threads, Some(data_dir.path()))?;
+    let targets = [
+        (own.url.clone(), proc::STORE_WIRED),
+        (args.amqp_url.clone(), true),
+    ];
+    for (r, (url, fsync)) in all.iter_mut().zip(targets) {
+        r.persistent = measure_persistent(&r.name, &url, fsync, &sizes).await?;
+    }
+    drop(own);
+    drop(data_dir);
+
     eprintln!("\r\x1b[2K");
     let report = report::Report {
         floor_p50_us: floor.us(0.5),
+        pipeline_window: PIPELINE_WINDOW,
+        confirm_window: CONFIRM_WINDOW,
         brokers: all,
     };
     report.print_table();
@@ -173,6 +258,63 @@ async fn cpu_during<F: std::future::Future<Output = anyhow::Result<T>>, T>(
     Ok((out, before.zip(after).map(|(b, a)| a.saturating_sub(b))))
 }
 
+/// One-way with the publisher keeping [`PIPELINE_WINDOW`] publishes outstanding.
+async fn measure_pipelined(
+    r: &mut BrokerResults,
+    url: &str,
+    pid: Option<u32>,
+    sizes: &Sizes,
+) -> anyhow::Result<()> {
+    let name = &r.name;
+    let n = sizes.pipelined_16;
+    progress(&format!(
+        "{name}: one-way pipelined ({PIPELINE_WINDOW} outstanding) 16 B x {n}"
+    ));
+    let (ow, cpu) = cpu_during(pid, workload::one_way(url, 16, n, PIPELINE_WINDOW)).await?;
+    r.oneway_pipelined_16 = ow.msgs_per_sec;
+    r.cpu_us_per_msg_pipelined = cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / n as f64);
+    let n = sizes.pipelined_4k;
+    progress(&format!(
+        "{name}: one-way pipelined ({PIPELINE_WINDOW} outstanding) 4 KiB x {n}"
+    ));
+    r.oneway_pipelined_4k = workload::one_way(url, 4096, n, PIPELINE_WINDOW)
+        .await?
+        .msgs_per_sec;
+    Ok(())
+}
+
+/// Persistent publishing with confirms: 16 B and 4 KiB with [`CONFIRM_WINDOW`] in
+/// flight, and 16 B one at a time for the unloaded confirm latency.
+async fn measure_persistent(
+    name: &str,
+    url: &str,
+    fsync: bool,
+    sizes: &Sizes,
+) -> anyhow::Result<PersistentResults> {
+    let pct = |l: &stats::Latencies| [l.us(0.5), l.us(0.99)];
+    let mut p = PersistentResults {
+        fsync,
+        ..Default::default()
+    };
+    let n = sizes.persistent_16;
+    progress(&format!("{name}: persistent + confirms 16 B x {n}"));
+    let run = workload::persistent_confirms(url, 16, n, CONFIRM_WINDOW).await?;
+    p.msgs_per_sec_16 = run.msgs_per_sec;
+    p.confirm_us_16 = pct(&run.confirm);
+    let n = sizes.persistent_4k;
+    progress(&format!("{name}: persistent + confirms 4 KiB x {n}"));
+    let run = workload::persistent_confirms(url, 4096, n, CONFIRM_WINDOW).await?;
+    p.msgs_per_sec_4k = run.msgs_per_sec;
+    p.confirm_us_4k = pct(&run.confirm);
+    let n = sizes.persistent_seq;
+    progress(&format!(
+        "{name}: persistent + confirms 16 B, one at a time x {n}"
+    ));
+    let run = workload::persistent_confirms(url, 16, n, 1).await?;
+    p.confirm_us_seq = pct(&run.confirm);
+    Ok(p)
+}
+
 async fn measure(
     name: &str,
     url: &str,
@@ -188,11 +330,11 @@ async fn measure(
     r.rss_kib[0] = rss();
 
     progress(&format!("{name}: one-way 16 B x {}", sizes.oneway_16));
-    let (ow, cpu) = cpu_during(pid, workload::one_way(url, 16, sizes.oneway_16)).await?;
+    let (ow, cpu) = cpu_during(pid, workload::one_way(url, 16, sizes.oneway_16, 1)).await?;
     r.oneway_16 = ow.msgs_per_sec;
     r.cpu_us_per_msg = cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / sizes.oneway_16 as f64);
     progress(&format!("{name}: one-way 4 KiB x {}", sizes.oneway_4k));
-    r.oneway_4k = workload::one_way(url, 4096, sizes.oneway_4k)
+    r.oneway_4k = workload::one_way(url, 4096, sizes.oneway_4k, 1)
         .await?
         .msgs_per_sec;
 

@@ -6,11 +6,18 @@ use serde::Serialize;
 
 use crate::{BrokerResults, IN_FLIGHT, RpcResults};
 
+/// Appended to the built-in broker's persistent rows while it runs without its store.
+const NO_FSYNC: &str = "(no fsync: store not wired)";
+
 /// A whole run.
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// Loopback TCP ping-pong p50, microseconds.
     pub floor_p50_us: f64,
+    /// Publishes the pipelined one-way publisher keeps outstanding.
+    pub pipeline_window: usize,
+    /// Persistent publishes awaiting their confirm at once.
+    pub confirm_window: usize,
     /// Built-in broker first, then the reference.
     pub brokers: Vec<BrokerResults>,
 }
@@ -31,18 +38,42 @@ impl Report {
             self.floor_p50_us
         );
         println!(
-            "{:<44} {:>12} {:>12} {:>9}",
+            "{:<50} {:>12} {:>12} {:>9}",
             "", ours.name, theirs.name, "ratio"
         );
         let row = |label: &str, a: f64, b: f64| {
-            println!("{label:<44} {a:>12.1} {b:>12.1} {:>8.2}x", a / b);
+            println!("{label:<50} {a:>12.1} {b:>12.1} {:>8.2}x", a / b);
+        };
+        // The built-in broker's persistent rows carry a note while it has no store.
+        let ours_note = if ours.persistent.fsync { "" } else { NO_FSYNC };
+        let prow = |label: &str, a: f64, b: f64| {
+            println!(
+                "{label:<50} {a:>12.1} {b:>12.1} {:>8.2}x  {ours_note}",
+                a / b
+            );
         };
         row("one-way 16 B, msg/s", ours.oneway_16, theirs.oneway_16);
         row("one-way 4 KiB, msg/s", ours.oneway_4k, theirs.oneway_4k);
         row(
-            "broker CPU per one-way 16 B msg, us",
+            "broker CPU per one-way 16 B msg (awaited), us",
             ours.cpu_us_per_msg,
             theirs.cpu_us_per_msg,
+        );
+        let w = self.pipeline_window;
+        row(
+            &format!("one-way pipelined ({w} outstanding) 16 B, msg/s"),
+            ours.oneway_pipelined_16,
+            theirs.oneway_pipelined_16,
+        );
+        row(
+            &format!("one-way pipelined ({w} outstanding) 4 KiB, msg/s"),
+            ours.oneway_pipelined_4k,
+            theirs.oneway_pipelined_4k,
+        );
+        row(
+            "broker CPU per pipelined one-way 16 B msg, us",
+            ours.cpu_us_per_msg_pipelined,
+            theirs.cpu_us_per_msg_pipelined,
         );
         row(
             "broker CPU per RPC call (framework, 64), us",
@@ -87,6 +118,49 @@ impl Report {
             ours.rss_kib[2] as f64,
             theirs.rss_kib[2] as f64,
         );
+        let (a, b) = (&ours.persistent, &theirs.persistent);
+        let cw = self.confirm_window;
+        println!("\npersistent publish with confirms (durable queue, no consumer):");
+        prow(
+            &format!("persistent 16 B, {cw} unconfirmed, msg/s"),
+            a.msgs_per_sec_16,
+            b.msgs_per_sec_16,
+        );
+        prow(
+            &format!("persistent 16 B, {cw} unconfirmed, confirm p50, us"),
+            a.confirm_us_16[0],
+            b.confirm_us_16[0],
+        );
+        prow(
+            &format!("persistent 16 B, {cw} unconfirmed, confirm p99, us"),
+            a.confirm_us_16[1],
+            b.confirm_us_16[1],
+        );
+        prow(
+            &format!("persistent 4 KiB, {cw} unconfirmed, msg/s"),
+            a.msgs_per_sec_4k,
+            b.msgs_per_sec_4k,
+        );
+        prow(
+            &format!("persistent 4 KiB, {cw} unconfirmed, confirm p50, us"),
+            a.confirm_us_4k[0],
+            b.confirm_us_4k[0],
+        );
+        prow(
+            &format!("persistent 4 KiB, {cw} unconfirmed, confirm p99, us"),
+            a.confirm_us_4k[1],
+            b.confirm_us_4k[1],
+        );
+        prow(
+            "persistent 16 B, one at a time, confirm p50, us",
+            a.confirm_us_seq[0],
+            b.confirm_us_seq[0],
+        );
+        prow(
+            "persistent 16 B, one at a time, confirm p99, us",
+            a.confirm_us_seq[1],
+            b.confirm_us_seq[1],
+        );
         println!("\ntargets (issue 4):");
         let check =
             |ok: bool, text: String| println!("  [{}] {text}", if ok { "met" } else { "MISSED" });
@@ -101,8 +175,16 @@ impl Report {
         check(
             ours.cpu_us_per_msg <= 1.5,
             format!(
-                "broker CPU per one-way 16 B message <= 1.5 us: {:.2} us",
+                "broker CPU per one-way 16 B message <= 1.5 us (each publish awaited): {:.2} us",
                 ours.cpu_us_per_msg
+            ),
+        );
+        check(
+            ours.cpu_us_per_msg_pipelined <= 1.5,
+            format!(
+                "broker CPU per one-way 16 B message <= 1.5 us (pipelined, {w} publishes \
+                 outstanding): {:.2} us",
+                ours.cpu_us_per_msg_pipelined
             ),
         );
         let x = tput(&ours.framework, 64) / tput(&theirs.raw, 64);
@@ -138,6 +220,31 @@ impl Report {
                 extra as f64 / 1024.0
             ),
         );
+        if a.fsync {
+            println!("\ntargets (persistence):");
+        } else {
+            println!(
+                "\ntargets (persistence; provisional: the built-in broker ran with no fsync, \
+                 its store is not wired):"
+            );
+        }
+        let x = a.msgs_per_sec_16 / b.msgs_per_sec_16;
+        check(
+            x >= 2.0,
+            format!(
+                "persistent publish with confirms 16 B: at least 2x RabbitMQ: {x:.2}x \
+                 ({:.0} vs {:.0} msg/s)",
+                a.msgs_per_sec_16, b.msgs_per_sec_16
+            ),
+        );
+        check(
+            a.confirm_us_16[0] <= b.confirm_us_16[0],
+            format!(
+                "confirm latency p50 no worse than RabbitMQ (16 B, {cw} unconfirmed): \
+                 {:.0} vs {:.0} us",
+                a.confirm_us_16[0], b.confirm_us_16[0]
+            ),
+        );
     }
 
     /// Two panels: sequential latency percentiles, and throughput against calls in flight.
@@ -154,7 +261,7 @@ impl Report {
             }
             v
         };
-        let (w, h) = (900.0, 380.0);
+        let (w, h) = (1160.0, 380.0);
         let mut s = String::new();
         let _ = write!(
             s,
@@ -234,6 +341,52 @@ impl Report {
             );
         }
         axis(&mut s, x1, y1, pw2, ph2, max_t, "/s");
+        // Panel 3: persistent publish with confirms, 16 B, one bar per broker.
+        let (x2, y2, pw3, ph3) = (950.0, 40.0, 170.0, 280.0);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="20" font-weight="bold">Persistent + confirms, 16 B (msg/s)</text>"#,
+            x2 - 40.0
+        );
+        let max_p = self
+            .brokers
+            .iter()
+            .map(|b| b.persistent.msgs_per_sec_16)
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, f64::max);
+        let bw = pw3 / self.brokers.len().max(1) as f64;
+        for (i, b) in self.brokers.iter().enumerate() {
+            let v = b.persistent.msgs_per_sec_16;
+            let bx = x2 + bw * i as f64;
+            let color = ["#1b9e77", "#d95f02"][i % 2];
+            if v.is_finite() {
+                let bh = ph3 * v / max_p;
+                let _ = write!(
+                    s,
+                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{v:.0} msg/s</title></rect>"#,
+                    bx + bw * 0.15,
+                    y2 + ph3 - bh,
+                    bw * 0.7,
+                    bh
+                );
+            }
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                bx + bw / 2.0,
+                y2 + ph3 + 16.0,
+                b.name
+            );
+            if !b.persistent.fsync {
+                let _ = write!(
+                    s,
+                    r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="10" fill="#b00">no fsync</text>"##,
+                    bx + bw / 2.0,
+                    y2 + ph3 + 30.0
+                );
+            }
+        }
+        axis(&mut s, x2, y2, pw3, ph3, max_p, "");
         // Legend.
         for (i, (label, _, color)) in series.iter().enumerate() {
             let lx = 60.0 + 210.0 * i as f64;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -70,7 +71,17 @@ pub struct OneWay {
 }
 
 /// One publisher connection, one consumer connection (no-ack), `count` messages.
-pub async fn one_way(url: &str, size: usize, count: usize) -> anyhow::Result<OneWay> {
+///
+/// `window` is how many publishes are outstanding at once: 1 awaits each
+/// `basic_publish` before the next (one write per message, the broker woken per
+/// message); more keeps that many publish futures in flight, so lapin coalesces their
+/// frames into fewer writes.
+pub async fn one_way(
+    url: &str,
+    size: usize,
+    count: usize,
+    window: usize,
+) -> anyhow::Result<OneWay> {
     let pconn = Connection::connect(url, ConnectionProperties::default()).await?;
     let cconn = Connection::connect(url, ConnectionProperties::default()).await?;
     let cch = cconn.create_channel().await?;
@@ -109,15 +120,36 @@ pub async fn one_way(url: &str, size: usize, count: usize) -> anyhow::Result<One
     let pch = pconn.create_channel().await?;
     let body = vec![b'x'; size];
     let start = Instant::now();
-    for _ in 0..count {
-        pch.basic_publish(
-            "".into(),
-            q.as_str().into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default(),
-        )
-        .await?;
+    if window <= 1 {
+        for _ in 0..count {
+            pch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await?;
+        }
+    } else {
+        let mut outstanding = FuturesUnordered::new();
+        for _ in 0..count {
+            if outstanding.len() >= window
+                && let Some(sent) = outstanding.next().await
+            {
+                sent?;
+            }
+            outstanding.push(pch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            ));
+        }
+        while let Some(sent) = outstanding.next().await {
+            sent?;
+        }
     }
     let end = tokio::time::timeout(Duration::from_secs(120), done_rx).await??;
     let secs = end.duration_since(start).as_secs_f64();
@@ -126,6 +158,107 @@ pub async fn one_way(url: &str, size: usize, count: usize) -> anyhow::Result<One
     Ok(OneWay {
         msgs_per_sec: count as f64 / secs,
         secs,
+    })
+}
+
+/// A persistent-publish-with-confirms run.
+#[derive(Debug, Clone)]
+pub struct Persistent {
+    /// Messages per second, first publish to last confirm.
+    pub msgs_per_sec: f64,
+    /// Per message, from issuing its publish to its confirm.
+    pub confirm: Latencies,
+}
+
+/// One publisher in confirm mode publishing `count` persistent (`delivery_mode` 2)
+/// messages of `size` bytes into a fresh durable queue with no consumer, `window`
+/// publishes awaiting their confirm at once. The queue is purged and deleted at the
+/// end, also when the run fails.
+pub async fn persistent_confirms(
+    url: &str,
+    size: usize,
+    count: usize,
+    window: usize,
+) -> anyhow::Result<Persistent> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let q = unique("persistent");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let run = tokio::time::timeout(
+        Duration::from_secs(300),
+        publish_confirmed(&ch, &q, size, count, window),
+    )
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|r| r);
+    // Clean up on a fresh channel: the publishing one may have been closed by an error.
+    if let Ok(cleanup) = conn.create_channel().await {
+        let _ = cleanup
+            .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+            .await;
+        let _ = cleanup
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    run
+}
+
+async fn publish_confirmed(
+    ch: &lapin::Channel,
+    q: &str,
+    size: usize,
+    count: usize,
+    window: usize,
+) -> anyhow::Result<Persistent> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let body = vec![b'x'; size];
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let one = || async {
+        // Taken at the first poll, when the publish is issued.
+        let t = Instant::now();
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                &body,
+                props.clone(),
+            )
+            .await?
+            .await?;
+        anyhow::ensure!(
+            confirm.is_ack(),
+            "persistent publish not confirmed: {confirm:?}"
+        );
+        anyhow::Ok(t.elapsed())
+    };
+    let mut samples = Vec::with_capacity(count);
+    let mut outstanding = FuturesUnordered::new();
+    let start = Instant::now();
+    for _ in 0..count {
+        if outstanding.len() >= window.max(1)
+            && let Some(confirmed) = outstanding.next().await
+        {
+            samples.push(confirmed?);
+        }
+        outstanding.push(one());
+    }
+    while let Some(confirmed) = outstanding.next().await {
+        samples.push(confirmed?);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Persistent {
+        msgs_per_sec: count as f64 / secs,
+        confirm: Latencies::new(samples),
     })
 }
 
