@@ -105,10 +105,6 @@ pub struct RpcResults {
 /// confirm mode, no consumer.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PersistentResults {
-    /// Whether the broker stored the messages and fsynced before confirming. `false`
-    /// for the built-in broker while the bench does not hand it the data directory
-    /// (`proc::STORE_WIRED`).
-    pub fsync: bool,
     /// 16 B messages/s with `confirm_window` awaiting their confirm.
     pub msgs_per_sec_16: f64,
     /// 4 KiB messages/s, the same way.
@@ -217,12 +213,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // data directory.
     let data_dir = tempfile::Builder::new().prefix("bench-store.").tempdir()?;
     let own = proc::OwnBroker::spawn(args.broker_threads, Some(data_dir.path()))?;
-    let targets = [
-        (own.url.clone(), proc::STORE_WIRED),
-        (args.amqp_url.clone(), true),
-    ];
-    for (r, (url, fsync)) in all.iter_mut().zip(targets) {
-        r.persistent = measure_persistent(&r.name, &url, fsync, &sizes).await?;
+    let targets = [own.url.clone(), args.amqp_url.clone()];
+    for (r, url) in all.iter_mut().zip(targets) {
+        r.persistent = measure_persistent(&r.name, &url, &sizes).await?;
     }
     drop(own);
     drop(data_dir);
@@ -288,14 +281,10 @@ async fn measure_pipelined(
 async fn measure_persistent(
     name: &str,
     url: &str,
-    fsync: bool,
     sizes: &Sizes,
 ) -> anyhow::Result<PersistentResults> {
     let pct = |l: &stats::Latencies| [l.us(0.5), l.us(0.99)];
-    let mut p = PersistentResults {
-        fsync,
-        ..Default::default()
-    };
+    let mut p = PersistentResults::default();
     let n = sizes.persistent_16;
     progress(&format!("{name}: persistent + confirms 16 B x {n}"));
     let run = workload::persistent_confirms(url, 16, n, CONFIRM_WINDOW).await?;

@@ -115,28 +115,8 @@ pub fn spawn_self<S: AsRef<std::ffi::OsStr>>(
     Ok((child, line.trim().to_owned()))
 }
 
-/// Whether [`apply_data_dir`] really hands the data directory to the broker. While it
-/// is `false`, `--data-dir` is accepted and ignored: the persistent runs measure the
-/// in-memory broker (no fsync) and the report marks the built-in rows so.
-pub const STORE_WIRED: bool = false;
-
-/// Gives the broker its data directory (persistent messages stored there, confirmed
-/// after fsync). Once `BrokerBuilder::data_dir` exists: replace the last line with
-/// `builder.data_dir(dir)` and set [`STORE_WIRED`] to `true`.
-fn apply_data_dir(builder: broker::BrokerBuilder, dir: &Path) -> broker::BrokerBuilder {
-    if !STORE_WIRED {
-        eprintln!(
-            "\nwarning: --data-dir {} ignored: the broker's store is not wired into the \
-             bench yet (persistent runs measure the in-memory broker, no fsync)",
-            dir.display()
-        );
-    }
-    // TODO(lead): builder.data_dir(dir)
-    builder
-}
-
 /// Broker mode: serve on 127.0.0.1:0, print the URL, run until killed. With
-/// `data_dir`, persistent messages go there (see [`apply_data_dir`]).
+/// `data_dir`, persistent messages go there.
 pub fn serve_broker(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     // The same runtime choice as the `broker` binary (`--threads`, default 1).
     let threads: usize = std::env::var("BENCH_BROKER_THREADS")
@@ -155,7 +135,7 @@ pub fn serve_broker(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(async {
         let mut builder = broker::Broker::builder();
         if let Some(dir) = &data_dir {
-            builder = apply_data_dir(builder, dir);
+            builder = builder.data_dir(dir);
         }
         let handle = builder.start().await?;
         println!("{}", handle.amqp_url());

@@ -6,9 +6,6 @@ use serde::Serialize;
 
 use crate::{BrokerResults, IN_FLIGHT, RpcResults};
 
-/// Appended to the built-in broker's persistent rows while it runs without its store.
-const NO_FSYNC: &str = "(no fsync: store not wired)";
-
 /// A whole run.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -43,14 +40,6 @@ impl Report {
         );
         let row = |label: &str, a: f64, b: f64| {
             println!("{label:<50} {a:>12.1} {b:>12.1} {:>8.2}x", a / b);
-        };
-        // The built-in broker's persistent rows carry a note while it has no store.
-        let ours_note = if ours.persistent.fsync { "" } else { NO_FSYNC };
-        let prow = |label: &str, a: f64, b: f64| {
-            println!(
-                "{label:<50} {a:>12.1} {b:>12.1} {:>8.2}x  {ours_note}",
-                a / b
-            );
         };
         row("one-way 16 B, msg/s", ours.oneway_16, theirs.oneway_16);
         row("one-way 4 KiB, msg/s", ours.oneway_4k, theirs.oneway_4k);
@@ -121,42 +110,42 @@ impl Report {
         let (a, b) = (&ours.persistent, &theirs.persistent);
         let cw = self.confirm_window;
         println!("\npersistent publish with confirms (durable queue, no consumer):");
-        prow(
+        row(
             &format!("persistent 16 B, {cw} unconfirmed, msg/s"),
             a.msgs_per_sec_16,
             b.msgs_per_sec_16,
         );
-        prow(
+        row(
             &format!("persistent 16 B, {cw} unconfirmed, confirm p50, us"),
             a.confirm_us_16[0],
             b.confirm_us_16[0],
         );
-        prow(
+        row(
             &format!("persistent 16 B, {cw} unconfirmed, confirm p99, us"),
             a.confirm_us_16[1],
             b.confirm_us_16[1],
         );
-        prow(
+        row(
             &format!("persistent 4 KiB, {cw} unconfirmed, msg/s"),
             a.msgs_per_sec_4k,
             b.msgs_per_sec_4k,
         );
-        prow(
+        row(
             &format!("persistent 4 KiB, {cw} unconfirmed, confirm p50, us"),
             a.confirm_us_4k[0],
             b.confirm_us_4k[0],
         );
-        prow(
+        row(
             &format!("persistent 4 KiB, {cw} unconfirmed, confirm p99, us"),
             a.confirm_us_4k[1],
             b.confirm_us_4k[1],
         );
-        prow(
+        row(
             "persistent 16 B, one at a time, confirm p50, us",
             a.confirm_us_seq[0],
             b.confirm_us_seq[0],
         );
-        prow(
+        row(
             "persistent 16 B, one at a time, confirm p99, us",
             a.confirm_us_seq[1],
             b.confirm_us_seq[1],
@@ -220,14 +209,7 @@ impl Report {
                 extra as f64 / 1024.0
             ),
         );
-        if a.fsync {
-            println!("\ntargets (persistence):");
-        } else {
-            println!(
-                "\ntargets (persistence; provisional: the built-in broker ran with no fsync, \
-                 its store is not wired):"
-            );
-        }
+        println!("\ntargets (persistence):");
         let x = a.msgs_per_sec_16 / b.msgs_per_sec_16;
         check(
             x >= 2.0,
@@ -377,14 +359,6 @@ impl Report {
                 y2 + ph3 + 16.0,
                 b.name
             );
-            if !b.persistent.fsync {
-                let _ = write!(
-                    s,
-                    r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="10" fill="#b00">no fsync</text>"##,
-                    bx + bw / 2.0,
-                    y2 + ph3 + 30.0
-                );
-            }
         }
         axis(&mut s, x2, y2, pw3, ph3, max_p, "");
         // Legend.
