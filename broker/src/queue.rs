@@ -13,6 +13,12 @@ use crate::error::AmqpError;
 use crate::message::QueuedMessage;
 use crate::store::log::{Location, QueueLog};
 
+/// A durable queue keeps at most this many ready messages in memory; beyond it, new
+/// messages stay on disk only and are read back in order as the queue drains.
+pub const PAGE_OUT_AT: usize = 8192;
+/// Paged-out messages are read back once fewer than this many are in memory.
+const PAGE_IN_BELOW: usize = PAGE_OUT_AT / 2;
+
 /// Identifies a channel across the broker: (connection id, channel number).
 pub type ChannelKey = (u64, u16);
 
@@ -65,6 +71,9 @@ pub struct Queue {
     pub last_used: Instant,
     /// The on-disk log of a durable queue, when the broker has a data directory.
     pub log: Option<DurableLog>,
+    /// Ready messages on disk only, after those in `messages`: where the first is and
+    /// how many there are.
+    pub paged: Option<(Location, u64)>,
 }
 
 /// A durable queue's place in the store.
@@ -99,6 +108,7 @@ impl Queue {
             consumers: VecDeque::new(),
             last_used: Instant::now(),
             log: None,
+            paged: None,
         })
     }
 
@@ -128,12 +138,69 @@ impl Queue {
 
     /// Drops every ready message (`queue.purge`); returns how many.
     pub fn purge(&mut self) -> u32 {
-        let n = u32::try_from(self.messages.len()).unwrap_or(u32::MAX);
+        let n = self.ready_len();
         let purged = std::mem::take(&mut self.messages);
         for qm in &purged {
             self.forget(qm);
         }
+        if let (Some((from, _)), Some(d)) = (self.paged.take(), self.log.as_mut()) {
+            d.log.ack_from(from);
+        }
         n
+    }
+
+    /// Ready messages, in memory and paged out (expired ones not yet dropped included).
+    pub fn ready_len(&self) -> u32 {
+        let paged = self.paged.map_or(0, |(_, n)| n);
+        u32::try_from(self.messages.len() as u64 + paged).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a new message must stay on disk only: the queue is long (or already
+    /// paging, so order is kept).
+    pub fn pages_out(&self) -> bool {
+        self.log.is_some() && (self.paged.is_some() || self.messages.len() >= PAGE_OUT_AT)
+    }
+
+    /// Notes a message appended to the log but not kept in memory.
+    pub fn paged_out(&mut self, loc: Location) {
+        self.paged.get_or_insert((loc, 0)).1 += 1;
+    }
+
+    /// Reads paged-out messages back into memory, in order, when memory runs low.
+    /// Messages the sync thread has not written yet are read on a later call (every
+    /// dispatch and the housekeeping tick try again).
+    pub fn page_in(&mut self, now: Instant) {
+        let (Some((from, count)), Some(d)) = (self.paged, self.log.as_ref()) else {
+            return;
+        };
+        if self.messages.len() >= PAGE_IN_BELOW {
+            return;
+        }
+        let want = usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .min(PAGE_OUT_AT - self.messages.len());
+        let read = match d.log.read_from(from, want) {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(queue = %self.name, %err, "could not read paged-out messages");
+                return;
+            }
+        };
+        let Some(last) = read.last().map(|m| m.location) else {
+            return;
+        };
+        let left = count.saturating_sub(read.len() as u64);
+        self.paged = (left > 0).then_some((
+            Location {
+                segment: last.segment,
+                offset: last.offset + 1,
+            },
+            left,
+        ));
+        for m in read {
+            self.messages
+                .push_back(crate::vhost::stored_to_queued(m, now));
+        }
     }
 
     /// Drops messages that expired strictly before `now`: a message published with
@@ -156,7 +223,7 @@ impl Queue {
     /// Ready messages (after dropping expired ones at the head).
     pub fn ready(&mut self, now: Instant) -> u32 {
         self.drop_expired(now);
-        u32::try_from(self.messages.len()).unwrap_or(u32::MAX)
+        self.ready_len()
     }
 
     /// Number of consumers.

@@ -156,7 +156,9 @@ async fn queue_expires_when_unused(ctx: Ctx) -> Result<()> {
     ch.queue_declare(
         q.as_str().into(),
         Default::default(),
-        args("x-expires", 300),
+        // Long enough that the existence check right after, on a new connection,
+        // lands in time on a busy machine.
+        args("x-expires", 600),
     )
     .await?;
     if !queue_exists(&ctx, &q).await? {

@@ -86,6 +86,10 @@ pub struct Record<'a> {
     pub persistent: bool,
 }
 
+/// Live messages left on disk by [`QueueLog::open_paged`]: the first one's location
+/// and how many there are.
+pub type Paged = (Location, u64);
+
 /// A message read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -233,6 +237,17 @@ impl QueueLog {
     /// docs), and returns it with the live persistent messages in log order. New
     /// appends go to a new segment. `segment_size` is clamped to 64 B ..= 1 GiB.
     pub fn open(dir: &Path, segment_size: u32) -> io::Result<(QueueLog, Vec<StoredMessage>)> {
+        Self::open_paged(dir, segment_size, usize::MAX).map(|(log, messages, _)| (log, messages))
+    }
+
+    /// [`QueueLog::open`] that reads back at most `keep` messages; the rest stay on
+    /// disk, and the third value says where they start and how many there are (for
+    /// [`QueueLog::read_from`]).
+    pub fn open_paged(
+        dir: &Path,
+        segment_size: u32,
+        keep: usize,
+    ) -> io::Result<(QueueLog, Vec<StoredMessage>, Option<Paged>)> {
         if !dir.is_dir() {
             fs::create_dir_all(dir)?;
             // Make the new directory's own entry durable.
@@ -277,18 +292,25 @@ impl QueueLog {
             }
         }
         let mut messages = Vec::new();
+        let mut rest = None;
         for &n in &segs {
-            removed |= log.recover_segment(n, &mut messages)?;
+            removed |= log.recover_segment(n, &mut messages, keep, &mut rest)?;
         }
         if removed {
             sync_dir(dir)?;
         }
-        Ok((log, messages))
+        Ok((log, messages, rest))
     }
 
     /// Recovers segment `n`, pushing its live persistent messages. Returns whether it
     /// was deleted.
-    fn recover_segment(&mut self, n: u32, out: &mut Vec<StoredMessage>) -> io::Result<bool> {
+    fn recover_segment(
+        &mut self,
+        n: u32,
+        out: &mut Vec<StoredMessage>,
+        keep: usize,
+        rest: &mut Option<(Location, u64)>,
+    ) -> io::Result<bool> {
         let seg_path = path_of(&self.dir, n, FileKind::Seg);
         let ack_path = path_of(&self.dir, n, FileKind::Ack);
         let data = fs::read(&seg_path)?;
@@ -330,19 +352,24 @@ impl QueueLog {
             if r.flags & ACKED != 0 {
                 continue;
             }
-            let start = s.offset as usize + RECORD_HEADER;
-            let payload = Bytes::copy_from_slice(&data[start..start + s.payload_len as usize]);
             let location = Location {
                 segment: n,
                 offset: s.offset,
             };
+            live.push(*r);
+            if out.len() >= keep {
+                // Left on disk: counted, read back later.
+                rest.get_or_insert((location, 0)).1 += 1;
+                continue;
+            }
+            let start = s.offset as usize + RECORD_HEADER;
+            let payload = Bytes::copy_from_slice(&data[start..start + s.payload_len as usize]);
             out.push(StoredMessage::new(
                 location,
                 &payload,
                 s.fields,
                 r.flags & DELIVERED != 0,
             ));
-            live.push(*r);
         }
         if live.is_empty() {
             remove_if_exists(&seg_path)?;
@@ -537,6 +564,32 @@ impl QueueLog {
     /// The directory the log lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Acks every live record at or after `from` (a purge of messages that are on disk
+    /// only); returns how many.
+    pub fn ack_from(&mut self, from: Location) -> u64 {
+        let mut locs = Vec::new();
+        for (&n, seg) in self.segments.range(from.segment..) {
+            let first = if n == from.segment {
+                seg.records.partition_point(|r| r.offset < from.offset)
+            } else {
+                0
+            };
+            locs.extend(
+                seg.records[first..]
+                    .iter()
+                    .filter(|r| r.flags & ACKED == 0)
+                    .map(|r| Location {
+                        segment: n,
+                        offset: r.offset,
+                    }),
+            );
+        }
+        for &loc in &locs {
+            self.ack(loc);
+        }
+        locs.len() as u64
     }
 
     /// Reads up to `max` records not acked, from `from` (inclusive) on in log order,

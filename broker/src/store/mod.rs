@@ -39,13 +39,27 @@ pub struct Store {
     syncer: Syncer,
 }
 
+/// One durable queue read back.
+#[derive(Debug)]
+pub struct RecoveredQueue {
+    /// Its definition.
+    pub def: QueueDef,
+    /// Its log, ready for appends.
+    pub log: QueueLog,
+    /// Its first live messages, at most [`crate::queue::PAGE_OUT_AT`].
+    pub messages: Vec<StoredMessage>,
+    /// The live messages left on disk: the first one's location, and their number.
+    pub paged: Option<(log::Location, u64)>,
+}
+
 /// What was on disk at start-up.
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The durable topology.
     pub definitions: Definitions,
-    /// Each durable queue with its log and its live messages, in order.
-    pub queues: Vec<(QueueDef, QueueLog, Vec<StoredMessage>)>,
+    /// Each durable queue with its log and its first live messages in order, and
+    /// where the rest start on disk and how many there are.
+    pub queues: Vec<RecoveredQueue>,
 }
 
 impl Store {
@@ -66,12 +80,18 @@ impl Store {
             Err(e) => return Err(e),
         };
         let mut queues = Vec::with_capacity(definitions.queues.len());
-        let mut messages = 0usize;
+        let mut messages = 0u64;
         for def in &definitions.queues {
             let dir = queue_dir(root, def.dir_id);
-            let (log, live) = QueueLog::open(&dir, SEGMENT_SIZE)?;
-            messages += live.len();
-            queues.push((def.clone(), log, live));
+            let (log, live, paged) =
+                QueueLog::open_paged(&dir, SEGMENT_SIZE, crate::queue::PAGE_OUT_AT)?;
+            messages += live.len() as u64 + paged.map_or(0, |(_, n)| n);
+            queues.push(RecoveredQueue {
+                def: def.clone(),
+                log,
+                messages: live,
+                paged,
+            });
         }
         remove_orphans(root, &definitions);
         tracing::info!(

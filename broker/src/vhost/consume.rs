@@ -112,6 +112,7 @@ impl VHost {
         q.last_used = now;
         q.drop_expired(now);
         let qname = q.name.clone();
+        q.page_in(now);
         let Some(qm) = q.messages.pop_front() else {
             let ch = self.channel(key)?;
             ch.outbox.push(|out| {

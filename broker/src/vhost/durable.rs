@@ -12,8 +12,9 @@ use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::{Message, QueuedMessage};
 use crate::queue::{DurableLog, Queue};
 use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::log::StoredMessage;
 use crate::store::writer::{Batch, Job};
-use crate::store::{Recovered, Store};
+use crate::store::{Recovered, RecoveredQueue, Store};
 
 /// The vhost's bookkeeping for its store.
 #[derive(Debug)]
@@ -51,9 +52,14 @@ impl VHost {
             v.exchanges.insert(x.name, e);
         }
         let now = Instant::now();
-        let wall = SystemTime::now();
         let mut durable = Vec::new();
-        for (def, log, messages) in queues {
+        for RecoveredQueue {
+            def,
+            log,
+            messages,
+            paged,
+        } in queues
+        {
             let mut q = match Queue::new(
                 def.name.clone(),
                 true,
@@ -71,24 +77,9 @@ impl VHost {
                 dir_id: def.dir_id,
                 log,
             });
-            for m in messages {
-                let expires_at = m.expires_at_ms.map(|ms| instant_of(ms, now, wall));
-                let qm = QueuedMessage {
-                    message: Arc::new(Message {
-                        exchange: short(&m.exchange),
-                        routing_key: short(&m.routing_key),
-                        properties: m.properties,
-                        body: m.body,
-                        ttl: None,
-                        expires_at,
-                        persistent: true,
-                    }),
-                    redelivered: m.delivered,
-                    expires_at,
-                    loc: Some(m.location),
-                };
-                q.messages.push_back(qm);
-            }
+            q.messages
+                .extend(messages.into_iter().map(|m| stored_to_queued(m, now)));
+            q.paged = paged;
             q.drop_expired(now);
             durable.push(def.name.clone());
             v.queues.insert(def.name, q);
@@ -276,6 +267,27 @@ fn snapshot(
     defs
 }
 
+/// A message read back from a queue's log, as the queue holds it.
+pub fn stored_to_queued(m: StoredMessage, now: Instant) -> QueuedMessage {
+    let expires_at = m
+        .expires_at_ms
+        .map(|ms| instant_of(ms, now, SystemTime::now()));
+    QueuedMessage {
+        message: Arc::new(Message {
+            exchange: short(&m.exchange),
+            routing_key: short(&m.routing_key),
+            properties: m.properties,
+            body: m.body,
+            ttl: None,
+            expires_at,
+            persistent: m.persistent,
+        }),
+        redelivered: m.delivered,
+        expires_at,
+        loc: Some(m.location),
+    }
+}
+
 fn short(bytes: &[u8]) -> ShortString {
     ShortString::from(String::from_utf8_lossy(bytes).into_owned())
 }
@@ -299,5 +311,129 @@ fn instant_of(ms: u64, now: Instant, wall: SystemTime) -> Instant {
         Ok(ahead) => now + ahead,
         // Already past: expired on arrival.
         Err(_) => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::PAGE_OUT_AT;
+    use crate::vhost::QueueOptions;
+    use bytes::Bytes;
+
+    fn message(i: usize, persistent: bool) -> Message {
+        Message {
+            exchange: "".into(),
+            routing_key: "long".into(),
+            properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from(i.to_string()),
+            ttl: None,
+            expires_at: None,
+            persistent,
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> VHost {
+        let (store, recovered) = Store::open(dir).expect("open store");
+        VHost::with_store(Arc::new(store), recovered)
+    }
+
+    /// Commits and waits until the sync thread has written everything.
+    fn settle(v: &mut VHost) {
+        v.commit_store();
+        let s = v.store.as_ref().expect("store");
+        let want = s.next_ticket - 1;
+        for _ in 0..500 {
+            if s.store.syncer().synced() >= want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("store did not sync");
+    }
+
+    /// Takes every ready message in order, paging in as a consumer would.
+    fn drain(v: &mut VHost) -> Vec<String> {
+        let q = v.queues.get_mut("long").expect("queue");
+        let mut out = Vec::new();
+        loop {
+            q.page_in(Instant::now());
+            let Some(qm) = q.messages.pop_front() else {
+                return out;
+            };
+            assert!(q.messages.len() <= PAGE_OUT_AT, "memory stays bounded");
+            q.forget(&qm);
+            out.push(String::from_utf8_lossy(&qm.message.body).into_owned());
+        }
+    }
+
+    #[test]
+    fn a_long_queue_keeps_a_bounded_head_in_memory_and_pages_the_rest_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let total = PAGE_OUT_AT * 3;
+        let mut v = open(dir.path());
+        let opts = QueueOptions {
+            durable: true,
+            ..Default::default()
+        };
+        v.declare_queue(1, "long", opts).expect("declare");
+        // Every 10th message is transient: it pages out too, in order, but is not
+        // recovered after a restart.
+        for i in 0..total {
+            v.publish(&|| None, message(i, i % 10 != 0));
+        }
+        settle(&mut v);
+        let q = v.queues.get_mut("long").expect("queue");
+        assert_eq!(q.messages.len(), PAGE_OUT_AT);
+        assert_eq!(q.ready(Instant::now()) as usize, total);
+
+        // Take half now, then restart: the rest comes back, persistent ones only.
+        let mut got = Vec::new();
+        {
+            let q = v.queues.get_mut("long").expect("queue");
+            for _ in 0..total / 2 {
+                q.page_in(Instant::now());
+                let qm = q.messages.pop_front().expect("message");
+                q.forget(&qm);
+                got.push(String::from_utf8_lossy(&qm.message.body).into_owned());
+            }
+        }
+        let expected: Vec<String> = (0..total / 2).map(|i| i.to_string()).collect();
+        assert_eq!(got, expected);
+        settle(&mut v);
+        drop(v);
+
+        let mut v = open(dir.path());
+        let q = v.queues.get_mut("long").expect("queue");
+        assert!(q.messages.len() <= PAGE_OUT_AT);
+        let rest: Vec<String> = (total / 2..total)
+            .filter(|i| i % 10 != 0)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(q.ready(Instant::now()) as usize, rest.len());
+        assert_eq!(drain(&mut v), rest);
+    }
+
+    #[test]
+    fn purging_a_paged_queue_forgets_what_is_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v = open(dir.path());
+        let opts = QueueOptions {
+            durable: true,
+            ..Default::default()
+        };
+        v.declare_queue(1, "long", opts).expect("declare");
+        for i in 0..PAGE_OUT_AT + 100 {
+            v.publish(&|| None, message(i, true));
+        }
+        assert_eq!(
+            v.purge_queue(1, "long").expect("purge") as usize,
+            PAGE_OUT_AT + 100
+        );
+        v.publish(&|| None, message(7, true));
+        settle(&mut v);
+        drop(v);
+        let mut v = open(dir.path());
+        assert_eq!(drain(&mut v), vec!["7".to_owned()]);
     }
 }

@@ -32,7 +32,7 @@ mod consume;
 mod durable;
 mod topology;
 
-pub use durable::StoreState;
+pub use durable::{StoreState, stored_to_queued};
 
 /// The pseudo-queue a client consumes from to use direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -406,26 +406,32 @@ impl VHost {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let pages_out = q.pages_out();
             let loc = match q.log.as_mut() {
-                Some(d) if message.persistent => {
-                    stored = true;
+                // A long queue keeps even transient messages on disk only, in order;
+                // they are not recovered after a restart.
+                Some(d) if message.persistent || pages_out => {
+                    stored = message.persistent;
                     Some(d.log.append(&Record {
                         exchange: message.exchange.as_str().as_bytes(),
                         routing_key: message.routing_key.as_str().as_bytes(),
                         properties: &message.properties,
                         body: &message.body,
                         expires_at_ms: expires_at.map(|at| durable::unix_ms(at, now)),
-                        persistent: true,
+                        persistent: message.persistent,
                     }))
                 }
                 _ => None,
             };
-            q.messages.push_back(QueuedMessage {
-                message: Arc::clone(message),
-                redelivered: false,
-                expires_at,
-                loc,
-            });
+            match loc {
+                Some(loc) if pages_out => q.paged_out(loc),
+                _ => q.messages.push_back(QueuedMessage {
+                    message: Arc::clone(message),
+                    redelivered: false,
+                    expires_at,
+                    loc,
+                }),
+            }
         }
         self.dispatch_at(name, now);
         // A message that expires on arrival (TTL 0) lives only if it went out at once.
@@ -479,6 +485,9 @@ impl VHost {
         };
         loop {
             q.drop_expired_before(now);
+            if q.messages.is_empty() {
+                q.page_in(now);
+            }
             if q.messages.is_empty() || q.consumers.is_empty() {
                 return;
             }
@@ -546,11 +555,22 @@ impl VHost {
     /// Drops expired messages at queue heads and deletes queues idle past `x-expires`.
     pub fn sweep(&mut self, now: Instant) {
         let mut expired = Vec::new();
+        let mut paged = Vec::new();
         for q in self.queues.values_mut() {
             q.drop_expired(now);
             if q.idle_expired(now) {
                 expired.push(q.name.clone());
             }
+            if q.paged.is_some() && q.messages.is_empty() {
+                // Paged-out messages the sync thread has written since the last try.
+                paged.push(q.name.clone());
+            }
+        }
+        for name in paged {
+            if let Some(q) = self.queues.get_mut(&name) {
+                q.page_in(now);
+            }
+            self.dispatch_at(name.as_str(), now);
         }
         for name in expired {
             self.remove_queue(name.as_str());

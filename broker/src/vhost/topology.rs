@@ -390,7 +390,7 @@ impl VHost {
                 "queue '{name}' in vhost '/' in use"
             )));
         }
-        if if_empty && !q.messages.is_empty() {
+        if if_empty && q.ready_len() > 0 {
             return Err(AmqpError::precondition(format_args!(
                 "queue '{name}' in vhost '/' not empty"
             )));
@@ -425,7 +425,7 @@ impl VHost {
             }
         }
         self.remove_bindings_to(&Destination::Queue(q.name.clone()));
-        u32::try_from(q.messages.len()).unwrap_or(u32::MAX)
+        q.ready_len()
     }
 
     pub(super) fn after_consumer_left(&mut self, name: &str) {
