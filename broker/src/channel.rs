@@ -93,6 +93,8 @@ pub struct Channel {
     /// Their confirms, and those of every later publish, wait until it is synced.
     unsynced: VecDeque<(u64, u64)>,
     tx: Option<Vec<TxOp>>,
+    /// Committed transactions whose `commit-ok` waits for this store ticket.
+    commits: VecDeque<u64>,
 }
 
 impl Channel {
@@ -107,6 +109,7 @@ impl Channel {
             confirmed: 0,
             unsynced: VecDeque::new(),
             tx: None,
+            commits: VecDeque::new(),
         }
     }
 
@@ -388,13 +391,18 @@ impl Channel {
                 let Some(ops) = self.tx.as_mut().map(std::mem::take) else {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
+                let mut ticket = None;
                 for op in ops {
                     match op {
-                        TxOp::Publish(p) => self.route(ctx, *p)?,
+                        TxOp::Publish(p) => ticket = self.route(ctx, *p)?.or(ticket),
                         other => self.apply_ack(ctx, other)?,
                     }
                 }
-                self.reply(ctx, C::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                match ticket {
+                    // Persistent messages went to the store: commit-ok once synced.
+                    Some(t) => self.commits.push_back(t),
+                    None => self.reply(ctx, C::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
+                }
             }
             C::Tx(tx::AMQPMethod::Rollback(_)) => {
                 let Some(ops) = self.tx.as_mut() else {
@@ -573,13 +581,13 @@ impl Channel {
                 ops.push(TxOp::Publish(Box::new(p)));
                 Ok(())
             }
-            None => self.route(ctx, p),
+            None => self.route(ctx, p).map(drop),
         }
     }
 
     /// Routes a complete publish; returns it if unroutable and mandatory; records the
-    /// confirm.
-    fn route(&mut self, ctx: &Ctx<'_>, p: Publish) -> Result<(), AmqpError> {
+    /// confirm. Returns the store ticket it waits for, if it was stored.
+    fn route(&mut self, ctx: &Ctx<'_>, p: Publish) -> Result<Option<u64>, AmqpError> {
         let Publish {
             publish,
             mut header,
@@ -649,19 +657,34 @@ impl Channel {
                 frame::encode_content(out, id, &m.properties, &m.body, frame_max);
             });
         }
-        Ok(())
+        Ok(routed.ticket)
     }
 
     /// Sends the confirms owed since the last call, coalesced into one `basic.ack`:
-    /// every publish up to the first one whose store write is not synced yet.
+    /// every publish up to the first one whose store write is not synced yet. Also
+    /// sends the `commit-ok`s whose transactions' store writes are synced.
     ///
     /// Returns the store ticket the next confirm waits for, if any.
     pub fn flush_confirms(&mut self, ctx: &Ctx<'_>) -> Option<u64> {
+        let synced = || ctx.store.map_or(u64::MAX, |s| s.syncer().synced());
+        if !self.commits.is_empty() {
+            let synced = synced();
+            while self.commits.front().is_some_and(|&t| t <= synced) {
+                self.commits.pop_front();
+                self.reply(
+                    ctx,
+                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+                );
+            }
+            if let Some(&t) = self.commits.front() {
+                return Some(t);
+            }
+        }
         if !self.confirm {
             return None;
         }
         if !self.unsynced.is_empty() {
-            let synced = ctx.store.map_or(u64::MAX, |s| s.syncer().synced());
+            let synced = synced();
             while self.unsynced.front().is_some_and(|&(_, t)| t <= synced) {
                 self.unsynced.pop_front();
             }
