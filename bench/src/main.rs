@@ -24,7 +24,7 @@ mod workload;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
@@ -136,6 +136,7 @@ struct Sizes {
     persistent_16: usize,
     persistent_4k: usize,
     persistent_seq: usize,
+    recovery: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -169,6 +170,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             persistent_16: 5_000,
             persistent_4k: 2_000,
             persistent_seq: 200,
+            recovery: 100_000,
         }
     } else {
         Sizes {
@@ -181,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             persistent_16: 30_000,
             persistent_4k: 10_000,
             persistent_seq: 1_000,
+            recovery: 1_000_000,
         }
     };
     progress("loopback TCP floor");
@@ -219,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(own);
     drop(data_dir);
+    let recovery = measure_recovery(args.broker_threads, sizes.recovery).await?;
 
     eprintln!("\r\x1b[2K");
     let report = report::Report {
@@ -226,6 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pipeline_window: PIPELINE_WINDOW,
         confirm_window: CONFIRM_WINDOW,
         brokers: all,
+        recovery,
     };
     report.print_table();
     std::fs::create_dir_all(&args.out)?;
@@ -239,6 +244,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The built-in broker's store holding a long queue: memory with `n` persistent 16 B
+/// messages queued, and the time to come back after `kill -9` with all of them.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Recovery {
+    /// Messages queued.
+    pub messages: usize,
+    /// Publish rate while filling (confirmed, `CONFIRM_WINDOW` in flight), msg/s.
+    pub fill_msgs_per_sec: f64,
+    /// Broker RSS with them queued, KiB.
+    pub rss_kib_loaded: u64,
+    /// From starting the killed broker's process again to its queue reporting every
+    /// message, seconds.
+    pub restart_secs: f64,
+    /// Broker RSS right after that restart, KiB.
+    pub rss_kib_recovered: u64,
+}
+
+async fn measure_recovery(threads: usize, n: usize) -> anyhow::Result<Recovery> {
+    let dir = tempfile::Builder::new()
+        .prefix("bench-recovery.")
+        .tempdir()?;
+    let own = proc::OwnBroker::spawn(threads, Some(dir.path()))?;
+    progress(&format!(
+        "built-in: filling a durable queue with {n} messages"
+    ));
+    let fill = workload::fill_durable(&own.url, "recovery", 16, n, CONFIRM_WINDOW).await?;
+    let rss_kib_loaded = proc::rss_kib(own.pid()).unwrap_or(0);
+    progress("built-in: kill -9 and restart");
+    drop(own); // SIGKILL
+    let started = Instant::now();
+    let own = proc::OwnBroker::spawn(threads, Some(dir.path()))?;
+    let found = workload::queue_length(&own.url, "recovery").await? as usize;
+    let restart_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(found == n, "recovered {found} of {n} messages");
+    let rss_kib_recovered = proc::rss_kib(own.pid()).unwrap_or(0);
+    Ok(Recovery {
+        messages: n,
+        fill_msgs_per_sec: fill.msgs_per_sec,
+        rss_kib_loaded,
+        restart_secs,
+        rss_kib_recovered,
+    })
 }
 
 async fn cpu_during<F: std::future::Future<Output = anyhow::Result<T>>, T>(

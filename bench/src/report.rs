@@ -17,6 +17,8 @@ pub struct Report {
     pub confirm_window: usize,
     /// Built-in broker first, then the reference.
     pub brokers: Vec<BrokerResults>,
+    /// The built-in broker's store with a long queue, through `kill -9`.
+    pub recovery: crate::Recovery,
 }
 
 fn tput(r: &RpcResults, n: usize) -> f64 {
@@ -226,6 +228,17 @@ impl Report {
                  {:.0} vs {:.0} us",
                 a.confirm_us_16[0], b.confirm_us_16[0]
             ),
+        );
+        let r = &self.recovery;
+        println!(
+            "\nbuilt-in store, one durable queue of {} persistent 16 B messages:\n  \
+             filled at {:.0} msg/s (confirmed); broker RSS {:.1} MB with them queued\n  \
+             kill -9, then restart until the queue reports them all: {:.2} s; RSS after: {:.1} MB",
+            r.messages,
+            r.fill_msgs_per_sec,
+            r.rss_kib_loaded as f64 / 1024.0,
+            r.restart_secs,
+            r.rss_kib_recovered as f64 / 1024.0
         );
     }
 

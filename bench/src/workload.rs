@@ -212,6 +212,49 @@ pub async fn persistent_confirms(
     run
 }
 
+/// Fills a durable queue named `q` with `count` persistent messages of `size` bytes
+/// (confirmed, `window` in flight) and leaves them there.
+pub async fn fill_durable(
+    url: &str,
+    q: &str,
+    size: usize,
+    count: usize,
+    window: usize,
+) -> anyhow::Result<Persistent> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let run = publish_confirmed(&ch, q, size, count, window).await;
+    let _ = conn.close(200, "done".into()).await;
+    run
+}
+
+/// The number of ready messages in queue `q`.
+pub async fn queue_length(url: &str, q: &str) -> anyhow::Result<u32> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let declared = ch
+        .queue_declare(
+            q.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(declared.message_count())
+}
+
 async fn publish_confirmed(
     ch: &lapin::Channel,
     q: &str,
