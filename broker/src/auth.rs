@@ -4,7 +4,6 @@
 //! RabbitMQ, a refused login is answered with 403 ACCESS_REFUSED, and users listed in
 //! `loopback_users` (by default `guest`) may only connect from a loopback address.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use amq_protocol::types::{AMQPValue, parsing::parse_field_table};
@@ -72,34 +71,257 @@ fn refused(mechanism: &str) -> AmqpError {
     )
 }
 
-/// The broker's users.
+/// One user: a salted password hash and tags.
 #[derive(Debug, Clone)]
-pub struct Users {
-    passwords: HashMap<String, String>,
-    loopback_only: Vec<String>,
+pub struct User {
+    /// RabbitMQ's `rabbit_password_hashing_sha256` layout: 4 random salt bytes, then
+    /// SHA-256 of salt and password.
+    hash: Vec<u8>,
+    /// Tags such as `administrator` or `monitoring`.
+    pub tags: Vec<String>,
 }
 
-impl Default for Users {
-    /// `guest`/`guest`, allowed from loopback only.
-    fn default() -> Self {
-        let mut passwords = HashMap::new();
-        passwords.insert("guest".to_owned(), "guest".to_owned());
-        Self {
-            passwords,
-            loopback_only: vec!["guest".to_owned()],
+/// A user's rights in one vhost: regular expressions over resource names, as
+/// RabbitMQ's `set_permissions` takes them.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    /// Declare and delete (queues, exchanges).
+    pub configure: String,
+    /// Publish to exchanges, bind queues to (as destination).
+    pub write: String,
+    /// Consume, get, purge, bind from (as source).
+    pub read: String,
+    matchers: [regex::Regex; 3],
+}
+
+impl Permission {
+    /// Compiles the three patterns (anchored as RabbitMQ anchors them: the whole name).
+    pub fn new(configure: &str, write: &str, read: &str) -> Result<Self, AuthError> {
+        let compile = |p: &str| {
+            regex::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| AuthError::BadPattern(p.to_owned(), e.to_string()))
+        };
+        Ok(Self {
+            matchers: [compile(configure)?, compile(write)?, compile(read)?],
+            configure: configure.to_owned(),
+            write: write.to_owned(),
+            read: read.to_owned(),
+        })
+    }
+
+    /// Whether `name` may be configured, written or read.
+    pub fn allows(&self, access: Access, name: &str) -> bool {
+        // RabbitMQ: an empty pattern matches nothing (not even the empty name).
+        let (pattern, m) = match access {
+            Access::Configure => (&self.configure, &self.matchers[0]),
+            Access::Write => (&self.write, &self.matchers[1]),
+            Access::Read => (&self.read, &self.matchers[2]),
+        };
+        !pattern.is_empty() && m.is_match(name)
+    }
+}
+
+/// The three kinds of access RabbitMQ checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Declare, delete.
+    Configure,
+    /// Publish, bind into.
+    Write,
+    /// Consume, get, purge, bind from.
+    Read,
+}
+
+impl Access {
+    /// RabbitMQ's word for it in reply texts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Configure => "configure",
+            Access::Write => "write",
+            Access::Read => "read",
         }
     }
 }
 
+/// Why a user-table change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No such user.
+    #[error("no such user '{0}'")]
+    NoUser(String),
+    /// No such vhost.
+    #[error("no such vhost '{0}'")]
+    NoVhost(String),
+    /// A permission pattern is not a valid regular expression.
+    #[error("invalid pattern '{0}': {1}")]
+    BadPattern(String, String),
+}
+
+/// The broker's users, vhosts and permissions.
+#[derive(Debug, Clone)]
+pub struct Users {
+    users: std::collections::BTreeMap<String, User>,
+    vhosts: std::collections::BTreeSet<String>,
+    /// (user, vhost) to rights.
+    permissions: std::collections::BTreeMap<(String, String), Permission>,
+    loopback_only: Vec<String>,
+}
+
+impl Default for Users {
+    /// `guest`/`guest` (administrator, all rights on `/`), allowed from loopback only,
+    /// as RabbitMQ starts.
+    fn default() -> Self {
+        let mut users = Self {
+            users: Default::default(),
+            vhosts: std::iter::once("/".to_owned()).collect(),
+            permissions: Default::default(),
+            loopback_only: vec!["guest".to_owned()],
+        };
+        users.add("guest", "guest");
+        users
+    }
+}
+
 impl Users {
-    /// Adds or replaces a user.
+    /// Adds or replaces a user with the `administrator` tag and full rights on `/`
+    /// (what `--user` and the builder's `user` give).
     pub fn add(&mut self, user: &str, password: &str) {
-        self.passwords.insert(user.to_owned(), password.to_owned());
+        self.add_user(user, password, vec!["administrator".to_owned()]);
+        if let Ok(all) = Permission::new(".*", ".*", ".*") {
+            self.permissions
+                .insert((user.to_owned(), "/".to_owned()), all);
+        }
+    }
+
+    /// Adds or replaces a user (no permissions yet), as `rabbitmqctl add_user`.
+    pub fn add_user(&mut self, user: &str, password: &str, tags: Vec<String>) {
+        self.users.insert(
+            user.to_owned(),
+            User {
+                hash: hash_password(password),
+                tags,
+            },
+        );
+    }
+
+    /// Deletes a user and its permissions.
+    pub fn delete_user(&mut self, user: &str) -> Result<(), AuthError> {
+        self.users
+            .remove(user)
+            .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
+        self.permissions.retain(|(u, _), _| u != user);
+        Ok(())
+    }
+
+    /// Changes a user's password.
+    pub fn change_password(&mut self, user: &str, password: &str) -> Result<(), AuthError> {
+        let u = self
+            .users
+            .get_mut(user)
+            .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
+        u.hash = hash_password(password);
+        Ok(())
+    }
+
+    /// Replaces a user's tags.
+    pub fn set_tags(&mut self, user: &str, tags: Vec<String>) -> Result<(), AuthError> {
+        let u = self
+            .users
+            .get_mut(user)
+            .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
+        u.tags = tags;
+        Ok(())
+    }
+
+    /// Whether the user has this tag.
+    pub fn has_tag(&self, user: &str, tag: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| u.tags.iter().any(|t| t == tag))
+    }
+
+    /// Users and their tags, by name.
+    pub fn list_users(&self) -> Vec<(String, Vec<String>)> {
+        self.users
+            .iter()
+            .map(|(n, u)| (n.clone(), u.tags.clone()))
+            .collect()
+    }
+
+    /// Adds a vhost (existing is fine).
+    pub fn add_vhost(&mut self, vhost: &str) {
+        self.vhosts.insert(vhost.to_owned());
+    }
+
+    /// Deletes a vhost and every permission on it.
+    pub fn delete_vhost(&mut self, vhost: &str) -> Result<(), AuthError> {
+        if !self.vhosts.remove(vhost) {
+            return Err(AuthError::NoVhost(vhost.to_owned()));
+        }
+        self.permissions.retain(|(_, v), _| v != vhost);
+        Ok(())
+    }
+
+    /// The vhosts, by name.
+    pub fn vhosts(&self) -> Vec<String> {
+        self.vhosts.iter().cloned().collect()
+    }
+
+    /// Whether the vhost exists.
+    pub fn has_vhost(&self, vhost: &str) -> bool {
+        self.vhosts.contains(vhost)
+    }
+
+    /// Sets a user's rights in a vhost, as `rabbitmqctl set_permissions`.
+    pub fn set_permissions(
+        &mut self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<(), AuthError> {
+        if !self.users.contains_key(user) {
+            return Err(AuthError::NoUser(user.to_owned()));
+        }
+        if !self.vhosts.contains(vhost) {
+            return Err(AuthError::NoVhost(vhost.to_owned()));
+        }
+        let p = Permission::new(configure, write, read)?;
+        self.permissions
+            .insert((user.to_owned(), vhost.to_owned()), p);
+        Ok(())
+    }
+
+    /// Removes a user's rights in a vhost.
+    pub fn clear_permissions(&mut self, user: &str, vhost: &str) {
+        self.permissions
+            .remove(&(user.to_owned(), vhost.to_owned()));
+    }
+
+    /// A user's rights in a vhost (`None`: no access to it at all).
+    pub fn permissions(&self, user: &str, vhost: &str) -> Option<&Permission> {
+        self.permissions.get(&(user.to_owned(), vhost.to_owned()))
+    }
+
+    /// Every (user, vhost, rights), sorted.
+    pub fn list_permissions(&self) -> Vec<(String, String, Permission)> {
+        self.permissions
+            .iter()
+            .map(|((u, v), p)| (u.clone(), v.clone(), p.clone()))
+            .collect()
     }
 
     /// Sets which users may only connect from loopback (RabbitMQ's `loopback_users`).
     pub fn set_loopback_users(&mut self, users: Vec<String>) {
         self.loopback_only = users;
+    }
+
+    /// Checks a name and password (for the management API as for AMQP logins).
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| verify_password(&u.hash, password))
     }
 
     /// Checks credentials from a peer address.
@@ -109,11 +331,7 @@ impl Users {
         mechanism: &str,
         peer: SocketAddr,
     ) -> Result<(), AmqpError> {
-        let ok = self
-            .passwords
-            .get(&creds.user)
-            .is_some_and(|p| constant_time_eq(p.as_bytes(), creds.password.as_bytes()));
-        if !ok {
+        if !self.check_password(&creds.user, &creds.password) {
             tracing::warn!(user = %creds.user, %peer, "login refused: bad credentials");
             return Err(refused(mechanism));
         }
@@ -124,6 +342,28 @@ impl Users {
         }
         Ok(())
     }
+}
+
+fn hash_with(salt: [u8; 4], password: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    let mut out = salt.to_vec();
+    out.extend_from_slice(&h.finalize());
+    out
+}
+
+/// A new salted hash of `password`.
+fn hash_password(password: &str) -> Vec<u8> {
+    hash_with(rand::random(), password)
+}
+
+fn verify_password(hash: &[u8], password: &str) -> bool {
+    let Some(salt) = hash.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok()) else {
+        return false;
+    };
+    constant_time_eq(&hash_with(salt, password), hash)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -182,6 +422,47 @@ mod tests {
             .authenticate(&good, "PLAIN", remote)
             .expect_err("remote guest");
         assert_eq!(err.code, code::ACCESS_REFUSED);
+    }
+
+    #[test]
+    fn passwords_are_salted_hashes() {
+        let mut users = Users::default();
+        users.add_user("a", "secret", vec![]);
+        users.add_user("b", "secret", vec![]);
+        assert_ne!(users.users["a"].hash, users.users["b"].hash, "salted");
+        assert_eq!(users.users["a"].hash.len(), 36);
+        assert!(users.check_password("a", "secret"));
+        assert!(!users.check_password("a", "Secret"));
+        users.change_password("a", "new").expect("user");
+        assert!(users.check_password("a", "new") && !users.check_password("a", "secret"));
+        assert_eq!(
+            users.change_password("nobody", "x"),
+            Err(AuthError::NoUser("nobody".into()))
+        );
+    }
+
+    #[test]
+    fn permissions_match_whole_names_and_empty_matches_nothing() {
+        let p = Permission::new("^app\\..*", "", ".*").expect("patterns");
+        assert!(p.allows(Access::Configure, "app.q"));
+        assert!(!p.allows(Access::Configure, "xapp.q"));
+        assert!(!p.allows(Access::Write, ""), "empty pattern");
+        assert!(p.allows(Access::Read, "anything"));
+        let p = Permission::new("a|b", ".*", ".*").expect("patterns");
+        assert!(
+            !p.allows(Access::Configure, "ab"),
+            "alternation is anchored as a whole"
+        );
+        assert!(Permission::new("(", "", "").is_err());
+        let mut users = Users::default();
+        assert!(users.permissions("guest", "/").is_some());
+        assert!(users.has_tag("guest", "administrator"));
+        assert_eq!(
+            users
+                .set_permissions("guest", "/nope", ".*", ".*", ".*")
+                .map(drop),
+            Err(AuthError::NoVhost("/nope".into()))
+        );
     }
 
     #[test]

@@ -587,6 +587,7 @@ impl Connection {
         let creds = auth::parse_response(mechanism, ok.response.as_bytes())?;
         self.shared
             .users
+            .read()
             .authenticate(&creds, mechanism, self.peer)?;
         self.user = creds.user;
         let limits = &self.shared.config;

@@ -42,7 +42,8 @@ pub(crate) struct Shared {
     pub(crate) vhost: Mutex<VHost>,
     /// The durable store, when the broker has a data directory.
     pub(crate) store: Option<Arc<Store>>,
-    pub(crate) users: Users,
+    /// Users, vhosts and permissions; changed at run time by the management side.
+    pub(crate) users: parking_lot::RwLock<Users>,
     pub(crate) config: Limits,
     next_id: AtomicU64,
 }
@@ -52,7 +53,7 @@ impl Shared {
         Self {
             store: vhost.store().cloned(),
             vhost: Mutex::new(vhost),
-            users,
+            users: parking_lot::RwLock::new(users),
             config,
             next_id: AtomicU64::new(1),
         }
