@@ -180,18 +180,8 @@ pub async fn persistent_confirms(
     count: usize,
     window: usize,
 ) -> anyhow::Result<Persistent> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
     let q = unique("persistent");
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    let (conn, ch) = durable_queue(url, &q).await?;
     let run = tokio::time::timeout(
         Duration::from_secs(300),
         publish_confirmed(&ch, &q, size, count, window),
@@ -221,6 +211,14 @@ pub async fn fill_durable(
     count: usize,
     window: usize,
 ) -> anyhow::Result<Persistent> {
+    let (conn, ch) = durable_queue(url, q).await?;
+    let run = publish_confirmed(&ch, q, size, count, window).await;
+    let _ = conn.close(200, "done".into()).await;
+    run
+}
+
+/// A connection and channel, with durable queue `q` declared.
+async fn durable_queue(url: &str, q: &str) -> anyhow::Result<(Connection, lapin::Channel)> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.queue_declare(
@@ -232,9 +230,7 @@ pub async fn fill_durable(
         FieldTable::default(),
     )
     .await?;
-    let run = publish_confirmed(&ch, q, size, count, window).await;
-    let _ = conn.close(200, "done".into()).await;
-    run
+    Ok((conn, ch))
 }
 
 /// The number of ready messages in queue `q`.

@@ -24,6 +24,28 @@ async fn channel(b: &broker::BrokerHandle) -> anyhow::Result<(Connection, Channe
     Ok((conn, ch))
 }
 
+/// Starts the broker on `dir` and opens a confirming channel with durable queue `queue`.
+async fn confirming(
+    dir: &Path,
+    queue: &str,
+) -> anyhow::Result<(broker::BrokerHandle, Connection, Channel)> {
+    let b = start(dir).await?;
+    let (conn, ch) = channel(&b).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    ch.queue_declare(queue.into(), durable(), FieldTable::default())
+        .await?;
+    Ok((b, conn, ch))
+}
+
+/// Every message left in `queue` (taken without ack).
+async fn drain(ch: &Channel, queue: &str) -> anyhow::Result<Vec<lapin::message::BasicGetMessage>> {
+    let mut seen = Vec::new();
+    while let Some(m) = get(ch, queue).await? {
+        seen.push(m);
+    }
+    Ok(seen)
+}
+
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -178,11 +200,7 @@ async fn durable_topology_and_persistent_messages_survive_a_restart() -> anyhow:
 async fn unacked_come_back_redelivered_and_acked_do_not() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
-        let b = start(dir.path()).await?;
-        let (conn, ch) = channel(&b).await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.queue_declare("work".into(), durable(), FieldTable::default())
-            .await?;
+        let (b, conn, ch) = confirming(dir.path(), "work").await?;
         for body in ["a", "b", "c"] {
             publish(&ch, "", "work", body.as_bytes(), persistent()).await?;
         }
@@ -212,13 +230,14 @@ async fn unacked_come_back_redelivered_and_acked_do_not() -> anyhow::Result<()> 
     }
     let b = start(dir.path()).await?;
     let (_conn, ch) = channel(&b).await?;
-    let mut seen = Vec::new();
-    while let Some(m) = get(&ch, "work").await? {
-        seen.push((
-            String::from_utf8_lossy(&m.delivery.data).into_owned(),
-            m.delivery.redelivered,
-        ));
-    }
+    let seen: Vec<(String, bool)> = drain(&ch, "work")
+        .await?
+        .into_iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.delivery.data).into_owned();
+            (text, m.delivery.redelivered)
+        })
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -235,11 +254,7 @@ async fn unacked_come_back_redelivered_and_acked_do_not() -> anyhow::Result<()> 
 async fn a_deleted_durable_queue_stays_deleted() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
-        let b = start(dir.path()).await?;
-        let (_conn, ch) = channel(&b).await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.queue_declare("gone".into(), durable(), FieldTable::default())
-            .await?;
+        let (b, _conn, ch) = confirming(dir.path(), "gone").await?;
         publish(&ch, "", "gone", b"x", persistent()).await?;
         ch.queue_delete("gone".into(), Default::default()).await?;
         ch.queue_declare("kept".into(), durable(), FieldTable::default())
@@ -270,11 +285,7 @@ async fn a_deleted_durable_queue_stays_deleted() -> anyhow::Result<()> {
 async fn message_ttl_keeps_running_across_a_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
-        let b = start(dir.path()).await?;
-        let (_conn, ch) = channel(&b).await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.queue_declare("ttl".into(), durable(), FieldTable::default())
-            .await?;
+        let (b, _conn, ch) = confirming(dir.path(), "ttl").await?;
         publish(
             &ch,
             "",
@@ -339,10 +350,11 @@ async fn a_committed_transaction_is_on_disk() -> anyhow::Result<()> {
     }
     let b = start(dir.path()).await?;
     let (_conn, ch) = channel(&b).await?;
-    let mut seen = Vec::new();
-    while let Some(m) = get(&ch, "tx").await? {
-        seen.push(m.delivery.data);
-    }
+    let seen: Vec<Vec<u8>> = drain(&ch, "tx")
+        .await?
+        .into_iter()
+        .map(|m| m.delivery.data)
+        .collect();
     assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
     b.shutdown().await;
     Ok(())
@@ -364,11 +376,7 @@ fn segments(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 }
 
 async fn fill(dir: &Path, n: usize) -> anyhow::Result<()> {
-    let b = start(dir).await?;
-    let (_conn, ch) = channel(&b).await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    ch.queue_declare("q".into(), durable(), FieldTable::default())
-        .await?;
+    let (b, _conn, ch) = confirming(dir, "q").await?;
     for i in 0..n {
         publish(
             &ch,
@@ -387,7 +395,7 @@ async fn bodies(dir: &Path) -> anyhow::Result<Vec<String>> {
     let b = start(dir).await?;
     let (_conn, ch) = channel(&b).await?;
     let mut seen = Vec::new();
-    while let Some(m) = get(&ch, "q").await? {
+    for m in drain(&ch, "q").await? {
         seen.push(String::from_utf8(m.delivery.data)?);
     }
     b.shutdown().await;
