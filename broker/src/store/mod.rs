@@ -37,6 +37,8 @@ pub const SEGMENT_SIZE: u32 = 8 * 1024 * 1024;
 pub struct Store {
     root: PathBuf,
     syncer: Syncer,
+    /// The segment size of every queue log.
+    segment_size: u32,
 }
 
 /// What was on disk at start-up.
@@ -54,6 +56,14 @@ impl Store {
     /// A damaged definitions file stops the start-up with an error rather than
     /// starting empty and then overwriting what could still be rescued.
     pub fn open(root: &Path) -> io::Result<(Self, Recovered)> {
+        Self::open_with_segment_size(root, SEGMENT_SIZE)
+    }
+
+    /// As [`open`](Self::open), with queue logs starting a new segment file at
+    /// `segment_size` bytes instead of [`SEGMENT_SIZE`]. Space is reclaimed a whole
+    /// segment at a time, so smaller segments give space back sooner (the disk alarm
+    /// with a small `max_disk_bytes` needs that).
+    pub fn open_with_segment_size(root: &Path, segment_size: u32) -> io::Result<(Self, Recovered)> {
         std::fs::create_dir_all(root.join("queues"))?;
         let definitions = match std::fs::read(root.join("definitions")) {
             Ok(bytes) => Definitions::decode(&bytes).map_err(|e| {
@@ -69,7 +79,7 @@ impl Store {
         let mut messages = 0usize;
         for def in &definitions.queues {
             let dir = queue_dir(root, def.dir_id);
-            let (log, live) = QueueLog::open(&dir, SEGMENT_SIZE)?;
+            let (log, live) = QueueLog::open(&dir, segment_size)?;
             messages += live.len();
             queues.push((def.clone(), log, live));
         }
@@ -87,6 +97,7 @@ impl Store {
             Self {
                 root: root.to_path_buf(),
                 syncer,
+                segment_size,
             },
             Recovered {
                 definitions,
@@ -107,7 +118,7 @@ impl Store {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
-        QueueLog::open(&dir, SEGMENT_SIZE).map(|(log, _)| log)
+        QueueLog::open(&dir, self.segment_size).map(|(log, _)| log)
     }
 
     /// The sync thread.
