@@ -6,6 +6,13 @@
 //! [`Outbox`], which a separate writer task flushes with one write per wake-up.
 //! Publisher confirms are coalesced once per read batch.
 //!
+//! While the disk alarm is on (see `crate::alarm`), a connection that publishes is
+//! blocked as RabbitMQ blocks it: after the batch holding the `basic.publish`, it gets
+//! `connection.blocked` (if it announced that capability) and its socket is no longer
+//! read until the alarm clears, when it gets `connection.unblocked`. Deliveries,
+//! confirms and our heartbeats still go out, and the client's missed heartbeats are
+//! not held against it meanwhile. Connections that only consume are never blocked.
+//!
 //! Errors follow RabbitMQ: a channel error closes one channel, a connection error sends
 //! `connection.close` and waits (briefly) for `close-ok`. Whatever ends the connection,
 //! its channels' unacked messages go back to their queues and its exclusive queues go.
@@ -15,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::protocol::{AMQPClass, channel, connection};
+use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,6 +70,12 @@ struct Connection {
     heartbeat: u16,
     user: String,
     cancel_notify: bool,
+    /// The client understands `connection.blocked` and `connection.unblocked`.
+    blocked_notify: bool,
+    /// The disk alarm is on: the next `basic.publish` blocks the connection.
+    alarm_on: bool,
+    /// Blocked by the alarm: the socket is not read until it clears.
+    blocked: bool,
     /// The client understands `connection.close` after a refused login.
     auth_failure_close: bool,
     /// The client sent `connection.close` and got `close-ok`.
@@ -98,6 +111,9 @@ pub(crate) async fn serve(
         heartbeat: 0,
         user: String::new(),
         cancel_notify: false,
+        blocked_notify: false,
+        alarm_on: false,
+        blocked: false,
         auth_failure_close: false,
         client_closed: false,
         channels: HashMap::new(),
@@ -114,8 +130,15 @@ pub(crate) async fn serve(
         .await
     {
         conn.send_start();
-        conn.read_loop(&mut rd, &mut buf, handshake_deadline, &mut shutdown)
-            .await;
+        let mut alarm = conn.shared.alarm.subscribe();
+        conn.read_loop(
+            &mut rd,
+            &mut buf,
+            handshake_deadline,
+            &mut shutdown,
+            &mut alarm,
+        )
+        .await;
         if conn.phase == Phase::Done && conn.client_closed {
             // As RabbitMQ: after close-ok, let the client close the socket first (up to
             // its heartbeat timeout, at most 30 s), so it never sees EOF before close-ok.
@@ -230,8 +253,11 @@ impl Connection {
         buf: &mut BytesMut,
         handshake_deadline: Instant,
         shutdown: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<bool>,
     ) {
         let mut last_read = Instant::now();
+        self.alarm_on = *alarm.borrow_and_update();
+        let mut alarm_open = true;
         let mut next_beat: Option<Instant> = None;
         let mut shutting_down = *shutdown.borrow();
         if shutting_down {
@@ -259,9 +285,11 @@ impl Connection {
                 timer.as_mut().reset(wake);
             }
             let synced = Arc::clone(&self.synced);
+            // A blocked connection is not read, unless it is closing.
+            let reading = !self.blocked || self.phase != Phase::Running;
             tokio::select! {
                 () = synced.notified() => self.awaiting = None,
-                read = rd.read_buf(buf) => match read {
+                read = rd.read_buf(buf), if reading => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => last_read = Instant::now(),
                 },
@@ -281,6 +309,17 @@ impl Connection {
                     }
                     let deadline = self.read_deadline(handshake_deadline, last_read);
                     timer.as_mut().reset(next_beat.map_or(deadline, |b| b.min(deadline)));
+                }
+                changed = alarm.changed(), if alarm_open => {
+                    if changed.is_err() {
+                        alarm_open = false;
+                    }
+                    self.alarm_on = *alarm.borrow_and_update();
+                    if !self.alarm_on && self.blocked {
+                        self.unblock();
+                        // The client's silence while we did not read is not held against it.
+                        last_read = Instant::now();
+                    }
                 }
                 changed = shutdown.changed(), if !shutting_down => {
                     shutting_down = true;
@@ -303,7 +342,9 @@ impl Connection {
             Phase::Closing => self
                 .close_deadline
                 .unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT),
-            _ if self.heartbeat > 0 => {
+            // We do not read a blocked client, so cannot tell whether it is silent (as
+            // RabbitMQ, which pauses its heartbeat monitor then).
+            _ if self.heartbeat > 0 && !self.blocked => {
                 last_read + Duration::from_secs(u64::from(self.heartbeat) * 2)
             }
             _ => Instant::now() + Duration::from_secs(86400),
@@ -380,6 +421,11 @@ impl Connection {
             )
             .on_method(10, connection_method_id(&m))),
             Frame::Method(id, method) => {
+                if self.alarm_on
+                    && matches!(method, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
+                {
+                    self.block();
+                }
                 let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
                 self.with_channel(id, |ch, ctx| ch.method(ctx, method))
                     .map_err(|e| e.on_method(ids.0, ids.1))
@@ -581,6 +627,7 @@ impl Connection {
             let flag =
                 |name: &str| matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)));
             self.cancel_notify = flag("consumer_cancel_notify");
+            self.blocked_notify = flag("connection.blocked");
             self.auth_failure_close = flag("authentication_failure_close");
         }
         let mechanism = ok.mechanism.as_str();
@@ -646,6 +693,35 @@ impl Connection {
         } else {
             self.phase = Phase::Closing;
             self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+        }
+    }
+
+    /// A publish came while the alarm is on: stop reading after this batch.
+    fn block(&mut self) {
+        if self.blocked {
+            return;
+        }
+        self.blocked = true;
+        tracing::debug!(conn = self.id, peer = %self.peer, "blocked by the disk alarm");
+        if self.blocked_notify {
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: crate::alarm::BLOCKED_REASON.into(),
+                })),
+            );
+        }
+    }
+
+    /// The alarm cleared: read again.
+    fn unblock(&mut self) {
+        self.blocked = false;
+        tracing::debug!(conn = self.id, peer = %self.peer, "unblocked");
+        if self.blocked_notify && !matches!(self.phase, Phase::Closing | Phase::Done) {
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            );
         }
     }
 

@@ -13,7 +13,9 @@
 //!
 //! The data path of a publish, from socket to socket:
 //!
-//! - `server`: accepts sockets and spawns one connection task each; sweeps TTLs.
+//! - `server`: accepts sockets and spawns one connection task each; sweeps TTLs and
+//!   checks the disk alarm (`alarm`), which blocks publishing connections while the
+//!   store is failing or full.
 //! - [`connection`]: handshake (start, tune, open), heartbeats, the read loop; hands
 //!   each frame to its channel and turns errors into `channel.close` or
 //!   `connection.close` as RabbitMQ does.
@@ -33,6 +35,7 @@
 //!
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
+mod alarm;
 pub mod auth;
 pub mod channel;
 pub mod connection;
@@ -70,6 +73,8 @@ impl Broker {
             users: Users::default(),
             limits: Limits::default(),
             data_dir: None,
+            max_disk_bytes: None,
+            disk_free_limit: None,
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct BrokerBuilder {
     users: Users,
     limits: Limits,
     data_dir: Option<PathBuf>,
+    max_disk_bytes: Option<u64>,
+    disk_free_limit: Option<u64>,
 }
 
 impl BrokerBuilder {
@@ -89,6 +96,30 @@ impl BrokerBuilder {
     /// the broker keeps everything in memory.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Raises the disk alarm while the durable queues' logs hold more than `bytes`
+    /// (default: no limit): connections that publish are blocked, as RabbitMQ does,
+    /// until consumers have drained enough. Needs [`data_dir`](Self::data_dir).
+    ///
+    /// Space is reclaimed a whole segment file at a time, and a queue's last segment
+    /// only once a newer one starts; so that a drained queue cannot hold the store over
+    /// the limit, segments are made at most a quarter of `bytes` (normally 8 MiB).
+    ///
+    /// The alarm is also raised, with or without a limit, while the store's writes fail
+    /// (a full disk): nothing is confirmed then, and publishers are blocked until the
+    /// writes succeed again.
+    pub fn max_disk_bytes(mut self, bytes: u64) -> Self {
+        self.max_disk_bytes = Some(bytes);
+        self
+    }
+
+    /// Raises the disk alarm while the filesystem holding the data directory has fewer
+    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default: not checked).
+    /// Needs [`data_dir`](Self::data_dir).
+    pub fn disk_free_limit(mut self, bytes: u64) -> Self {
+        self.disk_free_limit = Some(bytes);
         self
     }
 
@@ -123,12 +154,23 @@ impl BrokerBuilder {
         let addr = listener.local_addr()?;
         let vhost = match &self.data_dir {
             Some(dir) => {
-                let (store, recovered) = store::Store::open(dir)?;
+                let segment_size = self.max_disk_bytes.map_or(store::SEGMENT_SIZE, |max| {
+                    u32::try_from(max / 4)
+                        .unwrap_or(u32::MAX)
+                        .min(store::SEGMENT_SIZE)
+                });
+                let (store, recovered) = store::Store::open_with_segment_size(dir, segment_size)?;
                 vhost::VHost::with_store(Arc::new(store), recovered)
             }
             None => vhost::VHost::new(),
         };
-        let shared = Arc::new(server::Shared::new(self.users, self.limits, vhost));
+        let mut shared = server::Shared::new(self.users, self.limits, vhost);
+        shared.alarm = alarm::DiskAlarm::new(alarm::AlarmConfig {
+            max_disk_bytes: self.max_disk_bytes,
+            disk_free_limit: self.disk_free_limit,
+            data_dir: self.data_dir.clone(),
+        });
+        let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(server::run(listener, shared, rx));
         tracing::info!(%addr, "broker listening");

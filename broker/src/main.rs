@@ -35,6 +35,15 @@ struct Args {
     /// restart.
     #[arg(long, env = "BROKER_DATA_DIR", value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Block publishers (disk alarm) while the durable queues' logs hold more than this
+    /// many bytes. Needs --data-dir. Default: no limit.
+    #[arg(long, env = "BROKER_MAX_DISK_BYTES", value_name = "BYTES")]
+    max_disk_bytes: Option<u64>,
+    /// Block publishers (disk alarm) while the data directory's filesystem has fewer
+    /// than this many bytes available, as RabbitMQ's disk_free_limit. Needs --data-dir.
+    /// Default: not checked.
+    #[arg(long, env = "BROKER_DISK_FREE_LIMIT", value_name = "BYTES")]
+    disk_free_limit: Option<u64>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -74,6 +83,12 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dir(dir);
+    }
+    if let Some(bytes) = args.max_disk_bytes {
+        builder = builder.max_disk_bytes(bytes);
+    }
+    if let Some(bytes) = args.disk_free_limit {
+        builder = builder.disk_free_limit(bytes);
     }
     for user in &args.users {
         let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;

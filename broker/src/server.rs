@@ -1,5 +1,6 @@
 //! The listener: accepts sockets, spawns a [`crate::connection`] task for each, runs the
-//! housekeeping tick (message TTL, `x-expires`), and shuts everything down on request.
+//! housekeeping tick (message TTL, `x-expires`, the disk alarm), and shuts everything
+//! down on request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::alarm::DiskAlarm;
 use crate::auth::Users;
 use crate::store::Store;
 use crate::vhost::VHost;
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     /// Users, vhosts and permissions; changed at run time by the management side.
     pub(crate) users: parking_lot::RwLock<Users>,
     pub(crate) config: Limits,
+    /// On while publishers must be blocked (see [`crate::alarm`]).
+    pub(crate) alarm: DiskAlarm,
     next_id: AtomicU64,
 }
 
@@ -55,6 +59,7 @@ impl Shared {
             vhost: Mutex::new(vhost),
             users: parking_lot::RwLock::new(users),
             config,
+            alarm: DiskAlarm::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -88,7 +93,14 @@ pub(crate) async fn run(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = sweep.tick() => shared.vhost.lock().sweep(std::time::Instant::now()),
+            _ = sweep.tick() => {
+                let mut vhost = shared.vhost.lock();
+                vhost.sweep(std::time::Instant::now());
+                let bytes = vhost.store_bytes();
+                drop(vhost);
+                let failing = shared.store.as_ref().is_some_and(|s| s.syncer().failing());
+                shared.alarm.check(failing, bytes);
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {

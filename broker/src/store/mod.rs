@@ -37,6 +37,8 @@ pub const SEGMENT_SIZE: u32 = 8 * 1024 * 1024;
 pub struct Store {
     root: PathBuf,
     syncer: Syncer,
+    /// The segment size of every queue log.
+    segment_size: u32,
 }
 
 /// One durable queue read back.
@@ -68,6 +70,14 @@ impl Store {
     /// A damaged definitions file stops the start-up with an error rather than
     /// starting empty and then overwriting what could still be rescued.
     pub fn open(root: &Path) -> io::Result<(Self, Recovered)> {
+        Self::open_with_segment_size(root, SEGMENT_SIZE)
+    }
+
+    /// As [`open`](Self::open), with queue logs starting a new segment file at
+    /// `segment_size` bytes instead of [`SEGMENT_SIZE`]. Space is reclaimed a whole
+    /// segment at a time, so smaller segments give space back sooner (the disk alarm
+    /// with a small `max_disk_bytes` needs that).
+    pub fn open_with_segment_size(root: &Path, segment_size: u32) -> io::Result<(Self, Recovered)> {
         std::fs::create_dir_all(root.join("queues"))?;
         let definitions = match std::fs::read(root.join("definitions")) {
             Ok(bytes) => Definitions::decode(&bytes).map_err(|e| {
@@ -84,7 +94,7 @@ impl Store {
         for def in &definitions.queues {
             let dir = queue_dir(root, def.dir_id);
             let (log, live, paged) =
-                QueueLog::open_paged(&dir, SEGMENT_SIZE, crate::queue::PAGE_OUT_AT)?;
+                QueueLog::open_paged(&dir, segment_size, crate::queue::PAGE_OUT_AT)?;
             messages += live.len() as u64 + paged.map_or(0, |(_, n)| n);
             queues.push(RecoveredQueue {
                 def: def.clone(),
@@ -107,6 +117,7 @@ impl Store {
             Self {
                 root: root.to_path_buf(),
                 syncer,
+                segment_size,
             },
             Recovered {
                 definitions,
@@ -127,7 +138,7 @@ impl Store {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
-        QueueLog::open(&dir, SEGMENT_SIZE).map(|(log, _)| log)
+        QueueLog::open(&dir, self.segment_size).map(|(log, _)| log)
     }
 
     /// The sync thread.

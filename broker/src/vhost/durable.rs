@@ -214,6 +214,19 @@ impl VHost {
         s.next_ticket += 1;
         s.store.syncer().submit(Batch { ticket, jobs });
     }
+
+    /// Bytes the durable queues' logs hold on disk (or are about to), for the disk
+    /// alarm's `max_disk_bytes`. 0 without a store.
+    pub fn store_bytes(&self) -> u64 {
+        let Some(s) = self.store.as_ref() else {
+            return 0;
+        };
+        s.durable
+            .iter()
+            .filter_map(|name| self.queues.get(name)?.log.as_ref())
+            .map(|d| d.log.disk_bytes())
+            .sum()
+    }
 }
 
 /// The durable part of the topology.
