@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// Users, vhosts and permissions; changed at run time by the management side.
     pub(crate) users: parking_lot::RwLock<Users>,
     pub(crate) config: Limits,
+    /// Live connections, for the management API.
+    pub(crate) registry: crate::management::registry::Registry,
     next_id: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl Shared {
             vhost: Mutex::new(vhost),
             users: parking_lot::RwLock::new(users),
             config,
+            registry: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }
