@@ -86,6 +86,8 @@ struct Connection {
     synced: Arc<tokio::sync::Notify>,
     /// The ticket `synced` is registered for.
     awaiting: Option<u64>,
+    /// Woken when the management API asks this connection to close.
+    kill: Arc<tokio::sync::Notify>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -96,10 +98,12 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, wr) = stream.into_split();
     let outbox = Arc::new(Outbox::default());
     let writer = tokio::spawn(write_loop(wr, Arc::clone(&outbox)));
     let id = shared.next_connection_id();
+    let kill = shared.registry.register(id, peer, local);
     let mut conn = Connection {
         id,
         peer,
@@ -120,6 +124,7 @@ pub(crate) async fn serve(
         close_deadline: None,
         synced: Arc::new(tokio::sync::Notify::new()),
         awaiting: None,
+        kill,
     };
     tracing::debug!(conn = id, %peer, "accepted");
 
@@ -152,6 +157,7 @@ pub(crate) async fn serve(
         }
     }
     conn.release();
+    conn.shared.registry.unregister(id);
     conn.outbox.close();
     let _ = writer.await;
     tracing::debug!(conn = id, %peer, "closed");
@@ -266,6 +272,7 @@ impl Connection {
         // One timer for heartbeats and deadlines, re-armed only when it fires or a
         // deadline moves earlier: no timer churn per read on the hot path.
         let timer = tokio::time::sleep_until(handshake_deadline);
+        let kill = Arc::clone(&self.kill);
         tokio::pin!(timer);
         loop {
             // Frames already buffered first: a batch is processed before confirms flush.
@@ -289,6 +296,10 @@ impl Connection {
             let reading = !self.blocked || self.phase != Phase::Running;
             tokio::select! {
                 () = synced.notified() => self.awaiting = None,
+                () = kill.notified() => {
+                    let reason = self.shared.registry.close_reason(self.id);
+                    self.close_with(AmqpError::connection(code::CONNECTION_FORCED, reason));
+                }
                 read = rd.read_buf(buf), if reading => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => last_read = Instant::now(),
@@ -588,6 +599,12 @@ impl Connection {
                     .on_method(10, 40));
                 }
                 self.phase = Phase::Running;
+                self.shared.registry.opened(
+                    self.id,
+                    &self.user,
+                    open.virtual_host.as_str(),
+                    (self.frame_max, self.channel_max, self.heartbeat),
+                );
                 self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                 Ok(())
             }

@@ -32,6 +32,8 @@
 //!   durable queues go to per-queue segment files; a sync thread group-commits them
 //!   and only then are their publisher confirms sent.
 //! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
+//! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
+//!   [`ctl`] is the `broker ctl` client of it.
 //!
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
@@ -39,9 +41,11 @@ mod alarm;
 pub mod auth;
 pub mod channel;
 pub mod connection;
+pub mod ctl;
 pub mod error;
 pub mod exchange;
 pub mod frame;
+pub mod management;
 pub mod message;
 pub mod outbox;
 pub mod properties;
@@ -75,6 +79,7 @@ impl Broker {
             data_dir: None,
             max_disk_bytes: None,
             disk_free_limit: None,
+            management: None,
         }
     }
 }
@@ -88,9 +93,17 @@ pub struct BrokerBuilder {
     data_dir: Option<PathBuf>,
     max_disk_bytes: Option<u64>,
     disk_free_limit: Option<u64>,
+    management: Option<SocketAddr>,
 }
 
 impl BrokerBuilder {
+    /// Also serves the management HTTP API and `/metrics` on `addr` (port 0 picks a
+    /// free port; see [`BrokerHandle::management_addr`]). Off by default.
+    pub fn management(mut self, addr: SocketAddr) -> Self {
+        self.management = Some(addr);
+        self
+    }
+
     /// Keeps durable exchanges, queues and bindings, and persistent messages in durable
     /// queues, in `dir`, and recovers them from it at start. Without it (the default)
     /// the broker keeps everything in memory.
@@ -152,6 +165,11 @@ impl BrokerBuilder {
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
         let listener = server::bind(self.listen).await?;
         let addr = listener.local_addr()?;
+        let management = match self.management {
+            Some(at) => Some(tokio::net::TcpListener::bind(at).await?),
+            None => None,
+        };
+        let management_addr = management.as_ref().map(|l| l.local_addr()).transpose()?;
         let vhost = match &self.data_dir {
             Some(dir) => {
                 let segment_size = self.max_disk_bytes.map_or(store::SEGMENT_SIZE, |max| {
@@ -172,12 +190,19 @@ impl BrokerBuilder {
         });
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
+        let management_task =
+            management.map(|l| tokio::spawn(management::serve(l, Arc::clone(&shared), rx.clone())));
         let task = tokio::spawn(server::run(listener, shared, rx));
         tracing::info!(%addr, "broker listening");
+        if let Some(at) = management_addr {
+            tracing::info!(%at, "management API listening");
+        }
         Ok(BrokerHandle {
             addr,
+            management_addr,
             shutdown: tx,
             task: Some(task),
+            management_task,
         })
     }
 }
@@ -186,14 +211,21 @@ impl BrokerBuilder {
 #[derive(Debug)]
 pub struct BrokerHandle {
     addr: SocketAddr,
+    management_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    management_task: Option<JoinHandle<()>>,
 }
 
 impl BrokerHandle {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the management API, if it was enabled.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
@@ -207,6 +239,16 @@ impl BrokerHandle {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(task) = self.management_task.take() {
+            // Idle keep-alive clients must not hold the shutdown up.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
     }
 }

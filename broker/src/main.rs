@@ -1,12 +1,36 @@
-//! `broker`: the built-in AMQP 0-9-1 broker as a standalone server.
+//! `broker`: the built-in AMQP 0-9-1 broker as a standalone server, and `broker ctl`,
+//! a `rabbitmqctl`-like client of its management API.
 
 use std::net::SocketAddr;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+/// The management API's address when `--management-listen` is not given.
+const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
 
 /// An AMQP 0-9-1 broker that clients accept as RabbitMQ (in memory, single node).
 #[derive(Debug, Parser)]
-#[command(name = "broker", version, about)]
+#[command(
+    name = "broker",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Talk to a running broker's management API, as rabbitmqctl does.
+    Ctl(broker::ctl::CtlArgs),
+}
+
+/// Serving options.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Address to listen on for AMQP connections.
     #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0:5672")]
@@ -44,13 +68,29 @@ struct Args {
     /// Default: not checked.
     #[arg(long, env = "BROKER_DISK_FREE_LIMIT", value_name = "BYTES")]
     disk_free_limit: Option<u64>,
+    /// Address of the management HTTP API and `/metrics`, or `off` [default:
+    /// 127.0.0.1:15672; if that default is taken the broker starts without it].
+    #[arg(long, env = "BROKER_MANAGEMENT_LISTEN", value_name = "ADDR|off")]
+    management_listen: Option<String>,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Ctl(ctl)) = cli.command {
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = broker::ctl::run(&ctl, &mut stdout) {
+            eprintln!("Error: {e}");
+            std::process::exit(match e {
+                broker::ctl::CtlError::Unreachable { .. } => 69,
+                _ => 1,
+            });
+        }
+        return Ok(());
+    }
+    let args = cli.args;
     let runtime = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -94,8 +134,27 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
         builder = builder.user(name, password);
     }
-    let handle = builder.start().await?;
+    let (management, explicit) = match args.management_listen.as_deref() {
+        Some("off" | "none" | "") => (None, true),
+        Some(addr) => (Some(addr.parse::<SocketAddr>()?), true),
+        None => (Some(DEFAULT_MANAGEMENT.parse::<SocketAddr>()?), false),
+    };
+    let mut unavailable = None;
+    let handle = match management {
+        Some(at) => match builder.clone().management(at).start().await {
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::AddrInUse => {
+                unavailable = Some(at);
+                builder.start().await?
+            }
+            other => other?,
+        },
+        None => builder.start().await?,
+    };
+    // The first line on stdout is the AMQP address (scripts and tests read it).
     println!("broker listening on amqp://{}", handle.local_addr());
+    if let Some(at) = unavailable {
+        tracing::warn!(%at, "management address in use; running without the management API");
+    }
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
     handle.shutdown().await;

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) config: Limits,
     /// On while publishers must be blocked (see [`crate::alarm`]).
     pub(crate) alarm: DiskAlarm,
+    /// Live connections, for the management API.
+    pub(crate) registry: crate::management::registry::Registry,
     next_id: AtomicU64,
 }
 
@@ -60,6 +62,7 @@ impl Shared {
             users: parking_lot::RwLock::new(users),
             config,
             alarm: DiskAlarm::default(),
+            registry: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -132,6 +132,7 @@ impl VHost {
             }
         }
         let remaining = q.ready(now);
+        self.stats.count_delivery(no_ack, qm.redelivered, true);
         let ch = self.channel(key)?;
         ch.last_tag += 1;
         let tag = ch.last_tag;
@@ -223,6 +224,7 @@ impl VHost {
     /// `basic.ack`.
     pub fn ack(&mut self, key: ChannelKey, tag: u64, multiple: bool) -> Result<(), AmqpError> {
         let taken = self.take_unacked(key, tag, multiple)?;
+        self.stats.ack += taken.len() as u64;
         self.forget(&taken);
         self.redispatch(key, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())

@@ -30,9 +30,14 @@ use crate::store::log::{Location, Record};
 
 mod consume;
 mod durable;
+mod inspect;
 mod topology;
 
 pub use durable::{StoreState, stored_to_queued};
+pub use inspect::{
+    BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
+    QueueSnapshot,
+};
 
 /// The pseudo-queue a client consumes from to use direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -175,6 +180,8 @@ pub struct VHost {
     channels: HashMap<ChannelKey, ChannelState>,
     reply_tokens: HashMap<String, ChannelKey>,
     store: Option<StoreState>,
+    /// Message counters for the management API and `/metrics`.
+    stats: MessageStats,
 }
 
 impl Default for VHost {
@@ -206,6 +213,7 @@ impl VHost {
             channels: HashMap::new(),
             reply_tokens: HashMap::new(),
             store: None,
+            stats: MessageStats::default(),
         }
     }
 
@@ -355,6 +363,7 @@ impl VHost {
         mut message: Message,
     ) -> Routed {
         let now = Instant::now();
+        self.stats.publish += 1;
         message.expires_at = message.ttl.map(|ttl| now + ttl);
         let returned = |message| Routed {
             returned: Some(message),
@@ -515,6 +524,8 @@ impl VHost {
                 }
             }
             if let Some(ch) = self.channels.get_mut(&consumer.channel) {
+                self.stats
+                    .count_delivery(consumer.no_ack, qm.redelivered, false);
                 ch.last_tag += 1;
                 let tag = ch.last_tag;
                 let m = &qm.message;

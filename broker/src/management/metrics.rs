@@ -1,0 +1,185 @@
+//! `/metrics`: Prometheus text exposition with the metric names of RabbitMQ's
+//! prometheus plugin (per-queue gauges as its `/metrics/per-object` gives them).
+
+use std::fmt::Write;
+
+use crate::server::Shared;
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Resident memory of this process in bytes (Linux: `VmRSS` of `/proc/self/status`).
+pub(crate) fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Reads one per-queue gauge off a snapshot.
+type QueueGauge = fn(&crate::vhost::QueueSnapshot) -> u64;
+
+/// The whole exposition.
+pub(crate) fn render(shared: &Shared) -> String {
+    let (queues, channels, consumers, stats) = {
+        let mut v = shared.vhost.lock();
+        (
+            v.queue_snapshots(),
+            v.channel_snapshots().len(),
+            v.consumer_snapshots().len(),
+            v.message_stats(),
+        )
+    };
+    let connections = shared.registry.snapshot().len();
+    let (opened, closed) = shared.registry.totals();
+    let mut out = String::with_capacity(1024 + queues.len() * 300);
+    let per_queue: [(&str, &str, QueueGauge); 4] = [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            |q| u64::from(q.messages_ready),
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |q| u64::from(q.messages_unacknowledged),
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages",
+            |q| u64::from(q.messages_ready) + u64::from(q.messages_unacknowledged),
+        ),
+        ("rabbitmq_queue_consumers", "Consumers on a queue", |q| {
+            u64::from(q.consumers)
+        }),
+    ];
+    for (name, help, get) in per_queue {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for q in &queues {
+            let _ = writeln!(
+                out,
+                "{name}{{vhost=\"/\",queue=\"{}\"}} {}",
+                label(&q.name),
+                get(q)
+            );
+        }
+    }
+    metric(
+        &mut out,
+        "rabbitmq_queues",
+        "gauge",
+        "Queues available",
+        queues.len() as u64,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        connections as u64,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        channels as u64,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_consumers",
+        "gauge",
+        "Consumers currently connected",
+        consumers as u64,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_connections_opened_total",
+        "counter",
+        "Total number of connections opened",
+        opened,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_connections_closed_total",
+        "counter",
+        "Total number of connections closed or terminated",
+        closed,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_received_total",
+        "counter",
+        "Total number of messages received from publishers",
+        stats.publish,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_delivered_total",
+        "counter",
+        "Total number of messages delivered to consumers (consume and get, with and without ack)",
+        stats.deliver_get(),
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+        "counter",
+        "Total number of messages delivered to consumers using manual acknowledgement mode",
+        stats.deliver,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+        "counter",
+        "Total number of messages delivered to consumers using automatic acknowledgement mode",
+        stats.deliver_no_ack,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_acknowledged_total",
+        "counter",
+        "Total number of messages acknowledged by consumers",
+        stats.ack,
+    );
+    metric(
+        &mut out,
+        "rabbitmq_global_messages_redelivered_total",
+        "counter",
+        "Total number of messages redelivered to consumers",
+        stats.redeliver,
+    );
+    if let Some(rss) = resident_memory() {
+        metric(
+            &mut out,
+            "rabbitmq_process_resident_memory_bytes",
+            "gauge",
+            "Memory used in bytes",
+            rss,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_rss_is_read() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        if cfg!(target_os = "linux") {
+            assert!(resident_memory().is_some_and(|b| b > 0));
+        }
+    }
+}
