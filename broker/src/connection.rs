@@ -62,6 +62,8 @@ struct Connection {
     channel_max: u16,
     heartbeat: u16,
     user: String,
+    /// The vhost named in `connection.open`.
+    vhost_name: String,
     cancel_notify: bool,
     /// The client understands `connection.close` after a refused login.
     auth_failure_close: bool,
@@ -97,6 +99,7 @@ pub(crate) async fn serve(
         channel_max: 0,
         heartbeat: 0,
         user: String::new(),
+        vhost_name: String::new(),
         cancel_notify: false,
         auth_failure_close: false,
         client_closed: false,
@@ -414,6 +417,9 @@ impl Connection {
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
             store: self.shared.store.as_deref(),
+            users: &self.shared.users,
+            vhost_name: &self.vhost_name,
+            max_message_size: self.shared.config.max_message_size,
         };
         match f(ch, &ctx) {
             Err(e) if e.scope == Scope::Channel => {
@@ -534,13 +540,21 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, M::Open(open)) => {
-                if open.virtual_host.as_str() != "/" {
+                let vhost = open.virtual_host.as_str();
+                if vhost != "/" {
+                    // One vhost is served; others are unknown whatever the user table says.
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
-                        format_args!("vhost {} not found", open.virtual_host),
+                        format_args!("vhost {vhost} not found"),
                     )
                     .on_method(10, 40));
                 }
+                self.shared
+                    .users
+                    .read()
+                    .check_vhost(&self.user, vhost)
+                    .map_err(|e| e.on_method(10, 40))?;
+                self.vhost_name = vhost.to_owned();
                 self.phase = Phase::Running;
                 self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                 Ok(())
@@ -661,6 +675,9 @@ impl Connection {
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
             store: self.shared.store.as_deref(),
+            users: &self.shared.users,
+            vhost_name: &self.vhost_name,
+            max_message_size: self.shared.config.max_message_size,
         };
         let mut awaited: Option<u64> = None;
         for ch in self.channels.values_mut() {
