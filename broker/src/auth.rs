@@ -511,6 +511,12 @@ mod tests {
             .authenticate(&good, "PLAIN", remote)
             .expect_err("remote guest");
         assert_eq!(err.code, code::ACCESS_REFUSED);
+        // `--loopback-users ""`: nobody is limited to loopback.
+        let mut open = Users::default();
+        open.set_loopback_users(Vec::new());
+        assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
+        open.set_loopback_users(vec!["other".into()]);
+        assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
     }
 
     #[test]

@@ -848,3 +848,46 @@ fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_permission_is_reread_after_the_user_table_changes() {
+        let mut users = Users::default();
+        users.add_user("u", "pw", vec![]);
+        users
+            .set_permissions("u", "/", "", "^app\\.", "")
+            .expect("permissions");
+        let users = RwLock::new(users);
+        let outbox = Arc::new(Outbox::default());
+        let vhost = Mutex::new(VHost::new());
+        let ctx = Ctx {
+            conn: 1,
+            user: "u",
+            outbox: &outbox,
+            vhost: &vhost,
+            frame_max: 131_072,
+            store: None,
+            users: &users,
+            vhost_name: "/",
+            max_message_size: MAX_MESSAGE_SIZE,
+        };
+        let mut ch = Channel::new(1);
+        let x = ShortString::from("app.x");
+        assert!(ch.check_write(&ctx, &x).is_ok());
+        assert!(ch.check_write(&ctx, &x).is_ok(), "cached");
+        users
+            .write()
+            .set_permissions("u", "/", "", "^other\\.", "")
+            .expect("permissions");
+        let err = ch.check_write(&ctx, &x).expect_err("revoked");
+        assert_eq!(
+            err.text,
+            "ACCESS_REFUSED - access to exchange 'app.x' in vhost '/' refused for user 'u'"
+        );
+        users.write().clear_permissions("u", "/");
+        assert!(ch.check_write(&ctx, &ShortString::from("other.x")).is_err());
+    }
+}
