@@ -83,6 +83,10 @@ pub struct User {
 
 /// A user's rights in one vhost: regular expressions over resource names, as
 /// RabbitMQ's `set_permissions` takes them.
+///
+/// As in RabbitMQ (`re:run/3`), a pattern matches if it matches anywhere in the name:
+/// `app` allows `myapp.q`; anchor it (`^app\\.`) to mean a prefix. An empty pattern
+/// stands for `^$`, which no real resource name matches.
 #[derive(Debug, Clone)]
 pub struct Permission {
     /// Declare and delete (queues, exchanges).
@@ -95,10 +99,11 @@ pub struct Permission {
 }
 
 impl Permission {
-    /// Compiles the three patterns (anchored as RabbitMQ anchors them: the whole name).
+    /// Compiles the three patterns (unanchored, as RabbitMQ runs them).
     pub fn new(configure: &str, write: &str, read: &str) -> Result<Self, AuthError> {
         let compile = |p: &str| {
-            regex::Regex::new(&format!("^(?:{p})$"))
+            let source = if p.is_empty() { "^$" } else { p };
+            regex::Regex::new(source)
                 .map_err(|e| AuthError::BadPattern(p.to_owned(), e.to_string()))
         };
         Ok(Self {
@@ -111,13 +116,12 @@ impl Permission {
 
     /// Whether `name` may be configured, written or read.
     pub fn allows(&self, access: Access, name: &str) -> bool {
-        // RabbitMQ: an empty pattern matches nothing (not even the empty name).
-        let (pattern, m) = match access {
-            Access::Configure => (&self.configure, &self.matchers[0]),
-            Access::Write => (&self.write, &self.matchers[1]),
-            Access::Read => (&self.read, &self.matchers[2]),
+        let m = match access {
+            Access::Configure => &self.matchers[0],
+            Access::Write => &self.matchers[1],
+            Access::Read => &self.matchers[2],
         };
-        !pattern.is_empty() && m.is_match(name)
+        m.is_match(name)
     }
 }
 
@@ -139,6 +143,25 @@ impl Access {
             Access::Configure => "configure",
             Access::Write => "write",
             Access::Read => "read",
+        }
+    }
+}
+
+/// The kinds of resource permissions are checked on, as named in refusal texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A queue.
+    Queue,
+    /// An exchange (the default exchange is checked as `amq.default`, as RabbitMQ does).
+    Exchange,
+}
+
+impl Resource {
+    /// RabbitMQ's word for it in reply texts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Queue => "queue",
+            Resource::Exchange => "exchange",
         }
     }
 }
@@ -165,6 +188,8 @@ pub struct Users {
     /// (user, vhost) to rights.
     permissions: std::collections::BTreeMap<(String, String), Permission>,
     loopback_only: Vec<String>,
+    /// Bumped by every change, so channels can cache what they checked.
+    generation: u64,
 }
 
 impl Default for Users {
@@ -176,6 +201,7 @@ impl Default for Users {
             vhosts: std::iter::once("/".to_owned()).collect(),
             permissions: Default::default(),
             loopback_only: vec!["guest".to_owned()],
+            generation: 0,
         };
         users.add("guest", "guest");
         users
@@ -186,6 +212,7 @@ impl Users {
     /// Adds or replaces a user with the `administrator` tag and full rights on `/`
     /// (what `--user` and the builder's `user` give).
     pub fn add(&mut self, user: &str, password: &str) {
+        self.generation += 1;
         self.add_user(user, password, vec!["administrator".to_owned()]);
         if let Ok(all) = Permission::new(".*", ".*", ".*") {
             self.permissions
@@ -195,6 +222,7 @@ impl Users {
 
     /// Adds or replaces a user (no permissions yet), as `rabbitmqctl add_user`.
     pub fn add_user(&mut self, user: &str, password: &str, tags: Vec<String>) {
+        self.generation += 1;
         self.users.insert(
             user.to_owned(),
             User {
@@ -206,6 +234,7 @@ impl Users {
 
     /// Deletes a user and its permissions.
     pub fn delete_user(&mut self, user: &str) -> Result<(), AuthError> {
+        self.generation += 1;
         self.users
             .remove(user)
             .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
@@ -215,6 +244,7 @@ impl Users {
 
     /// Changes a user's password.
     pub fn change_password(&mut self, user: &str, password: &str) -> Result<(), AuthError> {
+        self.generation += 1;
         let u = self
             .users
             .get_mut(user)
@@ -225,6 +255,7 @@ impl Users {
 
     /// Replaces a user's tags.
     pub fn set_tags(&mut self, user: &str, tags: Vec<String>) -> Result<(), AuthError> {
+        self.generation += 1;
         let u = self
             .users
             .get_mut(user)
@@ -250,11 +281,13 @@ impl Users {
 
     /// Adds a vhost (existing is fine).
     pub fn add_vhost(&mut self, vhost: &str) {
+        self.generation += 1;
         self.vhosts.insert(vhost.to_owned());
     }
 
     /// Deletes a vhost and every permission on it.
     pub fn delete_vhost(&mut self, vhost: &str) -> Result<(), AuthError> {
+        self.generation += 1;
         if !self.vhosts.remove(vhost) {
             return Err(AuthError::NoVhost(vhost.to_owned()));
         }
@@ -281,6 +314,7 @@ impl Users {
         write: &str,
         read: &str,
     ) -> Result<(), AuthError> {
+        self.generation += 1;
         if !self.users.contains_key(user) {
             return Err(AuthError::NoUser(user.to_owned()));
         }
@@ -295,6 +329,7 @@ impl Users {
 
     /// Removes a user's rights in a vhost.
     pub fn clear_permissions(&mut self, user: &str, vhost: &str) {
+        self.generation += 1;
         self.permissions
             .remove(&(user.to_owned(), vhost.to_owned()));
     }
@@ -312,8 +347,14 @@ impl Users {
             .collect()
     }
 
+    /// A number that changes whenever users, vhosts or permissions change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Sets which users may only connect from loopback (RabbitMQ's `loopback_users`).
     pub fn set_loopback_users(&mut self, users: Vec<String>) {
+        self.generation += 1;
         self.loopback_only = users;
     }
 
@@ -322,6 +363,53 @@ impl Users {
         self.users
             .get(user)
             .is_some_and(|u| verify_password(&u.hash, password))
+    }
+
+    /// `connection.open`'s check, in RabbitMQ's order: the vhost must exist (530
+    /// NOT_ALLOWED "vhost X not found"), then the user must have permissions in it (530
+    /// NOT_ALLOWED "access to vhost 'X' refused for user 'u'").
+    pub fn check_vhost(&self, user: &str, vhost: &str) -> Result<(), AmqpError> {
+        if !self.has_vhost(vhost) {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format_args!("vhost {vhost} not found"),
+            ));
+        }
+        if self.permissions(user, vhost).is_none() {
+            tracing::warn!(%user, %vhost, "vhost access refused: no permissions");
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format_args!("access to vhost '{vhost}' refused for user '{user}'"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A permission check as RabbitMQ's channel makes it: 403 ACCESS_REFUSED "access to
+    /// queue 'q' in vhost '/' refused for user 'u'" (a channel error) unless the user's
+    /// pattern for `access` in `vhost` matches `name`.
+    pub fn check_access(
+        &self,
+        user: &str,
+        vhost: &str,
+        resource: Resource,
+        name: &str,
+        access: Access,
+    ) -> Result<(), AmqpError> {
+        let name = match (resource, name) {
+            (Resource::Exchange, "") => "amq.default",
+            _ => name,
+        };
+        if self
+            .permissions(user, vhost)
+            .is_some_and(|p| p.allows(access, name))
+        {
+            return Ok(());
+        }
+        Err(AmqpError::access_refused(format_args!(
+            "access to {} '{name}' in vhost '{vhost}' refused for user '{user}'",
+            resource.as_str()
+        )))
     }
 
     /// Checks credentials from a peer address.
@@ -373,6 +461,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Scope;
     use amq_protocol::auth::{Credentials as ClientCreds, SASLMechanism};
 
     fn local() -> SocketAddr {
@@ -422,6 +511,12 @@ mod tests {
             .authenticate(&good, "PLAIN", remote)
             .expect_err("remote guest");
         assert_eq!(err.code, code::ACCESS_REFUSED);
+        // `--loopback-users ""`: nobody is limited to loopback.
+        let mut open = Users::default();
+        open.set_loopback_users(Vec::new());
+        assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
+        open.set_loopback_users(vec!["other".into()]);
+        assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
     }
 
     #[test]
@@ -442,17 +537,18 @@ mod tests {
     }
 
     #[test]
-    fn permissions_match_whole_names_and_empty_matches_nothing() {
+    fn permissions_search_names_as_rabbitmq_and_empty_matches_nothing() {
         let p = Permission::new("^app\\..*", "", ".*").expect("patterns");
         assert!(p.allows(Access::Configure, "app.q"));
         assert!(!p.allows(Access::Configure, "xapp.q"));
-        assert!(!p.allows(Access::Write, ""), "empty pattern");
+        assert!(!p.allows(Access::Write, "amq.default"), "empty pattern");
+        assert!(!p.allows(Access::Write, "x"), "empty pattern");
         assert!(p.allows(Access::Read, "anything"));
-        let p = Permission::new("a|b", ".*", ".*").expect("patterns");
-        assert!(
-            !p.allows(Access::Configure, "ab"),
-            "alternation is anchored as a whole"
-        );
+        // RabbitMQ 3.10 (observed): configure 'app' allows 'myapp.q2', read 'q' too.
+        let p = Permission::new("app", ".*", "q").expect("patterns");
+        assert!(p.allows(Access::Configure, "myapp.q2"));
+        assert!(p.allows(Access::Read, "myapp.q2"));
+        assert!(!p.allows(Access::Read, "x"));
         assert!(Permission::new("(", "", "").is_err());
         let mut users = Users::default();
         assert!(users.permissions("guest", "/").is_some());
@@ -462,6 +558,57 @@ mod tests {
                 .set_permissions("guest", "/nope", ".*", ".*", ".*")
                 .map(drop),
             Err(AuthError::NoVhost("/nope".into()))
+        );
+    }
+
+    #[test]
+    fn vhost_and_resource_checks_word_refusals_as_rabbitmq() {
+        let mut users = Users::default();
+        users.add_user("u", "pw", vec![]);
+        let err = users.check_vhost("u", "/").expect_err("no permissions");
+        assert_eq!(err.code, code::NOT_ALLOWED);
+        assert_eq!(
+            err.text,
+            "NOT_ALLOWED - access to vhost '/' refused for user 'u'"
+        );
+        assert_eq!(
+            users.check_vhost("guest", "nope").expect_err("vhost").text,
+            "NOT_ALLOWED - vhost nope not found"
+        );
+        let before = users.generation();
+        users
+            .set_permissions("u", "/", "^app\\.", "^app\\.", "")
+            .expect("set");
+        assert!(users.generation() > before, "changes bump the generation");
+        assert!(users.check_vhost("u", "/").is_ok());
+        assert!(
+            users
+                .check_access("u", "/", Resource::Queue, "app.q", Access::Configure)
+                .is_ok()
+        );
+        let err = users
+            .check_access("u", "/", Resource::Queue, "other.q", Access::Configure)
+            .expect_err("refused");
+        assert_eq!(
+            (err.code, err.scope),
+            (code::ACCESS_REFUSED, Scope::Channel)
+        );
+        assert_eq!(
+            err.text,
+            "ACCESS_REFUSED - access to queue 'other.q' in vhost '/' refused for user 'u'"
+        );
+        let err = users
+            .check_access("u", "/", Resource::Exchange, "", Access::Write)
+            .expect_err("refused");
+        assert_eq!(
+            err.text,
+            "ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'u'"
+        );
+        users.clear_permissions("u", "/");
+        assert!(
+            users
+                .check_access("u", "/", Resource::Queue, "app.q", Access::Configure)
+                .is_err()
         );
     }
 

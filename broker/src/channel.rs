@@ -10,18 +10,22 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
+use crate::auth::{Access, Resource, Users};
 use crate::error::{AmqpError, code};
 use crate::frame::{self, ContentHeader};
 use crate::message::{Message, parse_expiration};
 use crate::outbox::Outbox;
 use crate::queue::ChannelKey;
 use crate::store::Store;
-use crate::vhost::{ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, VHost};
+use crate::vhost::{
+    ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, VHost, generated_name,
+};
 
-/// RabbitMQ's default `max_message_size` (128 MiB).
+/// RabbitMQ's default `max_message_size` (128 MiB); see [`crate::Limits`].
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// Bodies at least this large are kept as slices of the read buffer, not copied.
@@ -42,6 +46,12 @@ pub struct Ctx<'a> {
     pub frame_max: usize,
     /// The durable store, whose sync progress gates confirms of persistent messages.
     pub store: Option<&'a Store>,
+    /// Users and permissions, read when a method is checked.
+    pub users: &'a RwLock<Users>,
+    /// The vhost the connection opened, for permission checks.
+    pub vhost_name: &'a str,
+    /// Largest message body accepted.
+    pub max_message_size: u64,
 }
 
 /// A publish whose content is still arriving.
@@ -95,6 +105,9 @@ pub struct Channel {
     tx: Option<Vec<TxOp>>,
     /// Committed transactions whose `commit-ok` waits for this store ticket.
     commits: VecDeque<u64>,
+    /// The exchange last published to with write permission, and the user table's
+    /// generation then: publishing there again skips the pattern match.
+    write_allowed: Option<(u64, ShortString)>,
 }
 
 impl Channel {
@@ -110,11 +123,62 @@ impl Channel {
             unsynced: VecDeque::new(),
             tx: None,
             commits: VecDeque::new(),
+            write_allowed: None,
         }
     }
 
     fn key(&self, ctx: &Ctx<'_>) -> ChannelKey {
         (ctx.conn, self.id)
+    }
+
+    /// A permission check, as RabbitMQ's channel makes it (403 ACCESS_REFUSED).
+    fn check(
+        ctx: &Ctx<'_>,
+        resource: Resource,
+        name: &str,
+        access: Access,
+    ) -> Result<(), AmqpError> {
+        ctx.users
+            .read()
+            .check_access(ctx.user, ctx.vhost_name, resource, name, access)
+    }
+
+    /// `basic.publish`'s write permission on the exchange, cached per channel.
+    fn check_write(&mut self, ctx: &Ctx<'_>, exchange: &ShortString) -> Result<(), AmqpError> {
+        let users = ctx.users.read();
+        let generation = users.generation();
+        if let Some((g, x)) = &self.write_allowed
+            && *g == generation
+            && x == exchange
+        {
+            return Ok(());
+        }
+        users.check_access(
+            ctx.user,
+            ctx.vhost_name,
+            Resource::Exchange,
+            exchange.as_str(),
+            Access::Write,
+        )?;
+        self.write_allowed = Some((generation, exchange.clone()));
+        Ok(())
+    }
+
+    /// The checks of binding `destination` to `source` (queue or exchange bind and
+    /// unbind), in RabbitMQ's order: write on the destination, neither may be the
+    /// default exchange, read on the source.
+    fn check_binding(
+        ctx: &Ctx<'_>,
+        destination: (Resource, &str),
+        source: &str,
+    ) -> Result<(), AmqpError> {
+        Self::check(ctx, destination.0, destination.1, Access::Write)?;
+        if source.is_empty() || destination == (Resource::Exchange, "") {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        Self::check(ctx, Resource::Exchange, source, Access::Read)
     }
 
     fn reply(&self, ctx: &Ctx<'_>, method: AMQPClass) {
@@ -182,6 +246,9 @@ impl Channel {
                 },
             )?,
             C::Basic(basic::AMQPMethod::Consume(c)) => {
+                if c.queue.as_str() != REPLY_TO {
+                    Self::check(ctx, Resource::Queue, c.queue.as_str(), Access::Read)?;
+                }
                 let opts = ConsumeOptions {
                     tag: c.consumer_tag,
                     no_ack: c.no_ack,
@@ -202,6 +269,7 @@ impl Channel {
                 }
             }
             C::Basic(basic::AMQPMethod::Get(g)) => {
+                Self::check(ctx, Resource::Queue, g.queue.as_str(), Access::Read)?;
                 ctx.vhost.lock().get(key, g.queue.as_str(), g.no_ack)?
             }
             C::Basic(basic::AMQPMethod::Qos(q)) => {
@@ -232,6 +300,23 @@ impl Channel {
                 ctx.vhost.lock().recover(key)?;
             }
             C::Queue(queue::AMQPMethod::Declare(d)) => {
+                // As RabbitMQ: a server-named queue is named first and checked by that
+                // name; `amq.*` names are refused before permissions; passive: no check.
+                let server_named = !d.passive && d.queue.as_str().is_empty();
+                let name = if server_named {
+                    ShortString::from(generated_name("amq.gen-"))
+                } else {
+                    d.queue.clone()
+                };
+                if !d.passive && (server_named || !name.as_str().starts_with("amq.")) {
+                    Self::check(ctx, Resource::Queue, name.as_str(), Access::Configure)?;
+                    if let Some(dlx) = string_arg(&d.arguments, "x-dead-letter-exchange")
+                        && !ctx.vhost.lock().has_queue(name.as_str())
+                    {
+                        Self::check(ctx, Resource::Queue, name.as_str(), Access::Read)?;
+                        Self::check(ctx, Resource::Exchange, &dlx, Access::Write)?;
+                    }
+                }
                 let opts = QueueOptions {
                     passive: d.passive,
                     durable: d.durable,
@@ -239,10 +324,15 @@ impl Channel {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
-                let info = ctx
-                    .vhost
-                    .lock()
-                    .declare_queue(ctx.conn, d.queue.as_str(), opts)?;
+                let info = if server_named {
+                    ctx.vhost
+                        .lock()
+                        .declare_server_named_queue(ctx.conn, name, opts)?
+                } else {
+                    ctx.vhost
+                        .lock()
+                        .declare_queue(ctx.conn, name.as_str(), opts)?
+                };
                 if !d.nowait {
                     self.reply(
                         ctx,
@@ -255,6 +345,11 @@ impl Channel {
                 }
             }
             C::Queue(queue::AMQPMethod::Bind(b)) => {
+                Self::check_binding(
+                    ctx,
+                    (Resource::Queue, b.queue.as_str()),
+                    b.exchange.as_str(),
+                )?;
                 ctx.vhost.lock().bind_queue(
                     ctx.conn,
                     b.queue.as_str(),
@@ -267,6 +362,11 @@ impl Channel {
                 }
             }
             C::Queue(queue::AMQPMethod::Unbind(u)) => {
+                Self::check_binding(
+                    ctx,
+                    (Resource::Queue, u.queue.as_str()),
+                    u.exchange.as_str(),
+                )?;
                 ctx.vhost.lock().unbind_queue(
                     ctx.conn,
                     u.queue.as_str(),
@@ -280,6 +380,7 @@ impl Channel {
                 );
             }
             C::Queue(queue::AMQPMethod::Purge(p)) => {
+                Self::check(ctx, Resource::Queue, p.queue.as_str(), Access::Read)?;
                 let n = ctx.vhost.lock().purge_queue(ctx.conn, p.queue.as_str())?;
                 if !p.nowait {
                     self.reply(
@@ -291,6 +392,7 @@ impl Channel {
                 }
             }
             C::Queue(queue::AMQPMethod::Delete(d)) => {
+                Self::check(ctx, Resource::Queue, d.queue.as_str(), Access::Configure)?;
                 let n = ctx.vhost.lock().delete_queue(
                     ctx.conn,
                     d.queue.as_str(),
@@ -307,6 +409,18 @@ impl Channel {
                 }
             }
             C::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                // The default exchange is refused first; passive declares are unchecked;
+                // `amq.*` names are checked (RabbitMQ refuses them after the check).
+                let name = d.exchange.as_str();
+                if !d.passive && !name.is_empty() {
+                    Self::check(ctx, Resource::Exchange, name, Access::Configure)?;
+                    if let Some(ae) = string_arg(&d.arguments, "alternate-exchange")
+                        && !ctx.vhost.lock().has_exchange(name)
+                    {
+                        Self::check(ctx, Resource::Exchange, name, Access::Read)?;
+                        Self::check(ctx, Resource::Exchange, &ae, Access::Write)?;
+                    }
+                }
                 let opts = ExchangeOptions {
                     kind: d.kind.as_str().to_owned(),
                     passive: d.passive,
@@ -326,6 +440,11 @@ impl Channel {
                 }
             }
             C::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                let name = d.exchange.as_str();
+                // The default and `amq.*` exchanges are refused before the check.
+                if !name.is_empty() && !name.starts_with("amq.") {
+                    Self::check(ctx, Resource::Exchange, name, Access::Configure)?;
+                }
                 ctx.vhost
                     .lock()
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
@@ -337,6 +456,11 @@ impl Channel {
                 }
             }
             C::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                Self::check_binding(
+                    ctx,
+                    (Resource::Exchange, b.destination.as_str()),
+                    b.source.as_str(),
+                )?;
                 ctx.vhost.lock().bind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -351,6 +475,11 @@ impl Channel {
                 }
             }
             C::Exchange(exchange::AMQPMethod::Unbind(u)) => {
+                Self::check_binding(
+                    ctx,
+                    (Resource::Exchange, u.destination.as_str()),
+                    u.source.as_str(),
+                )?;
                 ctx.vhost.lock().unbind_exchange(
                     u.destination.as_str(),
                     u.source.as_str(),
@@ -491,11 +620,13 @@ impl Channel {
                 ),
             ));
         }
-        if header.body_size > MAX_MESSAGE_SIZE {
+        if header.body_size > ctx.max_message_size {
+            // RabbitMQ checks once the body is in; the header already tells, so none of
+            // it is buffered (the rest of it is dropped with the closing channel).
             self.pending = None;
             return Err(AmqpError::precondition(format_args!(
-                "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
-                header.body_size
+                "message size {} is larger than configured max size {}",
+                header.body_size, ctx.max_message_size
             ))
             .on_method(60, 40));
         }
@@ -571,18 +702,20 @@ impl Channel {
         if self.confirm {
             self.publish_seq += 1;
         }
-        match self.tx.as_mut() {
-            Some(ops) => {
-                // Validate now so the error surfaces at publish time, not at commit.
-                ctx.vhost
-                    .lock()
-                    .check_publish(p.publish.exchange.as_str())
-                    .map_err(|e| e.on_method(60, 40))?;
-                ops.push(TxOp::Publish(Box::new(p)));
-                Ok(())
-            }
-            None => self.route(ctx, p).map(drop),
+        if self.tx.is_none() {
+            return self.route(ctx, p).map(drop);
         }
+        // Validate now so the error surfaces at publish time, not at commit.
+        self.check_write(ctx, &p.publish.exchange)
+            .map_err(|e| e.on_method(60, 40))?;
+        ctx.vhost
+            .lock()
+            .check_publish(p.publish.exchange.as_str())
+            .map_err(|e| e.on_method(60, 40))?;
+        if let Some(ops) = self.tx.as_mut() {
+            ops.push(TxOp::Publish(Box::new(p)));
+        }
+        Ok(())
     }
 
     /// Routes a complete publish; returns it if unroutable and mandatory; records the
@@ -594,6 +727,9 @@ impl Channel {
             body,
         } = p;
         let fail = |e: AmqpError| e.on_method(60, 40);
+        // RabbitMQ's order: size (at the header), write permission, the exchange,
+        // user_id, expiration.
+        self.check_write(ctx, &publish.exchange).map_err(fail)?;
         if let Some(uid) = header.properties.user_id()
             && uid != ctx.user
         {
@@ -701,5 +837,57 @@ impl Channel {
             self.confirmed = upto;
         }
         self.unsynced.front().map(|&(_, t)| t)
+    }
+}
+
+/// A string argument (`x-dead-letter-exchange`, `alternate-exchange`), if set as one.
+fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
+    match args.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_permission_is_reread_after_the_user_table_changes() {
+        let mut users = Users::default();
+        users.add_user("u", "pw", vec![]);
+        users
+            .set_permissions("u", "/", "", "^app\\.", "")
+            .expect("permissions");
+        let users = RwLock::new(users);
+        let outbox = Arc::new(Outbox::default());
+        let vhost = Mutex::new(VHost::new());
+        let ctx = Ctx {
+            conn: 1,
+            user: "u",
+            outbox: &outbox,
+            vhost: &vhost,
+            frame_max: 131_072,
+            store: None,
+            users: &users,
+            vhost_name: "/",
+            max_message_size: MAX_MESSAGE_SIZE,
+        };
+        let mut ch = Channel::new(1);
+        let x = ShortString::from("app.x");
+        assert!(ch.check_write(&ctx, &x).is_ok());
+        assert!(ch.check_write(&ctx, &x).is_ok(), "cached");
+        users
+            .write()
+            .set_permissions("u", "/", "", "^other\\.", "")
+            .expect("permissions");
+        let err = ch.check_write(&ctx, &x).expect_err("revoked");
+        assert_eq!(
+            err.text,
+            "ACCESS_REFUSED - access to exchange 'app.x' in vhost '/' refused for user 'u'"
+        );
+        users.write().clear_permissions("u", "/");
+        assert!(ch.check_write(&ctx, &ShortString::from("other.x")).is_err());
     }
 }

@@ -69,6 +69,8 @@ struct Connection {
     channel_max: u16,
     heartbeat: u16,
     user: String,
+    /// The vhost named in `connection.open`.
+    vhost_name: String,
     cancel_notify: bool,
     /// The client understands `connection.blocked` and `connection.unblocked`.
     blocked_notify: bool,
@@ -114,6 +116,7 @@ pub(crate) async fn serve(
         channel_max: 0,
         heartbeat: 0,
         user: String::new(),
+        vhost_name: String::new(),
         cancel_notify: false,
         blocked_notify: false,
         alarm_on: false,
@@ -471,6 +474,9 @@ impl Connection {
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
             store: self.shared.store.as_deref(),
+            users: &self.shared.users,
+            vhost_name: &self.vhost_name,
+            max_message_size: self.shared.config.max_message_size,
         };
         match f(ch, &ctx) {
             Err(e) if e.scope == Scope::Channel => {
@@ -591,13 +597,21 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, M::Open(open)) => {
-                if open.virtual_host.as_str() != "/" {
+                let vhost = open.virtual_host.as_str();
+                if vhost != "/" {
+                    // One vhost is served; others are unknown whatever the user table says.
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
-                        format_args!("vhost {} not found", open.virtual_host),
+                        format_args!("vhost {vhost} not found"),
                     )
                     .on_method(10, 40));
                 }
+                self.shared
+                    .users
+                    .read()
+                    .check_vhost(&self.user, vhost)
+                    .map_err(|e| e.on_method(10, 40))?;
+                self.vhost_name = vhost.to_owned();
                 self.phase = Phase::Running;
                 self.shared.registry.opened(
                     self.id,
@@ -754,6 +768,9 @@ impl Connection {
             vhost: &self.shared.vhost,
             frame_max: self.frame_max as usize,
             store: self.shared.store.as_deref(),
+            users: &self.shared.users,
+            vhost_name: &self.vhost_name,
+            max_message_size: self.shared.config.max_message_size,
         };
         let mut awaited: Option<u64> = None;
         for ch in self.channels.values_mut() {

@@ -148,6 +148,44 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds a user with these tags and, as `rabbitmqctl add_user`, no permissions:
+    /// grant them with [`BrokerBuilder::permissions`].
+    pub fn user_with_tags(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
+        let tags = tags.iter().map(|t| (*t).to_owned()).collect();
+        self.users.add_user(name, password, tags);
+        self
+    }
+
+    /// Sets a user's rights in a vhost, as `rabbitmqctl set_permissions`: regular
+    /// expressions matched (unanchored, as RabbitMQ does) against queue and exchange
+    /// names. Fails for an unknown user or vhost, or an invalid pattern.
+    pub fn permissions(
+        mut self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<Self, auth::AuthError> {
+        self.users
+            .set_permissions(user, vhost, configure, write, read)?;
+        Ok(self)
+    }
+
+    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`,
+    /// default 128 MiB).
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
+    /// connections wait, unaccepted, until one closes.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits.max_connections = Some(max);
+        self
+    }
+
     /// Users that may only connect from loopback (default: `guest`).
     pub fn loopback_users(mut self, users: Vec<String>) -> Self {
         self.users.set_loopback_users(users);

@@ -35,9 +35,16 @@ struct Args {
     /// Address to listen on for AMQP connections.
     #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0:5672")]
     listen: SocketAddr,
-    /// Extra user as NAME:PASSWORD (repeatable). `guest:guest` always exists.
-    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    /// Extra user as NAME:PASSWORD[:TAG,TAG...] (repeatable), with full rights on `/`
+    /// unless `--permission` says otherwise. Tags default to `administrator`.
+    /// `guest:guest` always exists.
+    #[arg(long = "user", value_name = "NAME:PASSWORD[:TAGS]")]
     users: Vec<String>,
+    /// A user's rights in a vhost as USER:VHOST:CONFIGURE:WRITE:READ, regular
+    /// expressions as `rabbitmqctl set_permissions` takes them (repeatable; replaces
+    /// the full rights `--user` gives on that vhost).
+    #[arg(long = "permission", value_name = "USER:VHOST:CONF:WRITE:READ")]
+    permissions: Vec<String>,
     /// Users allowed to connect only from loopback, comma-separated ("" for none).
     #[arg(long, default_value = "guest")]
     loopback_users: String,
@@ -50,6 +57,15 @@ struct Args {
     /// Heartbeat offered in connection.tune, in seconds (0 disables).
     #[arg(long, default_value_t = 60)]
     heartbeat: u16,
+    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at
+    /// most 512 MiB). Larger publishes get 406 PRECONDITION_FAILED.
+    #[arg(long, default_value_t = broker::channel::MAX_MESSAGE_SIZE,
+          value_parser = clap::value_parser!(u64).range(1..=512 * 1024 * 1024))]
+    max_message_size: u64,
+    /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
+    /// connections wait unaccepted until one closes. Unlimited by default.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// Worker threads. 1 (the default) runs the broker as one event loop, which on
     /// small machines costs the least CPU per message (no cross-thread wake-ups).
     #[arg(long, env = "BROKER_THREADS", default_value_t = 1)]
@@ -113,6 +129,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             frame_max: args.frame_max.max(4096),
             channel_max: args.channel_max,
             heartbeat: args.heartbeat,
+            max_message_size: args.max_message_size,
+            max_connections: args.max_connections,
         })
         .loopback_users(
             args.loopback_users
@@ -131,8 +149,25 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.disk_free_limit(bytes);
     }
     for user in &args.users {
-        let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
-        builder = builder.user(name, password);
+        let (name, rest) = user
+            .split_once(':')
+            .ok_or("--user takes NAME:PASSWORD[:TAGS]")?;
+        builder = match rest.split_once(':') {
+            None => builder.user(name, rest),
+            Some((password, tags)) => {
+                let tags: Vec<&str> = tags.split(',').filter(|t| !t.is_empty()).collect();
+                builder
+                    .user_with_tags(name, password, &tags)
+                    .permissions(name, "/", ".*", ".*", ".*")?
+            }
+        };
+    }
+    for p in &args.permissions {
+        let fields: Vec<&str> = p.splitn(5, ':').collect();
+        let [user, vhost, configure, write, read] = fields[..] else {
+            return Err("--permission takes USER:VHOST:CONFIGURE:WRITE:READ".into());
+        };
+        builder = builder.permissions(user, vhost, configure, write, read)?;
     }
     let (management, explicit) = match args.management_listen.as_deref() {
         Some("off" | "none" | "") => (None, true),

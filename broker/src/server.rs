@@ -26,6 +26,14 @@ pub struct Limits {
     pub channel_max: u16,
     /// Suggested heartbeat, in seconds (RabbitMQ: 60).
     pub heartbeat: u16,
+    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`:
+    /// 128 MiB). A larger one is refused from its content header, before any of the
+    /// body is buffered, with 406 PRECONDITION_FAILED.
+    pub max_message_size: u64,
+    /// Most connections served at once (RabbitMQ's `connection_max`; `None`: no limit).
+    /// As RabbitMQ 3.10's listener does, the broker stops accepting while at the limit:
+    /// newcomers wait in the kernel's backlog, unanswered, until a connection closes.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -34,6 +42,8 @@ impl Default for Limits {
             frame_max: 131_072,
             channel_max: 2047,
             heartbeat: 60,
+            max_message_size: crate::channel::MAX_MESSAGE_SIZE,
+            max_connections: None,
         }
     }
 }
@@ -86,7 +96,7 @@ pub(crate) async fn run(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if shared.config.max_connections.is_none_or(|max| connections.len() < max) => match accepted {
                 Ok((stream, peer)) => {
                     connections.spawn(crate::connection::serve(stream, peer, Arc::clone(&shared), shutdown.clone()));
                 }

@@ -257,11 +257,42 @@ impl VHost {
             .ok_or_else(|| AmqpError::not_found_queue(name))
     }
 
+    /// Whether a queue of this name exists.
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.contains_key(name)
+    }
+
+    /// Whether an exchange of this name exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.exchanges.contains_key(name)
+    }
+
     /// `queue.declare`.
     pub fn declare_queue(
         &mut self,
         conn: u64,
         name: &str,
+        opts: QueueOptions,
+    ) -> Result<QueueInfo, AmqpError> {
+        self.declare_queue_as(conn, name, false, opts)
+    }
+
+    /// `queue.declare` of a server-named queue under the name the caller generated
+    /// (with [`super::generated_name`]), e.g. to check permissions on it first.
+    pub fn declare_server_named_queue(
+        &mut self,
+        conn: u64,
+        name: ShortString,
+        opts: QueueOptions,
+    ) -> Result<QueueInfo, AmqpError> {
+        self.declare_queue_as(conn, name.as_str(), true, opts)
+    }
+
+    fn declare_queue_as(
+        &mut self,
+        conn: u64,
+        name: &str,
+        server_named: bool,
         opts: QueueOptions,
     ) -> Result<QueueInfo, AmqpError> {
         let now = Instant::now();
@@ -295,7 +326,7 @@ impl VHost {
         }
         let name: ShortString = if name.is_empty() {
             generated_name("amq.gen-").into()
-        } else if name.starts_with("amq.") {
+        } else if name.starts_with("amq.") && !server_named {
             return Err(AmqpError::access_refused(format_args!(
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
