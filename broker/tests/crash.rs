@@ -34,7 +34,8 @@ struct Proc {
 impl Proc {
     fn start(dir: &Path) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--management-listen", "off"])
+            .args(["--log", "warn", "--data-dir"])
             .arg(dir)
             .stdout(Stdio::piped())
             .spawn()?;
