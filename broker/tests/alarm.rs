@@ -113,7 +113,9 @@ async fn publishers_are_blocked_over_max_disk_bytes_until_consumers_drain() -> a
     pch.queue_declare("q".into(), durable(), FieldTable::default())
         .await?;
     let (tx, mut confirmed_rx) = mpsc::unbounded_channel();
-    let publisher = spawn_publisher(pch, 0..TOTAL, tx);
+    // The test keeps its own handle: a channel dropped with the task would close itself
+    // and race with the connection close at the end (lapin then fails that close).
+    let publisher = spawn_publisher(pch.clone(), 0..TOTAL, tx);
 
     // Nobody consumes: the store grows past the limit and the publisher is blocked.
     let (blocked, reason) = next_blocking_event(&mut events, Duration::from_secs(20)).await?;
