@@ -678,20 +678,6 @@ impl fmt::Debug for PendingWrites {
 }
 
 impl PendingWrites {
-    /// The files [`PendingWrites::write`] writes to under `dir`, each once, so a caller
-    /// that merges several batches can sync each file once (group commit).
-    pub fn files(&self, dir: &Path) -> BTreeSet<PathBuf> {
-        self.chunks
-            .iter()
-            .map(|c| path_of(dir, c.segment, c.kind))
-            .collect()
-    }
-
-    /// Whether writing creates or deletes files, so the directory needs a sync too.
-    pub fn changes_dir(&self) -> bool {
-        !self.deletes.is_empty() || self.chunks.iter().any(|c| c.offset == 0)
-    }
-
     /// Whether there is nothing to write or delete.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.deletes.is_empty()
@@ -707,35 +693,52 @@ impl PendingWrites {
     /// written (and the directory if files were created or deleted). Idempotent: after
     /// an error the same batch may simply be written again.
     pub fn write(&self, dir: &Path, sync: bool) -> io::Result<()> {
-        let mut files = Vec::with_capacity(if sync { self.chunks.len() } else { 0 });
-        let mut dir_changed = !self.deletes.is_empty();
+        let written = self.write_unsynced(dir)?;
+        if sync {
+            for (_, f) in &written.files {
+                f.sync_data()?;
+            }
+            if written.dir_changed {
+                sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PendingWrites::write`] without the sync: returns the files written (still
+    /// open) so a caller merging several batches syncs each file once (group commit).
+    pub fn write_unsynced(&self, dir: &Path) -> io::Result<Written> {
+        let mut written = Written {
+            files: Vec::with_capacity(self.chunks.len()),
+            dir_changed: !self.deletes.is_empty(),
+        };
         for c in &self.chunks {
+            let path = path_of(dir, c.segment, c.kind);
             let file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(path_of(dir, c.segment, c.kind))?;
+                .open(&path)?;
             file.write_all_at(&c.data, c.offset)?;
-            dir_changed |= c.offset == 0;
-            if sync {
-                files.push(file);
-            }
+            written.dir_changed |= c.offset == 0;
+            written.files.push((path, file));
         }
         for &n in &self.deletes {
             // The `.seg` first: a lone `.ack` is harmless, a lone `.seg` would come back.
             remove_if_exists(&path_of(dir, n, FileKind::Seg))?;
             remove_if_exists(&path_of(dir, n, FileKind::Ack))?;
         }
-        if sync {
-            for f in &files {
-                f.sync_data()?;
-            }
-            if dir_changed {
-                sync_dir(dir)?;
-            }
-        }
-        Ok(())
+        Ok(written)
     }
+}
+
+/// What [`PendingWrites::write_unsynced`] wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// Each file written, still open, for syncing.
+    pub files: Vec<(PathBuf, File)>,
+    /// Files were created or deleted: the directory needs a sync too.
+    pub dir_changed: bool,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! nothing is reported synced, so no confirm goes out for data that is not on disk,
 //! and [`Syncer::failing`] tells the broker to block publishers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -174,7 +174,9 @@ fn run(root: &Path, rx: &mpsc::Receiver<Batch>, state: &SyncState) {
 
 /// Performs every job in order, then syncs each file and directory written.
 fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
-    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+    // Each file once, by path: a later batch's handle to the same file replaces the
+    // earlier one (either syncs it).
+    let mut files: BTreeMap<PathBuf, File> = BTreeMap::new();
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for job in batches.iter().flat_map(|b| &b.jobs) {
         match job {
@@ -183,14 +185,14 @@ fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
                     fs::create_dir_all(dir)?;
                     dirs.insert(dir.parent().unwrap_or(root).to_path_buf());
                 }
-                writes.write(dir, false)?;
-                if writes.changes_dir() {
+                let written = writes.write_unsynced(dir)?;
+                if written.dir_changed {
                     dirs.insert(dir.clone());
                 }
-                files.extend(writes.files(dir));
+                files.extend(written.files);
             }
             Job::RemoveQueue { dir } => {
-                files.retain(|f| !f.starts_with(dir));
+                files.retain(|f, _| !f.starts_with(dir));
                 dirs.remove(dir);
                 match fs::remove_dir_all(dir) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -204,13 +206,9 @@ fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
             }
         }
     }
-    for f in &files {
-        match File::options().write(true).open(f) {
-            Ok(file) => file.sync_data()?,
-            // Deleted after being written (a reclaimed segment): nothing to sync.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    // A file deleted after being written (a reclaimed segment) syncs harmlessly.
+    for file in files.values() {
+        file.sync_data()?;
     }
     for d in &dirs {
         sync_dir(d)?;
