@@ -4,10 +4,12 @@
 //! a `Bytes` cut from the publisher's read buffer, the properties are the publisher's
 //! own bytes, so fan-out copies nothing and consumers receive what was sent.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amq_protocol::types::ShortString;
 use bytes::Bytes;
+
+use crate::store::log::StoredMessage;
 
 /// A message routed into one or more queues.
 #[derive(Debug)]
@@ -53,6 +55,51 @@ impl QueuedMessage {
     /// Whether the message has expired at `now`.
     pub fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// A message read back from a queue's log (recovery, paging in), as the queue holds it.
+    pub fn from_stored(m: StoredMessage, now: Instant) -> Self {
+        let expires_at = m
+            .expires_at_ms
+            .map(|ms| instant_of(ms, now, SystemTime::now()));
+        let short = |b: &[u8]| ShortString::from(String::from_utf8_lossy(b).into_owned());
+        Self {
+            message: std::sync::Arc::new(Message {
+                exchange: short(&m.exchange),
+                routing_key: short(&m.routing_key),
+                properties: m.properties,
+                body: m.body,
+                ttl: None,
+                expires_at,
+                persistent: m.persistent,
+            }),
+            redelivered: m.delivered,
+            expires_at,
+            loc: Some(m.location),
+        }
+    }
+}
+
+/// Wall-clock milliseconds of the instant `at`, given that `now` is the present: how
+/// an expiry is stored, so it keeps running across a restart.
+pub fn unix_ms(at: Instant, now: Instant) -> u64 {
+    let wall = SystemTime::now();
+    let t = if at >= now {
+        wall + (at - now)
+    } else {
+        wall.checked_sub(now - at).unwrap_or(UNIX_EPOCH)
+    };
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The instant of wall-clock milliseconds `ms`, given `now` and `wall` are the present.
+fn instant_of(ms: u64, now: Instant, wall: SystemTime) -> Instant {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    match t.duration_since(wall) {
+        Ok(ahead) => now + ahead,
+        // Already past: expired on arrival.
+        Err(_) => now,
     }
 }
 

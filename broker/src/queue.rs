@@ -11,7 +11,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::error::AmqpError;
 use crate::message::QueuedMessage;
-use crate::store::log::{Location, QueueLog};
+use crate::store::log::{Location, Paged, QueueLog};
 
 /// A durable queue keeps at most this many ready messages in memory; beyond it, new
 /// messages stay on disk only and are read back in order as the queue drains.
@@ -73,7 +73,7 @@ pub struct Queue {
     pub log: Option<DurableLog>,
     /// Ready messages on disk only, after those in `messages`: where the first is and
     /// how many there are.
-    pub paged: Option<(Location, u64)>,
+    pub paged: Option<Paged>,
 }
 
 /// A durable queue's place in the store.
@@ -198,8 +198,7 @@ impl Queue {
             left,
         ));
         for m in read {
-            self.messages
-                .push_back(crate::vhost::stored_to_queued(m, now));
+            self.messages.push_back(QueuedMessage::from_stored(m, now));
         }
     }
 

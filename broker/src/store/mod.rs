@@ -51,7 +51,7 @@ pub struct RecoveredQueue {
     /// Its first live messages, at most [`crate::queue::PAGE_OUT_AT`].
     pub messages: Vec<StoredMessage>,
     /// The live messages left on disk: the first one's location, and their number.
-    pub paged: Option<(log::Location, u64)>,
+    pub paged: Option<log::Paged>,
 }
 
 /// What was on disk at start-up.

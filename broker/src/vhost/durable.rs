@@ -3,16 +3,15 @@
 //! at the end of each read batch (one [`Batch`] per commit, tickets in order).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use amq_protocol::types::ShortString;
 
 use super::VHost;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use crate::message::{Message, QueuedMessage};
+use crate::message::QueuedMessage;
 use crate::queue::{DurableLog, Queue};
 use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
-use crate::store::log::StoredMessage;
 use crate::store::writer::{Batch, Job};
 use crate::store::{Recovered, RecoveredQueue, Store};
 
@@ -77,8 +76,11 @@ impl VHost {
                 dir_id: def.dir_id,
                 log,
             });
-            q.messages
-                .extend(messages.into_iter().map(|m| stored_to_queued(m, now)));
+            q.messages.extend(
+                messages
+                    .into_iter()
+                    .map(|m| QueuedMessage::from_stored(m, now)),
+            );
             q.paged = paged;
             q.drop_expired(now);
             durable.push(def.name.clone());
@@ -280,59 +282,14 @@ fn snapshot(
     defs
 }
 
-/// A message read back from a queue's log, as the queue holds it.
-pub fn stored_to_queued(m: StoredMessage, now: Instant) -> QueuedMessage {
-    let expires_at = m
-        .expires_at_ms
-        .map(|ms| instant_of(ms, now, SystemTime::now()));
-    QueuedMessage {
-        message: Arc::new(Message {
-            exchange: short(&m.exchange),
-            routing_key: short(&m.routing_key),
-            properties: m.properties,
-            body: m.body,
-            ttl: None,
-            expires_at,
-            persistent: m.persistent,
-        }),
-        redelivered: m.delivered,
-        expires_at,
-        loc: Some(m.location),
-    }
-}
-
-fn short(bytes: &[u8]) -> ShortString {
-    ShortString::from(String::from_utf8_lossy(bytes).into_owned())
-}
-
-/// Wall-clock milliseconds of the instant `at`, given that `now` is the present.
-pub(super) fn unix_ms(at: Instant, now: Instant) -> u64 {
-    let wall = SystemTime::now();
-    let t = if at >= now {
-        wall + (at - now)
-    } else {
-        wall.checked_sub(now - at).unwrap_or(UNIX_EPOCH)
-    };
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The instant of wall-clock milliseconds `ms`, given `now` and `wall` are the present.
-fn instant_of(ms: u64, now: Instant, wall: SystemTime) -> Instant {
-    let t = UNIX_EPOCH + Duration::from_millis(ms);
-    match t.duration_since(wall) {
-        Ok(ahead) => now + ahead,
-        // Already past: expired on arrival.
-        Err(_) => now,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
     use crate::queue::PAGE_OUT_AT;
     use crate::vhost::QueueOptions;
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn message(i: usize, persistent: bool) -> Message {
         Message {

@@ -33,7 +33,7 @@ mod durable;
 mod inspect;
 mod topology;
 
-pub use durable::{StoreState, stored_to_queued};
+pub use durable::StoreState;
 pub use inspect::{
     BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
     QueueSnapshot,
@@ -426,7 +426,7 @@ impl VHost {
                         routing_key: message.routing_key.as_str().as_bytes(),
                         properties: &message.properties,
                         body: &message.body,
-                        expires_at_ms: expires_at.map(|at| durable::unix_ms(at, now)),
+                        expires_at_ms: expires_at.map(|at| crate::message::unix_ms(at, now)),
                         persistent: message.persistent,
                     }))
                 }
