@@ -105,6 +105,8 @@ pub struct Channel {
     tx: Option<Vec<TxOp>>,
     /// Committed transactions whose `commit-ok` waits for this store ticket.
     commits: VecDeque<u64>,
+    /// A publish went to the store since [`Channel::take_stored`] last ran.
+    stored: bool,
     /// The exchange last published to with write permission, and the user table's
     /// generation then: publishing there again skips the pattern match.
     write_allowed: Option<(u64, ShortString)>,
@@ -123,6 +125,7 @@ impl Channel {
             unsynced: VecDeque::new(),
             tx: None,
             commits: VecDeque::new(),
+            stored: false,
             write_allowed: None,
         }
     }
@@ -793,7 +796,13 @@ impl Channel {
                 frame::encode_content(out, id, &m.properties, &m.body, frame_max);
             });
         }
+        self.stored |= routed.ticket.is_some();
         Ok(routed.ticket)
+    }
+
+    /// Whether a publish went to the store since the last call.
+    pub fn take_stored(&mut self) -> bool {
+        std::mem::take(&mut self.stored)
     }
 
     /// Sends the confirms owed since the last call, coalesced into one `basic.ack`:

@@ -757,8 +757,15 @@ impl Connection {
     }
 
     fn flush_confirms(&mut self) {
-        if self.shared.store.is_some() {
-            // Hand this batch's store writes to the sync thread before confirming.
+        // A batch that stored a persistent message hands the store's writes to the sync
+        // thread at once, so its confirms go out as soon as they can. Everything else
+        // (acks, delivery markers, topology) rides along, or goes with the 25 ms
+        // housekeeping tick: no vhost lock per batch for transient traffic.
+        let mut stored = false;
+        for ch in self.channels.values_mut() {
+            stored |= ch.take_stored();
+        }
+        if stored {
             self.shared.vhost.lock().commit_store();
         }
         let ctx = Ctx {
