@@ -272,7 +272,8 @@ async fn measure_recovery(threads: usize, n: usize) -> anyhow::Result<Recovery> 
         "built-in: filling a durable queue with {n} messages"
     ));
     let fill = workload::fill_durable(&own.url, "recovery", 16, n, CONFIRM_WINDOW).await?;
-    let rss_kib_loaded = proc::rss_kib(own.pid()).unwrap_or(0);
+    let rss_kib_loaded =
+        proc::rss_kib(own.pid()).ok_or_else(|| anyhow::anyhow!("no RSS for the broker"))?;
     progress("built-in: kill -9 and restart");
     drop(own); // SIGKILL
     let started = Instant::now();
@@ -280,7 +281,8 @@ async fn measure_recovery(threads: usize, n: usize) -> anyhow::Result<Recovery> 
     let found = workload::queue_length(&own.url, "recovery").await? as usize;
     let restart_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(found == n, "recovered {found} of {n} messages");
-    let rss_kib_recovered = proc::rss_kib(own.pid()).unwrap_or(0);
+    let rss_kib_recovered =
+        proc::rss_kib(own.pid()).ok_or_else(|| anyhow::anyhow!("no RSS for the broker"))?;
     Ok(Recovery {
         messages: n,
         fill_msgs_per_sec: fill.msgs_per_sec,
