@@ -5,6 +5,12 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc gives freed memory back to the system from a background thread, so the
+/// broker's resident memory falls again after a load; glibc's malloc keeps it.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The management API's address when `--management-listen` is not given.
 const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
 
