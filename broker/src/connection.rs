@@ -1,5 +1,10 @@
 //! One client connection: handshake, the read loop, heartbeats, and closing.
 //!
+//! A plain TCP socket is split into owned halves (no lock between reader and writer);
+//! a socket of the TLS port first does its TLS handshake here, in the connection's
+//! task, within the same handshake timeout as the AMQP handshake, and is then split
+//! with `tokio::io::split`. Everything after that is the same code for both.
+//!
 //! Bytes come off the socket into one buffer, [`crate::frame::decode`] cuts frames from
 //! it, connection-class methods are handled here and everything else goes to its
 //! [`crate::channel::Channel`]. Replies and deliveries are appended to the connection's

@@ -410,3 +410,51 @@ fn the_binary_refuses_to_start_with_a_missing_key_and_names_it() -> anyhow::Resu
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn max_connections_counts_both_ports_and_shutdown_closes_both() -> anyhow::Result<()> {
+    let cert = make_cert()?;
+    let config = broker::TlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())?;
+    let b = broker::Broker::builder()
+        .tls(config)
+        .max_connections(1)
+        .start()
+        .await?;
+    let at = tls_addr(&b)?;
+    // One plain connection fills the broker: a TLS client is not even accepted.
+    let plain = common::open(b.local_addr(), 0).await?;
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(500),
+        tls_connect(at, &cert.der, "127.0.0.1"),
+    )
+    .await;
+    assert!(
+        waiting.is_err() || waiting.is_ok_and(|r| r.is_err()),
+        "a TLS client was served beyond max_connections"
+    );
+    drop(plain);
+    // Once it closes, TLS gets its turn.
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(s) = tls_connect(at, &cert.der, "127.0.0.1").await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    expect_connection_start(&mut tls).await?;
+
+    let plain_at = b.local_addr();
+    b.shutdown().await;
+    // The open TLS connection was closed, and neither port accepts any more.
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the TLS connection outlived the shutdown");
+    assert!(TcpStream::connect(at).await.is_err(), "TLS port still open");
+    assert!(
+        TcpStream::connect(plain_at).await.is_err(),
+        "plain port still open"
+    );
+    Ok(())
+}
