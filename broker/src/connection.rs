@@ -1,5 +1,10 @@
 //! One client connection: handshake, the read loop, heartbeats, and closing.
 //!
+//! A plain TCP socket is split into owned halves (no lock between reader and writer);
+//! a socket of the TLS port first does its TLS handshake here, in the connection's
+//! task, within the same handshake timeout as the AMQP handshake, and is then split
+//! with `tokio::io::split`. Everything after that is the same code for both.
+//!
 //! Bytes come off the socket into one buffer, [`crate::frame::decode`] cuts frames from
 //! it, connection-class methods are handled here and everything else goes to its
 //! [`crate::channel::Channel`]. Replies and deliveries are appended to the connection's
@@ -25,9 +30,8 @@ use std::time::Duration;
 use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -92,20 +96,95 @@ struct Connection {
     kill: Arc<tokio::sync::Notify>,
 }
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted plain-TCP socket until it closes.
 pub(crate) async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    // Owned halves: no lock between the reader and the writer task.
+    let (rd, wr) = stream.into_split();
+    let accepted = Accepted {
+        peer,
+        local,
+        tls: None,
+        handshake_deadline,
+    };
+    serve_stream(rd, wr, accepted, shared, shutdown).await;
+}
+
+/// Serves one socket accepted on the TLS port: the TLS handshake first, in this task
+/// and within the AMQP handshake timeout (which the AMQP handshake then shares).
+pub(crate) async fn serve_tls(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let (mut rd, wr) = stream.into_split();
+    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    // Gives up at the deadline, or at once when the broker shuts down.
+    let limit = async {
+        let _ = tokio::time::timeout_at(handshake_deadline, shutdown.wait_for(|stop| *stop)).await;
+    };
+    let (tls, info) = match crate::tls::handshake(&acceptor, stream, limit).await {
+        Ok(done) => done,
+        Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+            tracing::info!(%peer, "TLS handshake timeout");
+            return;
+        }
+        Err(err) => {
+            tracing::debug!(%peer, %err, "TLS handshake failed");
+            return;
+        }
+    };
+    tracing::debug!(%peer, protocol = info.protocol, cipher = info.cipher, "TLS established");
+    let (rd, wr) = tokio::io::split(tls);
+    let accepted = Accepted {
+        peer,
+        local,
+        tls: Some(info),
+        handshake_deadline,
+    };
+    serve_stream(rd, wr, accepted, shared, shutdown).await;
+}
+
+/// Where an accepted connection came from.
+struct Accepted {
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<crate::tls::TlsInfo>,
+    /// When the AMQP handshake must be done by (counted from the accept).
+    handshake_deadline: Instant,
+}
+
+/// Serves one connection, whatever carries its bytes, until it closes.
+async fn serve_stream<R, W>(
+    mut rd: R,
+    wr: W,
+    accepted: Accepted,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Accepted {
+        peer,
+        local,
+        tls,
+        handshake_deadline,
+    } = accepted;
     let outbox = Arc::new(Outbox::default());
     let writer = tokio::spawn(write_loop(wr, Arc::clone(&outbox)));
     let id = shared.next_connection_id();
-    let kill = shared.registry.register(id, peer, local);
+    let kill = shared.registry.register(id, peer, local, tls);
     let mut conn = Connection {
         id,
         peer,
@@ -132,7 +211,6 @@ pub(crate) async fn serve(
     tracing::debug!(conn = id, %peer, "accepted");
 
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     if conn
         .read_protocol_header(&mut rd, &mut buf, handshake_deadline)
         .await
@@ -166,7 +244,7 @@ pub(crate) async fn serve(
     tracing::debug!(conn = id, %peer, "closed");
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>) {
     let mut spare = Vec::with_capacity(64 * 1024);
     loop {
         outbox.take_into(&mut spare);
@@ -190,9 +268,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
 
 impl Connection {
     /// Reads the 8-byte protocol header; a wrong one is answered with ours.
-    async fn read_protocol_header(
+    async fn read_protocol_header<R: AsyncRead + Unpin>(
         &mut self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rd: &mut R,
         buf: &mut BytesMut,
         deadline: Instant,
     ) -> bool {
@@ -256,9 +334,9 @@ impl Connection {
         );
     }
 
-    async fn read_loop(
+    async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rd: &mut R,
         buf: &mut BytesMut,
         handshake_deadline: Instant,
         shutdown: &mut watch::Receiver<bool>,

@@ -32,6 +32,8 @@
 //!   durable queues go to per-queue segment files; a sync thread group-commits them
 //!   and only then are their publisher confirms sent.
 //! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
+//! - [`tls`]: certificates, and the TLS handshake of the `amqps` port and of the
+//!   management API over HTTPS.
 //! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
 //!   [`ctl`] is the `broker ctl` client of it.
 //!
@@ -52,6 +54,7 @@ pub mod properties;
 pub mod queue;
 mod server;
 pub mod store;
+pub mod tls;
 pub mod vhost;
 
 use std::net::SocketAddr;
@@ -64,6 +67,7 @@ use tokio::task::JoinHandle;
 pub use auth::Users;
 pub use error::{AmqpError, Scope};
 pub use server::Limits;
+pub use tls::{TlsConfig, TlsError};
 
 /// Entry point: `Broker::builder().listen(addr).start().await`.
 #[derive(Debug)]
@@ -80,6 +84,9 @@ impl Broker {
             max_disk_bytes: None,
             disk_free_limit: None,
             management: None,
+            tls: None,
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            management_tls: false,
         }
     }
 }
@@ -94,9 +101,34 @@ pub struct BrokerBuilder {
     max_disk_bytes: Option<u64>,
     disk_free_limit: Option<u64>,
     management: Option<SocketAddr>,
+    tls: Option<TlsConfig>,
+    tls_listen: SocketAddr,
+    management_tls: bool,
 }
 
 impl BrokerBuilder {
+    /// Also serves AMQP over TLS (`amqps`) with this certificate, on
+    /// [`tls_listen`](Self::tls_listen) (see [`BrokerHandle::tls_addr`]). The plain
+    /// port stays open. Off by default.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The address of the TLS port (default `127.0.0.1:0`; RabbitMQ's is 5671).
+    /// Used only with [`tls`](Self::tls).
+    pub fn tls_listen(mut self, addr: SocketAddr) -> Self {
+        self.tls_listen = addr;
+        self
+    }
+
+    /// Serves the management API as HTTPS with the [`tls`](Self::tls) certificate
+    /// instead of plain HTTP. Starting fails if there is no certificate.
+    pub fn management_tls(mut self, on: bool) -> Self {
+        self.management_tls = on;
+        self
+    }
+
     /// Also serves the management HTTP API and `/metrics` on `addr` (port 0 picks a
     /// free port; see [`BrokerHandle::management_addr`]). Off by default.
     pub fn management(mut self, addr: SocketAddr) -> Self {
@@ -201,8 +233,26 @@ impl BrokerBuilder {
     /// Binds the listener and starts serving in the background on the current tokio
     /// runtime. The returned handle knows the bound address.
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
+        if self.management_tls && self.tls.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "management over HTTPS needs a TLS certificate and key",
+            ));
+        }
         let listener = server::bind(self.listen).await?;
         let addr = listener.local_addr()?;
+        let tls_listener = match &self.tls {
+            Some(config) => Some((server::bind(self.tls_listen).await?, config.amqp_acceptor())),
+            None => None,
+        };
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
+        let management_tls = match &self.tls {
+            Some(config) if self.management_tls => Some(config.http_acceptor()),
+            _ => None,
+        };
         let management = match self.management {
             Some(at) => Some(tokio::net::TcpListener::bind(at).await?),
             None => None,
@@ -228,15 +278,26 @@ impl BrokerBuilder {
         });
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
-        let management_task =
-            management.map(|l| tokio::spawn(management::serve(l, Arc::clone(&shared), rx.clone())));
-        let task = tokio::spawn(server::run(listener, shared, rx));
+        let management_task = management.map(|l| {
+            tokio::spawn(management::serve(
+                l,
+                management_tls,
+                Arc::clone(&shared),
+                rx.clone(),
+            ))
+        });
+        let task = tokio::spawn(server::run(listener, tls_listener, shared, rx));
         tracing::info!(%addr, "broker listening");
+        if let Some(at) = tls_addr {
+            tracing::info!(%at, "broker listening for AMQP over TLS");
+        }
         if let Some(at) = management_addr {
-            tracing::info!(%at, "management API listening");
+            let scheme = if self.management_tls { "https" } else { "http" };
+            tracing::info!(%at, scheme, "management API listening");
         }
         Ok(BrokerHandle {
             addr,
+            tls_addr,
             management_addr,
             shutdown: tx,
             task: Some(task),
@@ -249,6 +310,7 @@ impl BrokerBuilder {
 #[derive(Debug)]
 pub struct BrokerHandle {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     management_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -259,6 +321,17 @@ impl BrokerHandle {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the TLS (`amqps`) port, if TLS was configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:PORT/%2f`, if TLS was configured.
+    pub fn amqps_url(&self) -> Option<String> {
+        self.tls_addr
+            .map(|at| format!("amqps://guest:guest@{at}/%2f"))
     }
 
     /// The address of the management API, if it was enabled.

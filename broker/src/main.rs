@@ -13,6 +13,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The management API's address when `--management-listen` is not given.
 const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
+/// The TLS port's address when a certificate is given without `--tls-listen`
+/// (RabbitMQ's amqps port).
+const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:5671";
 
 /// An AMQP 0-9-1 broker that clients accept as RabbitMQ (in memory, single node).
 #[derive(Debug, Parser)]
@@ -94,6 +97,35 @@ struct Args {
     /// 127.0.0.1:15672; if that default is taken the broker starts without it].
     #[arg(long, env = "BROKER_MANAGEMENT_LISTEN", value_name = "ADDR|off")]
     management_listen: Option<String>,
+    /// PEM certificate chain (leaf first) for AMQP over TLS. With --tls-key, the
+    /// broker also listens for amqps on --tls-listen.
+    #[arg(
+        long,
+        env = "BROKER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "BROKER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// Address to listen on for AMQP over TLS [default: 0.0.0.0:5671 when
+    /// --tls-cert and --tls-key are given; off without them].
+    #[arg(
+        long,
+        env = "BROKER_TLS_LISTEN",
+        value_name = "ADDR",
+        requires = "tls_cert"
+    )]
+    tls_listen: Option<SocketAddr>,
+    /// Serve the management API as HTTPS with the --tls-cert certificate.
+    #[arg(long, env = "BROKER_MANAGEMENT_TLS", requires = "tls_cert")]
+    management_tls: bool,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -122,7 +154,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enable_all()
             .build()?,
     };
-    runtime.block_on(serve(args))
+    if let Err(e) = runtime.block_on(serve(args)) {
+        // Display, not Debug: "cannot read TLS key file /path: ...".
+        eprintln!("Error: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -145,6 +182,18 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .map(str::to_owned)
                 .collect(),
         );
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // A missing or bad file stops the start, naming the file.
+        let config = broker::TlsConfig::from_pem_files(cert, key)?;
+        let at = match args.tls_listen {
+            Some(at) => at,
+            None => DEFAULT_TLS_LISTEN.parse::<SocketAddr>()?,
+        };
+        builder = builder
+            .tls(config)
+            .tls_listen(at)
+            .management_tls(args.management_tls);
+    }
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dir(dir);
     }
@@ -193,6 +242,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The first line on stdout is the AMQP address (scripts and tests read it).
     println!("broker listening on amqp://{}", handle.local_addr());
+    if let Some(at) = handle.tls_addr() {
+        println!("broker listening on amqps://{at}");
+    }
     if let Some(at) = unavailable {
         tracing::warn!(%at, "management address in use; running without the management API");
     }

@@ -150,6 +150,10 @@ fn peer_fields(c: &ConnInfo) -> (String, u16) {
 pub(crate) fn connection(c: &ConnInfo, channels: u32) -> Value {
     let (peer_host, peer_port) = peer_fields(c);
     let (frame_max, channel_max, timeout) = c.tune.unwrap_or((0, 0, 0));
+    let (ssl_protocol, ssl_cipher) = match &c.tls {
+        Some(t) => (Value::from(t.protocol), Value::from(t.cipher)),
+        None => (Value::Null, Value::Null),
+    };
     json!({
         "name": c.name(),
         "node": NODE_NAME,
@@ -163,7 +167,9 @@ pub(crate) fn connection(c: &ConnInfo, channels: u32) -> Value {
         "peer_port": peer_port,
         "host": c.local.ip().to_string(),
         "port": c.local.port(),
-        "ssl": false,
+        "ssl": c.tls.is_some(),
+        "ssl_protocol": ssl_protocol,
+        "ssl_cipher": ssl_cipher,
         "connected_at": c.connected_at,
         "frame_max": frame_max,
         "channel_max": channel_max,

@@ -8,6 +8,9 @@
 //!   missing or bad credentials, 403 for a user without the tag).
 //! - `/metrics`: Prometheus text exposition, without auth, as RabbitMQ's plugin.
 //!
+//! With the broker's TLS certificate and `management_tls`, the same is served as
+//! HTTPS (see [`crate::tls`]).
+//!
 //! The broker serves one vhost, `/`: creating or deleting vhosts answers 501.
 //!
 //! The `broker ctl` commands ([`crate::ctl`]) are a client of this API.
@@ -26,6 +29,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use base64::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -165,9 +169,11 @@ impl FromRequestParts<Arc<Shared>> for Admin {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` turns true.
+/// Serves the API on `listener` until `shutdown` turns true: HTTPS when given a TLS
+/// acceptor, else plain HTTP.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -179,10 +185,24 @@ pub(crate) async fn serve(
             }
         }
     };
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(acceptor) => match crate::tls::HttpsListener::new(listener, acceptor) {
+            // `tap_io` only so that axum hands the peer's SocketAddr to `ConnectInfo`
+            // (it does so for its own listeners and for tapped ones).
+            Ok(https) => {
+                axum::serve(https.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Err(err) => Err(err),
+        },
+    };
+    if let Err(err) = served {
         tracing::warn!(%err, "management listener failed");
     }
 }

@@ -30,6 +30,8 @@ pub struct ConnInfo {
     pub connected_at: u64,
     /// Negotiated frame_max, channel_max and heartbeat, once opened.
     pub tune: Option<(u32, u16, u16)>,
+    /// What TLS negotiated, for a connection to the TLS port.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 impl ConnInfo {
@@ -62,7 +64,13 @@ pub(crate) struct Registry {
 impl Registry {
     /// Registers an accepted connection; the returned `Notify` is woken when the
     /// management side asks it to close (see [`Registry::close_reason`]).
-    pub(crate) fn register(&self, id: u64, peer: SocketAddr, local: SocketAddr) -> Arc<Notify> {
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: Option<crate::tls::TlsInfo>,
+    ) -> Arc<Notify> {
         let kill = Arc::new(Notify::new());
         let connected_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -75,6 +83,7 @@ impl Registry {
             vhost: String::new(),
             connected_at,
             tune: None,
+            tls,
         };
         self.conns.lock().insert(
             id,
@@ -149,7 +158,7 @@ mod tests {
         let r = Registry::default();
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let local = SocketAddr::from(([127, 0, 0, 1], 5672));
-        let kill = r.register(7, peer, local);
+        let kill = r.register(7, peer, local, None);
         r.opened(7, "guest", "/", (131072, 2047, 60));
         let s = r.snapshot();
         assert_eq!(s.len(), 1);
