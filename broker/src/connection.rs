@@ -42,6 +42,7 @@ use crate::frame::{self, Frame};
 use crate::outbox::Outbox;
 use crate::server::Shared;
 use crate::vhost::ChannelState;
+use crate::vhosts::VHostEntry;
 
 /// How long a client has to finish the handshake, as RabbitMQ's `handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,6 +76,8 @@ struct Connection {
     user: String,
     /// The vhost named in `connection.open`.
     vhost_name: String,
+    /// That vhost, resolved once at `connection.open` (`None` before).
+    vhost: Option<Arc<VHostEntry>>,
     cancel_notify: bool,
     /// The client understands `connection.blocked` and `connection.unblocked`.
     blocked_notify: bool,
@@ -196,6 +199,7 @@ async fn serve_stream<R, W>(
         heartbeat: 0,
         user: String::new(),
         vhost_name: String::new(),
+        vhost: None,
         cancel_notify: false,
         blocked_notify: false,
         alarm_on: false,
@@ -545,13 +549,16 @@ impl Connection {
         if ch.closing {
             return Ok(());
         }
+        let Some(vhost) = self.vhost.as_deref() else {
+            return Err(not_open());
+        };
         let ctx = Ctx {
             conn: self.id,
             user: &self.user,
             outbox: &self.outbox,
-            vhost: &self.shared.vhost,
+            vhost: &vhost.vhost,
             frame_max: self.frame_max as usize,
-            store: self.shared.store.as_deref(),
+            store: vhost.store.as_deref(),
             users: &self.shared.users,
             vhost_name: &self.vhost_name,
             max_message_size: self.shared.config.max_message_size,
@@ -567,7 +574,9 @@ impl Connection {
 
     fn close_channel_with(&mut self, id: u16, e: AmqpError) {
         tracing::debug!(conn = self.id, channel = id, error = %e, "channel error");
-        self.shared.vhost.lock().close_channel((self.id, id));
+        if let Some(v) = &self.vhost {
+            v.vhost.lock().close_channel((self.id, id));
+        }
         if let Some(ch) = self.channels.get_mut(&id) {
             ch.closing = true;
         }
@@ -604,13 +613,16 @@ impl Connection {
                         ),
                     ));
                 }
-                self.channels.insert(id, Channel::new(id));
+                let Some(vhost) = &self.vhost else {
+                    return Err(not_open());
+                };
                 let state = ChannelState::new(
                     Arc::clone(&self.outbox),
                     self.frame_max as usize,
                     self.cancel_notify,
                 );
-                self.shared.vhost.lock().open_channel((self.id, id), state);
+                vhost.vhost.lock().open_channel((self.id, id), state);
+                self.channels.insert(id, Channel::new(id));
                 self.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -625,7 +637,9 @@ impl Connection {
                     )
                     .on_method(20, 40));
                 }
-                self.shared.vhost.lock().close_channel((self.id, id));
+                if let Some(v) = &self.vhost {
+                    v.vhost.lock().close_channel((self.id, id));
+                }
                 self.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
@@ -676,27 +690,34 @@ impl Connection {
             }
             (Phase::Open, M::Open(open)) => {
                 let vhost = open.virtual_host.as_str();
-                if vhost != "/" {
-                    // One vhost is served; others are unknown whatever the user table says.
-                    return Err(AmqpError::connection(
+                let not_found = || {
+                    AmqpError::connection(
                         code::NOT_ALLOWED,
                         format_args!("vhost {vhost} not found"),
                     )
-                    .on_method(10, 40));
-                }
+                    .on_method(10, 40)
+                };
+                // The vhost table decides what exists; the user table who may enter.
+                let entry = self.shared.vhosts.get(vhost).ok_or_else(not_found)?;
                 self.shared
                     .users
                     .read()
                     .check_vhost(&self.user, vhost)
                     .map_err(|e| e.on_method(10, 40))?;
                 self.vhost_name = vhost.to_owned();
-                self.phase = Phase::Running;
                 self.shared.registry.opened(
                     self.id,
                     &self.user,
-                    open.virtual_host.as_str(),
+                    vhost,
                     (self.frame_max, self.channel_max, self.heartbeat),
                 );
+                // Deleted between the look-up and the registration: the deletion may
+                // not have seen this connection in the registry, so refuse it here.
+                if entry.is_deleted() {
+                    return Err(not_found());
+                }
+                self.vhost = Some(entry);
+                self.phase = Phase::Running;
                 self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                 Ok(())
             }
@@ -843,16 +864,19 @@ impl Connection {
         for ch in self.channels.values_mut() {
             stored |= ch.take_stored();
         }
+        let Some(vhost) = self.vhost.as_deref() else {
+            return;
+        };
         if stored {
-            self.shared.vhost.lock().commit_store();
+            vhost.vhost.lock().commit_store();
         }
         let ctx = Ctx {
             conn: self.id,
             user: &self.user,
             outbox: &self.outbox,
-            vhost: &self.shared.vhost,
+            vhost: &vhost.vhost,
             frame_max: self.frame_max as usize,
-            store: self.shared.store.as_deref(),
+            store: vhost.store.as_deref(),
             users: &self.shared.users,
             vhost_name: &self.vhost_name,
             max_message_size: self.shared.config.max_message_size,
@@ -876,7 +900,10 @@ impl Connection {
 
     /// Gives back everything the connection holds. Safe to call more than once.
     fn release(&mut self) {
-        let mut vhost = self.shared.vhost.lock();
+        let Some(entry) = &self.vhost else {
+            return;
+        };
+        let mut vhost = entry.vhost.lock();
         for id in self.channels.keys() {
             vhost.close_channel((self.id, *id));
         }
@@ -887,6 +914,15 @@ impl Connection {
             ch.closing = true;
         }
     }
+}
+
+/// A channel method before `connection.open` succeeded (the read loop refuses those
+/// earlier; this is the fallback).
+fn not_open() -> AmqpError {
+    AmqpError::connection(
+        code::CHANNEL_ERROR,
+        "channel frame before the connection was opened",
+    )
 }
 
 fn connection_method_id(m: &connection::AMQPMethod) -> u16 {

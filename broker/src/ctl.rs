@@ -79,16 +79,25 @@ pub enum CtlCommand {
     ListQueues {
         /// Columns, e.g. name messages_ready messages_unacknowledged consumers.
         columns: Vec<String>,
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
     },
     /// Exchanges (default columns: name type).
     ListExchanges {
         /// Columns.
         columns: Vec<String>,
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
     },
     /// Bindings, including the default exchange's (default: rabbitmqctl's columns).
     ListBindings {
         /// Columns.
         columns: Vec<String>,
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
     },
     /// Connections (default columns: name user peer_host peer_port state).
     ListConnections {
@@ -104,6 +113,9 @@ pub enum CtlCommand {
     ListConsumers {
         /// Columns.
         columns: Vec<String>,
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
     },
     /// Users and their tags.
     ListUsers,
@@ -192,12 +204,13 @@ pub enum CtlCommand {
         /// User name.
         user: String,
     },
-    /// Adds a vhost (this broker serves only `/`: answered 501).
+    /// Adds a vhost (persisted with a data directory).
     AddVhost {
         /// Vhost name.
         name: String,
     },
-    /// Deletes a vhost (this broker serves only `/`: answered 501).
+    /// Deletes a vhost: its queues, exchanges, messages and permissions go, and its
+    /// connections are closed with 320 CONNECTION_FORCED.
     DeleteVhost {
         /// Vhost name.
         name: String,
@@ -320,10 +333,20 @@ pub fn run(args: &CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlError>
     let seg = encode_segment;
     use CtlCommand as C;
     match &args.command {
-        C::ListQueues { columns } => list("/api/queues", columns, &["name", "messages"], out),
-        C::ListExchanges { columns } => list("/api/exchanges", columns, &["name", "type"], out),
-        C::ListBindings { columns } => list(
-            "/api/bindings",
+        C::ListQueues { columns, vhost } => list(
+            &format!("/api/queues/{}", seg(vhost)),
+            columns,
+            &["name", "messages"],
+            out,
+        ),
+        C::ListExchanges { columns, vhost } => list(
+            &format!("/api/exchanges/{}", seg(vhost)),
+            columns,
+            &["name", "type"],
+            out,
+        ),
+        C::ListBindings { columns, vhost } => list(
+            &format!("/api/bindings/{}", seg(vhost)),
             columns,
             &[
                 "source_name",
@@ -347,8 +370,8 @@ pub fn run(args: &CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlError>
             &["name", "user", "consumer_count", "messages_unacknowledged"],
             out,
         ),
-        C::ListConsumers { columns } => list(
-            "/api/consumers",
+        C::ListConsumers { columns, vhost } => list(
+            &format!("/api/consumers/{}", seg(vhost)),
             columns,
             &[
                 "queue_name",

@@ -126,17 +126,17 @@ impl AmqpError {
         self
     }
 
-    pub(crate) fn not_found_queue(name: &str) -> Self {
+    pub(crate) fn not_found_queue(vhost: &str, name: &str) -> Self {
         Self::channel(
             code::NOT_FOUND,
-            format_args!("no queue '{name}' in vhost '/'"),
+            format_args!("no queue '{name}' in vhost '{vhost}'"),
         )
     }
 
-    pub(crate) fn not_found_exchange(name: &str) -> Self {
+    pub(crate) fn not_found_exchange(vhost: &str, name: &str) -> Self {
         Self::channel(
             code::NOT_FOUND,
-            format_args!("no exchange '{name}' in vhost '/'"),
+            format_args!("no exchange '{name}' in vhost '{vhost}'"),
         )
     }
 
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn text_is_prefixed_with_the_code_name() {
-        let e = AmqpError::not_found_queue("q");
+        let e = AmqpError::not_found_queue("/", "q");
         assert_eq!(e.text, "NOT_FOUND - no queue 'q' in vhost '/'");
         assert_eq!(e.code, 404);
         assert_eq!(e.scope, Scope::Channel);

@@ -24,6 +24,8 @@
 //!   header's properties in place and finds the few fields the broker acts on.
 //! - [`channel`]: applies a channel's methods; assembles `basic.publish` content;
 //!   coalesces publisher confirms; buffers transactions.
+//! - `vhosts`: the vhosts by name, each with its own lock and store; a connection
+//!   picks its vhost once, at `connection.open`.
 //! - [`vhost`]: exchanges, queues and every channel's delivery state behind one lock;
 //!   routes ([`exchange`]), enqueues ([`queue`], [`message`]) and delivers by writing
 //!   `basic.deliver` straight into the consumer connection's [`outbox`].
@@ -56,6 +58,7 @@ mod server;
 pub mod store;
 pub mod tls;
 pub mod vhost;
+mod vhosts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +90,7 @@ impl Broker {
             tls: None,
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             management_tls: false,
+            vhosts: Vec::new(),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct BrokerBuilder {
     tls: Option<TlsConfig>,
     tls_listen: SocketAddr,
     management_tls: bool,
+    vhosts: Vec<String>,
 }
 
 impl BrokerBuilder {
@@ -126,6 +131,17 @@ impl BrokerBuilder {
     /// instead of plain HTTP. Starting fails if there is no certificate.
     pub fn management_tls(mut self, on: bool) -> Self {
         self.management_tls = on;
+        self
+    }
+
+    /// Creates the vhost `name` at start (besides `/`, which always exists at first
+    /// start), as `rabbitmqctl add_vhost`; existing (recovered from the data
+    /// directory) is fine. Call it before [`permissions`](Self::permissions) on it.
+    pub fn vhost(mut self, name: &str) -> Self {
+        self.users.add_vhost(name);
+        if !self.vhosts.iter().any(|v| v == name) {
+            self.vhosts.push(name.to_owned());
+        }
         self
     }
 
@@ -258,19 +274,14 @@ impl BrokerBuilder {
             None => None,
         };
         let management_addr = management.as_ref().map(|l| l.local_addr()).transpose()?;
-        let vhost = match &self.data_dir {
-            Some(dir) => {
-                let segment_size = self.max_disk_bytes.map_or(store::SEGMENT_SIZE, |max| {
-                    u32::try_from(max / 4)
-                        .unwrap_or(u32::MAX)
-                        .min(store::SEGMENT_SIZE)
-                });
-                let (store, recovered) = store::Store::open_with_segment_size(dir, segment_size)?;
-                vhost::VHost::with_store(Arc::new(store), recovered)
-            }
-            None => vhost::VHost::new(),
-        };
-        let mut shared = server::Shared::new(self.users, self.limits, vhost);
+        let segment_size = self.max_disk_bytes.map_or(store::SEGMENT_SIZE, |max| {
+            u32::try_from(max / 4)
+                .unwrap_or(u32::MAX)
+                .min(store::SEGMENT_SIZE)
+        });
+        let data = self.data_dir.clone().map(|dir| (dir, segment_size));
+        let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
+        let mut shared = server::Shared::new(self.users, self.limits, vhosts);
         shared.alarm = alarm::DiskAlarm::new(alarm::AlarmConfig {
             max_disk_bytes: self.max_disk_bytes,
             disk_free_limit: self.disk_free_limit,
@@ -342,6 +353,20 @@ impl BrokerHandle {
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:PORT/VHOST`, the vhost percent-encoded.
+    pub fn amqp_url_for_vhost(&self, vhost: &str) -> String {
+        let mut path = String::new();
+        for b in vhost.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    path.push(char::from(b));
+                }
+                _ => path.push_str(&format!("%{b:02X}")),
+            }
+        }
+        format!("amqp://guest:guest@{}/{path}", self.addr)
     }
 
     /// Stops accepting, closes every connection with 320 CONNECTION_FORCED, and waits

@@ -17,7 +17,7 @@ const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
 /// (RabbitMQ's amqps port).
 const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:5671";
 
-/// An AMQP 0-9-1 broker that clients accept as RabbitMQ (in memory, single node).
+/// An AMQP 0-9-1 broker that clients accept as RabbitMQ (single node).
 #[derive(Debug, Parser)]
 #[command(
     name = "broker",
@@ -49,6 +49,16 @@ struct Args {
     /// `guest:guest` always exists.
     #[arg(long = "user", value_name = "NAME:PASSWORD[:TAGS]")]
     users: Vec<String>,
+    /// A vhost to create besides `/` (repeatable; BROKER_VHOSTS takes a
+    /// comma-separated list). With --data-dir vhosts also persist, so naming one that
+    /// already exists there is fine.
+    #[arg(
+        long = "vhost",
+        value_name = "NAME",
+        env = "BROKER_VHOSTS",
+        value_delimiter = ','
+    )]
+    vhosts: Vec<String>,
     /// A user's rights in a vhost as USER:VHOST:CONFIGURE:WRITE:READ, regular
     /// expressions as `rabbitmqctl set_permissions` takes them (repeatable; replaces
     /// the full rights `--user` gives on that vhost).
@@ -202,6 +212,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(bytes) = args.disk_free_limit {
         builder = builder.disk_free_limit(bytes);
+    }
+    for vhost in args.vhosts.iter().filter(|v| !v.is_empty()) {
+        builder = builder.vhost(vhost);
     }
     for user in &args.users {
         let (name, rest) = user

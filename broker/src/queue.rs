@@ -88,14 +88,15 @@ pub struct DurableLog {
 impl Queue {
     /// A new empty queue; arguments are validated.
     pub fn new(
+        vhost: &str,
         name: ShortString,
         durable: bool,
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Result<Self, AmqpError> {
-        let message_ttl = duration_arg(name.as_str(), &arguments, "x-message-ttl", true)?;
-        let expires = duration_arg(name.as_str(), &arguments, "x-expires", false)?;
+        let message_ttl = duration_arg(vhost, name.as_str(), &arguments, "x-message-ttl", true)?;
+        let expires = duration_arg(vhost, name.as_str(), &arguments, "x-expires", false)?;
         Ok(Self {
             name,
             durable,
@@ -241,6 +242,7 @@ impl Queue {
     /// Whether a redeclare with these properties is equivalent; the 406 otherwise.
     pub fn check_equivalent(
         &self,
+        vhost: &str,
         durable: bool,
         exclusive: bool,
         auto_delete: bool,
@@ -248,7 +250,7 @@ impl Queue {
     ) -> Result<(), AmqpError> {
         let inequivalent = |arg: &str, received: String, current: String| {
             AmqpError::precondition(format_args!(
-                "inequivalent arg '{arg}' for queue '{}' in vhost '/': received {received} but current is {current}",
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{vhost}': received {received} but current is {current}",
                 self.name
             ))
         };
@@ -260,7 +262,7 @@ impl Queue {
             ));
         }
         if exclusive && self.exclusive_owner.is_none() {
-            return Err(crate::vhost::locked(self.name.as_str()));
+            return Err(crate::vhost::locked(vhost, self.name.as_str()));
         }
         if self.auto_delete != auto_delete {
             return Err(inequivalent(
@@ -349,6 +351,7 @@ pub fn int_value(v: &AMQPValue) -> Option<i128> {
 }
 
 fn duration_arg(
+    vhost: &str,
     queue: &str,
     args: &FieldTable,
     key: &str,
@@ -360,13 +363,13 @@ fn duration_arg(
     match int_value(value) {
         Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(ms as u64))),
         Some(0) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{value_zero,0}}"
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_zero,0}}"
         ))),
         Some(ms) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{value_negative,{ms}}}"
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_negative,{ms}}}"
         ))),
         None => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '/': {{unacceptable_type,{value:?}}}"
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{unacceptable_type,{value:?}}}"
         ))),
     }
 }
@@ -379,26 +382,27 @@ mod tests {
     fn ttl_arguments_are_validated() {
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::LongInt(-1));
-        let err = Queue::new("q".into(), false, None, false, args).expect_err("negative ttl");
+        let err = Queue::new("/", "q".into(), false, None, false, args).expect_err("negative ttl");
         assert_eq!(err.code, crate::error::code::PRECONDITION_FAILED);
         let mut args = FieldTable::default();
         args.insert("x-expires".into(), AMQPValue::LongInt(0));
-        assert!(Queue::new("q".into(), false, None, false, args).is_err());
+        assert!(Queue::new("/", "q".into(), false, None, false, args).is_err());
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::ShortShortUInt(0));
-        let q = Queue::new("q".into(), false, None, false, args).expect("zero ttl is fine");
+        let q = Queue::new("/", "q".into(), false, None, false, args).expect("zero ttl is fine");
         assert_eq!(q.message_ttl, Some(Duration::ZERO));
     }
 
     #[test]
     fn redeclare_equivalence() {
-        let q = Queue::new("q".into(), true, None, false, FieldTable::default()).expect("queue");
+        let q =
+            Queue::new("/", "q".into(), true, None, false, FieldTable::default()).expect("queue");
         assert!(
-            q.check_equivalent(true, false, false, &FieldTable::default())
+            q.check_equivalent("/", true, false, false, &FieldTable::default())
                 .is_ok()
         );
         let err = q
-            .check_equivalent(false, false, false, &FieldTable::default())
+            .check_equivalent("/", false, false, false, &FieldTable::default())
             .expect_err("durable");
         assert_eq!(
             err.text,

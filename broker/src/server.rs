@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::alarm::DiskAlarm;
 use crate::auth::Users;
-use crate::store::Store;
-use crate::vhost::VHost;
+use crate::vhosts::VHosts;
 
 /// Limits offered in `connection.tune`.
 #[derive(Debug, Clone)]
@@ -51,9 +49,8 @@ impl Default for Limits {
 /// State shared by every connection of a broker.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) vhost: Mutex<VHost>,
-    /// The durable store, when the broker has a data directory.
-    pub(crate) store: Option<Arc<Store>>,
+    /// The vhosts, each with its own lock and (with a data directory) its own store.
+    pub(crate) vhosts: VHosts,
     /// Users, vhosts and permissions; changed at run time by the management side.
     pub(crate) users: parking_lot::RwLock<Users>,
     pub(crate) config: Limits,
@@ -65,10 +62,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(users: Users, config: Limits, vhost: VHost) -> Self {
+    pub(crate) fn new(mut users: Users, config: Limits, vhosts: VHosts) -> Self {
+        for name in vhosts.names() {
+            users.add_vhost(&name);
+        }
         Self {
-            store: vhost.store().cloned(),
-            vhost: Mutex::new(vhost),
+            vhosts,
             users: parking_lot::RwLock::new(users),
             config,
             alarm: DiskAlarm::default(),
@@ -79,6 +78,28 @@ impl Shared {
 
     pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a vhost (persisted with a data directory); `false` if it existed.
+    pub(crate) fn create_vhost(&self, name: &str) -> std::io::Result<bool> {
+        let created = self.vhosts.create(name)?;
+        self.users.write().add_vhost(name);
+        Ok(created)
+    }
+
+    /// Deletes a vhost as RabbitMQ does: its permissions go first (no new
+    /// connection gets in), then its queues, exchanges and data, and its connections
+    /// are closed with 320 CONNECTION_FORCED "vhost 'NAME' is deleted". `false` if
+    /// there was no such vhost.
+    pub(crate) fn delete_vhost(&self, name: &str) -> std::io::Result<bool> {
+        // Unknown to the user table is fine: the map decides.
+        let _ = self.users.write().delete_vhost(name);
+        let deleted = self.vhosts.delete(name)?;
+        if deleted.is_some() {
+            self.registry
+                .close_vhost(name, &format!("vhost '{name}' is deleted"));
+        }
+        Ok(deleted.is_some())
     }
 }
 
@@ -120,11 +141,15 @@ pub(crate) async fn run(
                 Err(err) => accept_failed(err).await,
             },
             _ = sweep.tick() => {
-                let mut vhost = shared.vhost.lock();
-                vhost.sweep(std::time::Instant::now());
-                let bytes = vhost.store_bytes();
-                drop(vhost);
-                let failing = shared.store.as_ref().is_some_and(|s| s.syncer().failing());
+                let now = std::time::Instant::now();
+                let (mut bytes, mut failing) = (0, false);
+                shared.vhosts.for_each(|entry| {
+                    let mut vhost = entry.vhost.lock();
+                    vhost.sweep(now);
+                    bytes += vhost.store_bytes();
+                    drop(vhost);
+                    failing |= entry.store.as_ref().is_some_and(|s| s.syncer().failing());
+                });
                 shared.alarm.check(failing, bytes);
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -145,10 +170,12 @@ pub(crate) async fn run(
     {
         connections.abort_all();
     }
-    shared.vhost.lock().commit_store();
-    if let Some(store) = &shared.store {
-        store.syncer().shutdown();
-    }
+    shared.vhosts.for_each(|entry| {
+        entry.vhost.lock().commit_store();
+        if let Some(store) = &entry.store {
+            store.syncer().shutdown();
+        }
+    });
 }
 
 /// Accepts on the TLS port; never ready without one.

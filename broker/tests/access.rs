@@ -8,32 +8,14 @@
 
 mod common;
 
+use common::{amqp_error, expect_error};
+
 use std::time::Duration;
 
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The reply code and text of a lapin protocol error.
-fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => Some((p.get_id(), p.get_message().to_string())),
-        _ => None,
-    }
-}
-
-/// Asserts `res` failed with `code` and exactly `text`.
-fn expect_error<T: std::fmt::Debug>(res: Result<T, lapin::Error>, code: u16, text: &str) {
-    match res {
-        Ok(v) => panic!("expected {code} {text:?}, got Ok({v:?})"),
-        Err(e) => assert_eq!(
-            amqp_error(&e),
-            Some((code, text.to_owned())),
-            "unexpected error: {e}"
-        ),
-    }
-}
 
 fn url(b: &broker::BrokerHandle, user: &str, password: &str) -> String {
     format!("amqp://{user}:{password}@{}/%2f", b.local_addr())

@@ -1,8 +1,11 @@
 //! The management API, `/metrics` and `broker ctl` against an embedded broker whose
 //! AMQP and HTTP listeners both bind port 0.
 
+mod common;
+
 use std::time::Duration;
 
+use common::http::{GUEST, get_json, http};
 use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -18,47 +21,6 @@ async fn start() -> anyhow::Result<(broker::BrokerHandle, String)> {
         .management_addr()
         .ok_or_else(|| anyhow::anyhow!("no management address"))?;
     Ok((b, format!("http://{at}")))
-}
-
-/// One HTTP request (blocking client on a blocking thread): status and body.
-async fn http(
-    method: &str,
-    url: String,
-    auth: Option<(&str, &str)>,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, String)> {
-    let method = method.to_owned();
-    let auth = auth.map(|(u, p)| {
-        use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        format!("Basic {token}")
-    });
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut req = ureq::http::Request::builder()
-            .method(method.as_str())
-            .uri(&url);
-        if let Some(a) = &auth {
-            req = req.header("authorization", a);
-        }
-        let req = req.body(body.map(|b| b.to_string()).unwrap_or_default())?;
-        let mut resp = agent.run(req)?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.body_mut().read_to_string()?))
-    })
-    .await?
-}
-
-const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
-
-async fn get_json(base: &str, path: &str) -> anyhow::Result<Value> {
-    let (status, body) = http("GET", format!("{base}{path}"), GUEST, None).await?;
-    anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
-    Ok(serde_json::from_str(&body)?)
 }
 
 /// Publishes `n` messages to `queue` with publisher confirms.
@@ -468,21 +430,35 @@ async fn closing_a_connection_sends_320_to_the_client() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_default_vhost_exists() -> anyhow::Result<()> {
+async fn vhosts_are_created_and_deleted_through_the_api() -> anyhow::Result<()> {
     let (_b, base) = start().await?;
     let vhosts = get_json(&base, "/api/vhosts").await?;
     assert_eq!(vhosts.as_array().map(Vec::len), Some(1));
     assert_eq!(vhosts[0]["name"], "/");
-    let (status, body) = http("PUT", format!("{base}/api/vhosts/other"), GUEST, None).await?;
-    assert_eq!(status, 501);
+    let (status, body) = http("GET", format!("{base}/api/queues/other"), GUEST, None).await?;
+    assert_eq!(status, 404);
     assert_eq!(
-        serde_json::from_str::<Value>(&body)?["error"],
-        "not_implemented"
+        serde_json::from_str::<Value>(&body)?,
+        json!({"error": "Object Not Found", "reason": "Not Found"})
     );
-    let (status, _) = http("DELETE", format!("{base}/api/vhosts/%2F"), GUEST, None).await?;
-    assert_eq!(status, 501);
+    let (status, body) = http("PUT", format!("{base}/api/vhosts/other"), GUEST, None).await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = http("PUT", format!("{base}/api/vhosts/other"), GUEST, None).await?;
+    assert_eq!(status, 204);
     let (status, _) = http("PUT", format!("{base}/api/vhosts/%2F"), GUEST, None).await?;
     assert_eq!(status, 204);
+    let names: Vec<Value> = get_json(&base, "/api/vhosts")
+        .await?
+        .as_array()
+        .map(|a| a.iter().map(|v| v["name"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, [json!("/"), json!("other")]);
+    assert_eq!(get_json(&base, "/api/queues/other").await?, json!([]));
+    assert_eq!(get_json(&base, "/api/vhosts/other").await?["messages"], 0);
+    let (status, _) = http("DELETE", format!("{base}/api/vhosts/other"), GUEST, None).await?;
+    assert_eq!(status, 204);
+    let (status, _) = http("DELETE", format!("{base}/api/vhosts/other"), GUEST, None).await?;
+    assert_eq!(status, 404);
     let (status, _) = http("GET", format!("{base}/api/queues/other"), GUEST, None).await?;
     assert_eq!(status, 404);
     Ok(())
@@ -544,11 +520,19 @@ async fn ctl_lists_queues_as_rabbitmqctl_does() -> anyhow::Result<()> {
     );
 
     let (code, _, err) = ctl(&base, &["add-vhost", "other"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&base, &["list-vhosts"]).await?;
+    assert_eq!(out, "name\n/\nother\n");
+    let (code, out, err) = ctl(&base, &["list-queues", "-p", "other"]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "name\tmessages\n");
+    let (code, _, err) = ctl(&base, &["list-queues", "-p", "nope"]).await?;
     assert_ne!(code, 0);
-    assert!(
-        err.contains("501") && err.contains("single virtual host"),
-        "{err}"
-    );
+    assert!(err.contains("404"), "{err}");
+    let (code, _, err) = ctl(&base, &["delete-vhost", "other"]).await?;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&base, &["list-vhosts"]).await?;
+    assert_eq!(out, "name\n/\n");
 
     let (code, _, err) = ctl(&base, &["add-user", "bob", "pw"]).await?;
     assert_eq!(code, 0, "{err}");

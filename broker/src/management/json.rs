@@ -12,9 +12,6 @@ use crate::vhost::{
     BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, QueueSnapshot,
 };
 
-/// The one vhost.
-pub(crate) const VHOST: &str = "/";
-
 /// An AMQP field table as a JSON object.
 pub(crate) fn table(t: &FieldTable) -> Value {
     Value::Object(
@@ -76,10 +73,10 @@ fn amqp_value(v: &Value) -> Option<AMQPValue> {
     })
 }
 
-pub(crate) fn queue(q: &QueueSnapshot) -> Value {
+pub(crate) fn queue(vhost: &str, q: &QueueSnapshot) -> Value {
     json!({
         "name": q.name,
-        "vhost": VHOST,
+        "vhost": vhost,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
@@ -94,10 +91,10 @@ pub(crate) fn queue(q: &QueueSnapshot) -> Value {
     })
 }
 
-pub(crate) fn exchange(x: &ExchangeSnapshot) -> Value {
+pub(crate) fn exchange(vhost: &str, x: &ExchangeSnapshot) -> Value {
     json!({
         "name": x.name,
-        "vhost": VHOST,
+        "vhost": vhost,
         "type": x.kind,
         "durable": x.durable,
         "auto_delete": x.auto_delete,
@@ -107,10 +104,10 @@ pub(crate) fn exchange(x: &ExchangeSnapshot) -> Value {
     })
 }
 
-pub(crate) fn binding(b: &BindingSnapshot) -> Value {
+pub(crate) fn binding(vhost: &str, b: &BindingSnapshot) -> Value {
     json!({
         "source": b.source,
-        "vhost": VHOST,
+        "vhost": vhost,
         "destination": b.destination,
         "destination_type": if b.to_queue { "queue" } else { "exchange" },
         "routing_key": b.routing_key,
@@ -194,7 +191,7 @@ fn channel_details(c: Option<&ConnInfo>, number: u16) -> (String, Value) {
     (name, details)
 }
 
-pub(crate) fn channel(ch: &ChannelSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
+pub(crate) fn channel(vhost: &str, ch: &ChannelSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
     let conn = conns.get(&ch.key.0);
     let (name, _) = channel_details(conn, ch.key.1);
     let (peer_host, peer_port) = conn.map(peer_fields).unwrap_or_default();
@@ -203,7 +200,7 @@ pub(crate) fn channel(ch: &ChannelSnapshot, conns: &HashMap<u64, ConnInfo>) -> V
         "number": ch.key.1,
         "node": NODE_NAME,
         "user": conn.map(|c| c.user.as_str()).unwrap_or_default(),
-        "vhost": conn.map(|c| c.vhost.as_str()).unwrap_or(VHOST),
+        "vhost": vhost,
         "connection_details": {
             "name": conn.map(ConnInfo::name).unwrap_or_default(),
             "peer_host": peer_host,
@@ -217,10 +214,10 @@ pub(crate) fn channel(ch: &ChannelSnapshot, conns: &HashMap<u64, ConnInfo>) -> V
     })
 }
 
-pub(crate) fn consumer(c: &ConsumerSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
+pub(crate) fn consumer(vhost: &str, c: &ConsumerSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
     let (_, details) = channel_details(conns.get(&c.channel.0), c.channel.1);
     json!({
-        "queue": { "name": c.queue, "vhost": VHOST },
+        "queue": { "name": c.queue, "vhost": vhost },
         "consumer_tag": c.tag,
         "channel_details": details,
         "ack_required": c.ack_required,

@@ -32,15 +32,21 @@ type QueueGauge = fn(&crate::vhost::QueueSnapshot) -> u64;
 
 /// The whole exposition.
 pub(crate) fn render(shared: &Shared) -> String {
-    let (queues, channels, consumers, stats) = {
-        let mut v = shared.vhost.lock();
-        (
-            v.queue_snapshots(),
-            v.channel_snapshots().len(),
-            v.consumer_snapshots().len(),
-            v.message_stats(),
-        )
-    };
+    // (vhost, queue) pairs, by vhost name then queue name.
+    let mut queues = Vec::new();
+    let (mut channels, mut consumers) = (0, 0);
+    let mut stats = crate::vhost::MessageStats::default();
+    for entry in shared.vhosts.all() {
+        let mut v = entry.vhost.lock();
+        queues.extend(
+            v.queue_snapshots()
+                .into_iter()
+                .map(|q| (entry.name().to_owned(), q)),
+        );
+        channels += v.channel_snapshots().len();
+        consumers += v.consumer_snapshots().len();
+        stats.add(&v.message_stats());
+    }
     let connections = shared.registry.snapshot().len();
     let (opened, closed) = shared.registry.totals();
     let mut out = String::with_capacity(1024 + queues.len() * 300);
@@ -66,10 +72,11 @@ pub(crate) fn render(shared: &Shared) -> String {
     ];
     for (name, help, get) in per_queue {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for q in &queues {
+        for (vhost, q) in &queues {
             let _ = writeln!(
                 out,
-                "{name}{{vhost=\"/\",queue=\"{}\"}} {}",
+                "{name}{{vhost=\"{}\",queue=\"{}\"}} {}",
+                label(vhost),
                 label(&q.name),
                 get(q)
             );

@@ -11,7 +11,9 @@
 //! With the broker's TLS certificate and `management_tls`, the same is served as
 //! HTTPS (see [`crate::tls`]).
 //!
-//! The broker serves one vhost, `/`: creating or deleting vhosts answers 501.
+//! Every vhost is served: listings cover them all (each object with its `vhost`),
+//! `/api/queues/{vhost}` and the like one; vhosts are created and deleted with
+//! `PUT`/`DELETE /api/vhosts/{name}`.
 //!
 //! The `broker ctl` commands ([`crate::ctl`]) are a client of this API.
 
@@ -62,6 +64,9 @@ pub enum ApiError {
     /// Something this broker does not do (501).
     #[error("{0}")]
     NotImplemented(String),
+    /// The broker failed to do it (500), e.g. a vhost's data could not be written.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -72,6 +77,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -82,6 +88,7 @@ impl ApiError {
             Self::NotFound => "Object Not Found",
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
+            Self::Internal(_) => "internal_server_error",
         }
     }
 }
@@ -106,7 +113,7 @@ pub(crate) struct Reader(#[allow(dead_code)] pub(crate) String);
 
 /// A request by a user with the `administrator` tag: the user's name.
 #[derive(Debug, Clone)]
-pub(crate) struct Admin(#[allow(dead_code)] pub(crate) String);
+pub(crate) struct Admin(pub(crate) String);
 
 fn authenticate(parts: &Parts, shared: &Shared) -> Result<String, ApiError> {
     let (user, password) = basic_credentials(parts).ok_or(ApiError::Unauthorized)?;

@@ -139,6 +139,19 @@ impl Registry {
         true
     }
 
+    /// Asks every connection opened to `vhost` to close with `reason`; how many were.
+    pub(crate) fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
+        let mut n = 0;
+        for e in self.conns.lock().values_mut() {
+            if e.info.is_open() && e.info.vhost == vhost {
+                e.reason = Some(reason.to_owned());
+                e.kill.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Why the management side asked connection `id` to close.
     pub(crate) fn close_reason(&self, id: u64) -> String {
         self.conns

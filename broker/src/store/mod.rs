@@ -8,7 +8,12 @@
 //!   queues/<id>/          one directory per durable queue
 //!     0000000001.seg      append-only message records with checksums
 //!     0000000001.ack      acks and delivery markers for that segment
+//!   vhost-names           the vhosts other than `/` (see [`vhosts`])
+//!   vhosts/<name>/        each such vhost's own store, laid out as above
 //! ```
+//!
+//! The default vhost `/` uses the data directory itself; one [`Store`] (with its own
+//! sync thread) serves each vhost.
 //!
 //! The data path: the vhost appends a persistent message routed to a durable queue to
 //! that queue's [`log::QueueLog`] (an in-memory buffer, no I/O) and the publisher's
@@ -20,6 +25,7 @@
 pub mod definitions;
 pub mod log;
 mod segment;
+pub mod vhosts;
 pub mod writer;
 
 use std::io;

@@ -56,7 +56,8 @@ impl VHost {
         let q = self.accessible_mut(queue, key.0)?;
         if q.consumers.iter().any(|c| c.exclusive) || (opts.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format_args!(
-                "queue '{queue}' in vhost '/' in exclusive use"
+                "queue '{queue}' in vhost '{}' in exclusive use",
+                self.name
             )));
         }
         let qname = q.name.clone();

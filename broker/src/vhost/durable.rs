@@ -32,9 +32,10 @@ pub struct StoreState {
 }
 
 impl VHost {
-    /// A vhost rebuilt from a data directory's contents, writing to `store` from now on.
-    pub fn with_store(store: Arc<Store>, recovered: Recovered) -> Self {
-        let mut v = Self::new();
+    /// The vhost `name` rebuilt from its data directory's contents, writing to `store`
+    /// from now on.
+    pub fn with_store(name: &str, store: Arc<Store>, recovered: Recovered) -> Self {
+        let mut v = Self::named(name);
         let Recovered {
             definitions,
             queues,
@@ -60,6 +61,7 @@ impl VHost {
         } in queues
         {
             let mut q = match Queue::new(
+                &v.name,
                 def.name.clone(),
                 true,
                 None,
@@ -109,6 +111,16 @@ impl VHost {
             durable,
         });
         v
+    }
+
+    /// Empties the vhost because it is being deleted: every queue with its messages
+    /// and every exchange but the predeclared ones go, and the store is detached and
+    /// returned (the caller stops its sync thread and removes its data). Channels stay
+    /// until their connections close; from now on nothing is written to disk.
+    pub(crate) fn clear_for_deletion(&mut self) -> Option<Arc<Store>> {
+        self.queues.clear();
+        self.exchanges = Self::named(&self.name).exchanges;
+        self.store.take().map(|s| s.store)
     }
 
     /// The store, if this vhost keeps durable state.
@@ -305,7 +317,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> VHost {
         let (store, recovered) = Store::open(dir).expect("open store");
-        VHost::with_store(Arc::new(store), recovered)
+        VHost::with_store("/", Arc::new(store), recovered)
     }
 
     /// Commits and waits until the sync thread has written everything.

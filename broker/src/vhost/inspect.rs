@@ -36,6 +36,17 @@ pub struct MessageStats {
 }
 
 impl MessageStats {
+    /// Adds another vhost's counters to these (for broker-wide totals).
+    pub fn add(&mut self, other: &MessageStats) {
+        self.publish += other.publish;
+        self.deliver += other.deliver;
+        self.deliver_no_ack += other.deliver_no_ack;
+        self.get += other.get;
+        self.get_no_ack += other.get_no_ack;
+        self.ack += other.ack;
+        self.redeliver += other.redeliver;
+    }
+
     /// Every delivery and get, as RabbitMQ's `deliver_get`.
     pub fn deliver_get(&self) -> u64 {
         self.deliver + self.deliver_no_ack + self.get + self.get_no_ack
@@ -291,15 +302,17 @@ impl VHost {
         let q = self
             .queues
             .get(name)
-            .ok_or_else(|| AmqpError::not_found_queue(name))?;
+            .ok_or_else(|| AmqpError::not_found_queue(&self.name, name))?;
         if if_unused && !q.consumers.is_empty() {
             return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' in use"
+                "queue '{name}' in vhost '{}' in use",
+                self.name
             )));
         }
         if if_empty && q.ready_len() > 0 {
             return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' not empty"
+                "queue '{name}' in vhost '{}' not empty",
+                self.name
             )));
         }
         let n = self.remove_queue(name);

@@ -175,6 +175,8 @@ pub struct ConsumeOptions {
 /// One virtual host.
 #[derive(Debug)]
 pub struct VHost {
+    /// The vhost's name, as error texts and the management API give it.
+    name: String,
     exchanges: HashMap<ShortString, Exchange>,
     queues: HashMap<ShortString, Queue>,
     channels: HashMap<ChannelKey, ChannelState>,
@@ -191,8 +193,15 @@ impl Default for VHost {
 }
 
 impl VHost {
-    /// A vhost with the default exchange and the predeclared `amq.*` exchanges.
+    /// The default vhost, `/`, with the default exchange and the predeclared `amq.*`
+    /// exchanges.
     pub fn new() -> Self {
+        Self::named("/")
+    }
+
+    /// A vhost called `name`, with the default exchange and the predeclared `amq.*`
+    /// exchanges.
+    pub fn named(name: &str) -> Self {
         let mut exchanges = HashMap::new();
         for (name, kind) in [
             ("", ExchangeKind::Direct),
@@ -208,6 +217,7 @@ impl VHost {
             exchanges.insert(ShortString::from(name), x);
         }
         Self {
+            name: name.to_owned(),
             exchanges,
             queues: HashMap::new(),
             channels: HashMap::new(),
@@ -215,6 +225,11 @@ impl VHost {
             store: None,
             stats: MessageStats::default(),
         }
+    }
+
+    /// The vhost's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     // ----- channels and connections -------------------------------------------------
@@ -273,9 +288,10 @@ impl VHost {
     /// Checks an exchange can be published to.
     pub fn check_publish(&self, exchange: &str) -> Result<(), AmqpError> {
         match self.exchanges.get(exchange) {
-            None => Err(AmqpError::not_found_exchange(exchange)),
+            None => Err(AmqpError::not_found_exchange(&self.name, exchange)),
             Some(x) if x.internal => Err(AmqpError::access_refused(format_args!(
-                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
             ))),
             Some(_) => Ok(()),
         }
@@ -635,11 +651,11 @@ fn unknown_tag(tag: u64) -> AmqpError {
     AmqpError::precondition(format_args!("unknown delivery tag {tag}"))
 }
 
-pub(crate) fn locked(name: &str) -> AmqpError {
+pub(crate) fn locked(vhost: &str, name: &str) -> AmqpError {
     AmqpError::channel(
         code::RESOURCE_LOCKED,
         format_args!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
         ),
     )
 }

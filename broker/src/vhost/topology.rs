@@ -32,7 +32,8 @@ impl VHost {
             let received = kind.ok_or_else(|| unknown_type(&opts.kind))?;
             let inequivalent = |arg: &str, r: &dyn std::fmt::Display, c: &dyn std::fmt::Display| {
                 AmqpError::precondition(format_args!(
-                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '/': received '{r}' but current is '{c}'"
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{r}' but current is '{c}'",
+                    self.name
                 ))
             };
             if x.kind != received {
@@ -54,7 +55,7 @@ impl VHost {
             return Ok(());
         }
         if opts.passive {
-            return Err(AmqpError::not_found_exchange(name));
+            return Err(AmqpError::not_found_exchange(&self.name, name));
         }
         let kind = kind.ok_or_else(|| unknown_type(&opts.kind))?;
         if name.starts_with("amq.") {
@@ -82,7 +83,8 @@ impl VHost {
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format_args!(
-                "deletion of system exchange '{name}' in vhost '/' not allowed"
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
         let Some(x) = self.exchanges.get(name) else {
@@ -90,7 +92,8 @@ impl VHost {
         };
         if if_unused && !x.bindings.is_empty() {
             return Err(AmqpError::precondition(format_args!(
-                "exchange '{name}' in vhost '/' in use"
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
             )));
         }
         self.remove_exchange(name);
@@ -126,7 +129,7 @@ impl VHost {
             ));
         }
         if !self.exchanges.contains_key(name) {
-            return Err(AmqpError::not_found_exchange(name));
+            return Err(AmqpError::not_found_exchange(&self.name, name));
         }
         Ok(())
     }
@@ -146,7 +149,7 @@ impl VHost {
             ));
         }
         if !self.exchanges.contains_key(destination) {
-            return Err(AmqpError::not_found_exchange(destination));
+            return Err(AmqpError::not_found_exchange(&self.name, destination));
         }
         self.add_binding(
             source,
@@ -166,10 +169,10 @@ impl VHost {
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
         if !self.exchanges.contains_key(destination) {
-            return Err(AmqpError::not_found_exchange(destination));
+            return Err(AmqpError::not_found_exchange(&self.name, destination));
         }
         if !self.exchanges.contains_key(source) {
-            return Err(AmqpError::not_found_exchange(source));
+            return Err(AmqpError::not_found_exchange(&self.name, source));
         }
         self.remove_binding(
             source,
@@ -239,9 +242,9 @@ impl VHost {
         let q = self
             .queues
             .get(name)
-            .ok_or_else(|| AmqpError::not_found_queue(name))?;
+            .ok_or_else(|| AmqpError::not_found_queue(&self.name, name))?;
         match q.exclusive_owner {
-            Some(owner) if owner != conn => Err(locked(name)),
+            Some(owner) if owner != conn => Err(locked(&self.name, name)),
             _ => Ok(q),
         }
     }
@@ -254,7 +257,7 @@ impl VHost {
         self.accessible(name, conn)?;
         self.queues
             .get_mut(name)
-            .ok_or_else(|| AmqpError::not_found_queue(name))
+            .ok_or_else(|| AmqpError::not_found_queue(&self.name, name))
     }
 
     /// Whether a queue of this name exists.
@@ -305,9 +308,13 @@ impl VHost {
             });
         }
         if self.queues.contains_key(name) {
-            let q = self.accessible_mut(name, conn)?;
+            self.accessible(name, conn)?;
+            let Some(q) = self.queues.get_mut(name) else {
+                return Err(AmqpError::not_found_queue(&self.name, name));
+            };
             if !opts.passive {
                 q.check_equivalent(
+                    &self.name,
                     opts.durable,
                     opts.exclusive,
                     opts.auto_delete,
@@ -322,7 +329,7 @@ impl VHost {
             });
         }
         if opts.passive {
-            return Err(AmqpError::not_found_queue(name));
+            return Err(AmqpError::not_found_queue(&self.name, name));
         }
         let name: ShortString = if name.is_empty() {
             generated_name("amq.gen-").into()
@@ -335,6 +342,7 @@ impl VHost {
         };
         let owner = opts.exclusive.then_some(conn);
         let mut q = Queue::new(
+            &self.name,
             name.clone(),
             opts.durable,
             owner,
@@ -388,7 +396,7 @@ impl VHost {
             ));
         }
         if !self.exchanges.contains_key(exchange) {
-            return Err(AmqpError::not_found_exchange(exchange));
+            return Err(AmqpError::not_found_exchange(&self.name, exchange));
         }
         self.remove_binding(
             exchange,
@@ -418,12 +426,14 @@ impl VHost {
         let q = self.accessible_mut(name, conn)?;
         if if_unused && !q.consumers.is_empty() {
             return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' in use"
+                "queue '{name}' in vhost '{}' in use",
+                self.name
             )));
         }
         if if_empty && q.ready_len() > 0 {
             return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' not empty"
+                "queue '{name}' in vhost '{}' not empty",
+                self.name
             )));
         }
         Ok(self.remove_queue(name))

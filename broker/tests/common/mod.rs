@@ -1,7 +1,10 @@
-//! Raw-socket helpers shared by the broker's socket-level tests.
+//! Helpers shared by the broker's tests: raw-socket handshakes, lapin error checks,
+//! and (in [`http`]) a management API client.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
+
+pub mod http;
 
 use std::time::Duration;
 
@@ -65,4 +68,24 @@ pub fn close_frame() -> Vec<u8> {
             method_id: 0,
         })),
     ))
+}
+
+/// The reply code and text of a lapin protocol error.
+pub fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some((p.get_id(), p.get_message().to_string())),
+        _ => None,
+    }
+}
+
+/// Asserts `res` failed with `code` and exactly `text`.
+pub fn expect_error<T: std::fmt::Debug>(res: Result<T, lapin::Error>, code: u16, text: &str) {
+    match res {
+        Ok(v) => panic!("expected {code} {text:?}, got Ok({v:?})"),
+        Err(e) => assert_eq!(
+            amqp_error(&e),
+            Some((code, text.to_owned())),
+            "unexpected error: {e}"
+        ),
+    }
 }

@@ -1,4 +1,11 @@
-//! The routes of the management API and their handlers.
+//! The routes of the management API and their handlers: the overview, connections,
+//! channels, consumers, users, permissions and `/metrics` here; queues, exchanges and
+//! bindings in `objects`; vhosts in `vhosts`.
+//!
+//! A vhost in a path that does not exist answers 404, as RabbitMQ.
+
+mod objects;
+mod vhosts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,18 +13,21 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::json::{self as j, VHOST};
+use super::json as j;
 use super::registry::ConnInfo;
 use super::{Admin, ApiError, NODE_NAME, PRODUCT_NAME, Reader, metrics};
 use crate::auth::AuthError;
 use crate::error::code;
 use crate::server::Shared;
+use crate::vhosts::VHostEntry;
+use objects::*;
+use vhosts::*;
 
 type St = State<Arc<Shared>>;
 type ApiResult = Result<Response, ApiError>;
@@ -87,11 +97,32 @@ fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
 
-fn check_vhost(vhost: &str) -> Result<(), ApiError> {
-    if vhost == VHOST {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
+/// The vhost a path names (404 if there is none).
+fn vhost_entry(s: &Shared, name: &str) -> Result<Arc<VHostEntry>, ApiError> {
+    s.vhosts.get(name).ok_or(ApiError::NotFound)
+}
+
+/// The vhosts a listing covers: every one, or the one a path names.
+fn in_scope(s: &Shared, name: Option<&str>) -> Result<Vec<Arc<VHostEntry>>, ApiError> {
+    match name {
+        None => Ok(s.vhosts.all()),
+        Some(n) => Ok(vec![vhost_entry(s, n)?]),
+    }
+}
+
+/// The `arguments` of a request body as an AMQP table.
+fn arguments(body: &Value) -> Result<amq_protocol::types::FieldTable, ApiError> {
+    match body.get("arguments") {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(v) => j::amqp_table(v)
+            .ok_or_else(|| ApiError::BadRequest("arguments must be an object".into())),
+    }
+}
+
+fn amqp_to_api(e: crate::AmqpError) -> ApiError {
+    match e.code {
+        code::NOT_FOUND => ApiError::NotFound,
+        _ => ApiError::BadRequest(e.text),
     }
 }
 
@@ -109,8 +140,10 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
 /// Live connections by id, and open channels per connection.
 fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u32>) {
     let mut per_conn: HashMap<u64, u32> = HashMap::new();
-    for ch in shared.vhost.lock().channel_snapshots() {
-        *per_conn.entry(ch.key.0).or_default() += 1;
+    for e in shared.vhosts.all() {
+        for ch in e.vhost.lock().channel_snapshots() {
+            *per_conn.entry(ch.key.0).or_default() += 1;
+        }
     }
     let conns = shared
         .registry
@@ -124,16 +157,17 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
 // ----- overview -----------------------------------------------------------------------
 
 async fn overview(State(s): St, _: Reader) -> ApiResult {
-    let (queues, exchanges, channels, consumers, stats) = {
-        let mut v = s.vhost.lock();
-        (
-            v.queue_snapshots(),
-            v.exchange_snapshots().len(),
-            v.channel_snapshots().len(),
-            v.consumer_snapshots().len(),
-            v.message_stats(),
-        )
-    };
+    let mut queues = Vec::new();
+    let (mut exchanges, mut channels, mut consumers) = (0, 0, 0);
+    let mut stats = crate::vhost::MessageStats::default();
+    for e in s.vhosts.all() {
+        let mut v = e.vhost.lock();
+        queues.extend(v.queue_snapshots());
+        exchanges += v.exchange_snapshots().len();
+        channels += v.channel_snapshots().len();
+        consumers += v.consumer_snapshots().len();
+        stats.add(&v.message_stats());
+    }
     let connections = s.registry.snapshot().len();
     let ready: u64 = queues.iter().map(|q| u64::from(q.messages_ready)).sum();
     let unacked: u64 = queues
@@ -184,161 +218,6 @@ async fn whoami(State(s): St, Reader(user): Reader) -> ApiResult {
     ok(json!({ "name": user, "tags": tags }))
 }
 
-// ----- queues -------------------------------------------------------------------------
-
-async fn queues(State(s): St, _: Reader) -> ApiResult {
-    let qs = s.vhost.lock().queue_snapshots();
-    ok(Value::Array(qs.iter().map(j::queue).collect()))
-}
-
-async fn queues_in(State(s): St, r: Reader, Path(vhost): Path<String>) -> ApiResult {
-    check_vhost(&vhost)?;
-    queues(State(s), r).await
-}
-
-async fn queue(State(s): St, _: Reader, Path((vhost, name)): Path<(String, String)>) -> ApiResult {
-    check_vhost(&vhost)?;
-    let qs = s.vhost.lock().queue_snapshots();
-    let q = qs
-        .iter()
-        .find(|q| q.name == name)
-        .ok_or(ApiError::NotFound)?;
-    ok(j::queue(q))
-}
-
-/// The connection id API declarations act as: no connection has it, so exclusive
-/// queues of connections stay theirs.
-const API_CONN: u64 = 0;
-
-fn arguments(body: &Value) -> Result<amq_protocol::types::FieldTable, ApiError> {
-    match body.get("arguments") {
-        None | Some(Value::Null) => Ok(Default::default()),
-        Some(v) => j::amqp_table(v)
-            .ok_or_else(|| ApiError::BadRequest("arguments must be an object".into())),
-    }
-}
-
-fn amqp_to_api(e: crate::AmqpError) -> ApiError {
-    match e.code {
-        code::NOT_FOUND => ApiError::NotFound,
-        _ => ApiError::BadRequest(e.text),
-    }
-}
-
-async fn put_queue(
-    State(s): St,
-    _: Admin,
-    Path((vhost, name)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    check_vhost(&vhost)?;
-    let body = body_json(&body)?;
-    let opts = crate::vhost::QueueOptions {
-        passive: false,
-        durable: body
-            .get("durable")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        exclusive: false,
-        auto_delete: body
-            .get("auto_delete")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        arguments: arguments(&body)?,
-    };
-    let mut v = s.vhost.lock();
-    let existed = v.queue_counts(&name).is_some();
-    v.declare_queue(API_CONN, &name, opts)
-        .map_err(amqp_to_api)?;
-    v.commit_store();
-    if existed { no_content() } else { created() }
-}
-
-async fn bind_queue(
-    State(s): St,
-    _: Admin,
-    Path((vhost, exchange, queue)): Path<(String, String, String)>,
-    body: Bytes,
-) -> ApiResult {
-    check_vhost(&vhost)?;
-    let body = body_json(&body)?;
-    let key = body
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let mut v = s.vhost.lock();
-    v.bind_queue(API_CONN, &queue, &exchange, key, arguments(&body)?)
-        .map_err(amqp_to_api)?;
-    v.commit_store();
-    created()
-}
-
-async fn delete_queue(
-    State(s): St,
-    _: Admin,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> ApiResult {
-    check_vhost(&vhost)?;
-    let result = s.vhost.lock().admin_delete_queue(
-        &name,
-        flag(&query, "if-unused"),
-        flag(&query, "if-empty"),
-    );
-    result.map_err(amqp_to_api)?;
-    no_content()
-}
-
-async fn purge_queue(
-    State(s): St,
-    _: Admin,
-    Path((vhost, name)): Path<(String, String)>,
-) -> ApiResult {
-    check_vhost(&vhost)?;
-    match s.vhost.lock().admin_purge_queue(&name) {
-        Some(_) => no_content(),
-        None => Err(ApiError::NotFound),
-    }
-}
-
-// ----- exchanges and bindings ---------------------------------------------------------
-
-async fn exchanges(State(s): St, _: Reader) -> ApiResult {
-    let xs = s.vhost.lock().exchange_snapshots();
-    ok(Value::Array(xs.iter().map(j::exchange).collect()))
-}
-
-async fn exchanges_in(State(s): St, r: Reader, Path(vhost): Path<String>) -> ApiResult {
-    check_vhost(&vhost)?;
-    exchanges(State(s), r).await
-}
-
-async fn exchange(
-    State(s): St,
-    _: Reader,
-    Path((vhost, name)): Path<(String, String)>,
-) -> ApiResult {
-    check_vhost(&vhost)?;
-    // RabbitMQ names the default exchange `amq.default` in URLs.
-    let name = if name == "amq.default" { "" } else { &name };
-    let xs = s.vhost.lock().exchange_snapshots();
-    let x = xs
-        .iter()
-        .find(|x| x.name == name)
-        .ok_or(ApiError::NotFound)?;
-    ok(j::exchange(x))
-}
-
-async fn bindings(State(s): St, _: Reader) -> ApiResult {
-    let bs = s.vhost.lock().binding_snapshots();
-    ok(Value::Array(bs.iter().map(j::binding).collect()))
-}
-
-async fn bindings_in(State(s): St, r: Reader, Path(vhost): Path<String>) -> ApiResult {
-    check_vhost(&vhost)?;
-    bindings(State(s), r).await
-}
-
 // ----- connections, channels, consumers -----------------------------------------------
 
 async fn connections(State(s): St, _: Reader) -> ApiResult {
@@ -380,24 +259,31 @@ async fn close_connection(
 }
 
 async fn channels(State(s): St, _: Reader) -> ApiResult {
-    let chans = s.vhost.lock().channel_snapshots();
     let (conns, _) = connections_by_id(&s);
-    ok(Value::Array(
-        chans.iter().map(|c| j::channel(c, &conns)).collect(),
-    ))
+    let mut out = Vec::new();
+    for e in s.vhosts.all() {
+        let chans = e.vhost.lock().channel_snapshots();
+        out.extend(chans.iter().map(|c| j::channel(e.name(), c, &conns)));
+    }
+    ok(Value::Array(out))
+}
+
+fn list_consumers(s: &Shared, vhost: Option<&str>) -> ApiResult {
+    let (conns, _) = connections_by_id(s);
+    let mut out = Vec::new();
+    for e in in_scope(s, vhost)? {
+        let cs = e.vhost.lock().consumer_snapshots();
+        out.extend(cs.iter().map(|c| j::consumer(e.name(), c, &conns)));
+    }
+    ok(Value::Array(out))
 }
 
 async fn consumers(State(s): St, _: Reader) -> ApiResult {
-    let cs = s.vhost.lock().consumer_snapshots();
-    let (conns, _) = connections_by_id(&s);
-    ok(Value::Array(
-        cs.iter().map(|c| j::consumer(c, &conns)).collect(),
-    ))
+    list_consumers(&s, None)
 }
 
-async fn consumers_in(State(s): St, r: Reader, Path(vhost): Path<String>) -> ApiResult {
-    check_vhost(&vhost)?;
-    consumers(State(s), r).await
+async fn consumers_in(State(s): St, _: Reader, Path(vhost): Path<String>) -> ApiResult {
+    list_consumers(&s, Some(&vhost))
 }
 
 // ----- users --------------------------------------------------------------------------
@@ -492,54 +378,6 @@ fn auth_error(e: AuthError) -> ApiError {
         AuthError::NoUser(_) | AuthError::NoVhost(_) => ApiError::NotFound,
         AuthError::BadPattern(..) => ApiError::BadRequest(e.to_string()),
     }
-}
-
-// ----- vhosts -------------------------------------------------------------------------
-
-fn single_vhost() -> ApiError {
-    ApiError::NotImplemented(
-        "this broker serves a single virtual host, '/'; virtual hosts cannot be added or deleted"
-            .into(),
-    )
-}
-
-fn vhost_json(s: &Shared) -> Value {
-    let qs = s.vhost.lock().queue_snapshots();
-    let ready: u64 = qs.iter().map(|q| u64::from(q.messages_ready)).sum();
-    let unacked: u64 = qs
-        .iter()
-        .map(|q| u64::from(q.messages_unacknowledged))
-        .sum();
-    json!({
-        "name": VHOST,
-        "description": "Default virtual host",
-        "tags": [],
-        "tracing": false,
-        "messages": ready + unacked,
-        "messages_ready": ready,
-        "messages_unacknowledged": unacked,
-    })
-}
-
-async fn vhosts(State(s): St, _: Reader) -> ApiResult {
-    ok(json!([vhost_json(&s)]))
-}
-
-async fn vhost(State(s): St, _: Reader, Path(name): Path<String>) -> ApiResult {
-    check_vhost(&name)?;
-    ok(vhost_json(&s))
-}
-
-async fn put_vhost(_: Admin, Path(name): Path<String>) -> ApiResult {
-    if name == VHOST {
-        // It exists: RabbitMQ answers an idempotent PUT with 204.
-        return no_content();
-    }
-    Err(single_vhost())
-}
-
-async fn delete_vhost(_: Admin, Path(_name): Path<String>) -> ApiResult {
-    Err(single_vhost())
 }
 
 // ----- permissions --------------------------------------------------------------------

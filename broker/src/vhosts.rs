@@ -1,0 +1,215 @@
+//! The broker's virtual hosts by name: each a [`VHost`] behind its own lock, with its
+//! own store when the broker has a data directory (see [`crate::store::vhosts`] for
+//! the layout).
+//!
+//! A connection looks its vhost up once, at `connection.open`, and keeps the
+//! [`Arc<VHostEntry>`]: the data path takes the vhost's lock and nothing else, as with
+//! a single vhost. The map itself is only read at `connection.open`, by the
+//! housekeeping tick and by the management side, and written when a vhost is created
+//! or deleted.
+//!
+//! Deleting a vhost empties it (queues, messages, exchanges), stops its store's sync
+//! thread and removes its data; connections still holding its entry see it marked
+//! deleted and are closed by the caller (see `crate::server::Shared::delete_vhost`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::store::{self, Store};
+use crate::vhost::VHost;
+
+/// One vhost.
+#[derive(Debug)]
+pub(crate) struct VHostEntry {
+    name: String,
+    /// Its state: taken once per operation.
+    pub(crate) vhost: Mutex<VHost>,
+    /// Its store, for confirms waiting on the sync thread without the vhost lock.
+    pub(crate) store: Option<Arc<Store>>,
+    deleted: AtomicBool,
+}
+
+impl VHostEntry {
+    fn new(vhost: VHost) -> Self {
+        Self {
+            name: vhost.name().to_owned(),
+            store: vhost.store().cloned(),
+            vhost: Mutex::new(vhost),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// The vhost's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the vhost has been deleted (its connections are being closed).
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+}
+
+/// Where vhost stores live.
+#[derive(Debug, Clone)]
+struct DataDir {
+    root: PathBuf,
+    segment_size: u32,
+}
+
+/// Every vhost of a broker.
+#[derive(Debug)]
+pub(crate) struct VHosts {
+    map: RwLock<BTreeMap<String, Arc<VHostEntry>>>,
+    data: Option<DataDir>,
+    /// Serialises creations and deletions (which do file I/O outside the map's lock).
+    admin: Mutex<()>,
+}
+
+impl VHosts {
+    /// Opens `/` and, with a data directory, every vhost kept there, reading back
+    /// their durable state; then creates each of `extra` that does not exist yet.
+    pub(crate) fn open(data_dir: Option<(PathBuf, u32)>, extra: &[String]) -> io::Result<Self> {
+        let data = data_dir.map(|(root, segment_size)| DataDir { root, segment_size });
+        let vhosts = Self {
+            map: RwLock::new(BTreeMap::new()),
+            data,
+            admin: Mutex::new(()),
+        };
+        let mut names = vec!["/".to_owned()];
+        if let Some(d) = &vhosts.data {
+            std::fs::create_dir_all(&d.root)?;
+            names.extend(store::vhosts::read_list(&d.root)?);
+            store::vhosts::remove_orphans(&d.root, &names);
+        }
+        for name in &names {
+            let entry = vhosts.open_one(name)?;
+            vhosts.map.write().insert(name.clone(), Arc::new(entry));
+        }
+        for name in extra {
+            vhosts.create(name)?;
+        }
+        Ok(vhosts)
+    }
+
+    fn open_one(&self, name: &str) -> io::Result<VHostEntry> {
+        let vhost = match &self.data {
+            Some(d) => {
+                let dir = store::vhosts::store_dir(&d.root, name);
+                let (store, recovered) = Store::open_with_segment_size(&dir, d.segment_size)?;
+                VHost::with_store(name, Arc::new(store), recovered)
+            }
+            None => VHost::named(name),
+        };
+        Ok(VHostEntry::new(vhost))
+    }
+
+    /// The vhost called `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<VHostEntry>> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// Every vhost, by name.
+    pub(crate) fn all(&self) -> Vec<Arc<VHostEntry>> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// Calls `f` on every vhost, by name, under the map's read lock (no allocation:
+    /// the housekeeping tick runs this 40 times a second).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&VHostEntry)) {
+        for entry in self.map.read().values() {
+            f(entry);
+        }
+    }
+
+    /// The names of every vhost, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.map.read().keys().cloned().collect()
+    }
+
+    /// Creates the vhost `name`, persisting it with a data directory; `false` if it
+    /// already existed.
+    pub(crate) fn create(&self, name: &str) -> io::Result<bool> {
+        let _admin = self.admin.lock();
+        if self.map.read().contains_key(name) {
+            return Ok(false);
+        }
+        if let Some(d) = &self.data {
+            let mut names = self.names();
+            names.push(name.to_owned());
+            // Listed first: a crash between the two leaves an empty vhost, never an
+            // orphaned directory that the next start would remove.
+            store::vhosts::write_list(&d.root, &names)?;
+        }
+        let entry = Arc::new(self.open_one(name)?);
+        self.map.write().insert(name.to_owned(), entry);
+        tracing::info!(vhost = name, "vhost created");
+        Ok(true)
+    }
+
+    /// Deletes the vhost `name`: it leaves the map, is marked deleted, loses its
+    /// queues, messages and exchanges, and its data is removed. `None` if there was
+    /// no such vhost.
+    pub(crate) fn delete(&self, name: &str) -> io::Result<Option<Arc<VHostEntry>>> {
+        let _admin = self.admin.lock();
+        let Some(entry) = self.map.write().remove(name) else {
+            return Ok(None);
+        };
+        entry.deleted.store(true, Ordering::SeqCst);
+        let store = entry.vhost.lock().clear_for_deletion();
+        if let Some(store) = store {
+            // Whatever was submitted is written (and then removed); nothing more can be.
+            store.syncer().shutdown();
+        }
+        if let Some(d) = &self.data {
+            // Unlisted first: a crash before the removal leaves an orphan, removed at
+            // the next start.
+            store::vhosts::write_list(&d.root, &self.names())?;
+            let dir = store::vhosts::store_dir(&d.root, name);
+            if name == "/" {
+                // The default vhost's store is the data directory itself.
+                remove_if_present(&dir.join("queues"))?;
+                match std::fs::remove_file(dir.join("definitions")) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            } else {
+                remove_if_present(&dir)?;
+            }
+        }
+        tracing::info!(vhost = name, "vhost deleted");
+        Ok(Some(entry))
+    }
+}
+
+fn remove_if_present(dir: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_get_delete_in_memory() {
+        let v = VHosts::open(None, &["extra".to_owned()]).expect("open");
+        assert_eq!(v.names(), ["/", "extra"]);
+        assert!(v.create("b").expect("create"));
+        assert!(!v.create("b").expect("again"));
+        let b = v.get("b").expect("b");
+        assert_eq!(b.name(), "b");
+        assert!(!b.is_deleted());
+        assert!(v.delete("b").expect("delete").is_some());
+        assert!(b.is_deleted());
+        assert!(v.get("b").is_none());
+        assert!(v.delete("b").expect("delete again").is_none());
+    }
+}

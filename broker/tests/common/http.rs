@@ -1,0 +1,47 @@
+//! A small blocking HTTP client for the management API tests.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One HTTP request (blocking client on a blocking thread): status and body.
+pub async fn http(
+    method: &str,
+    url: String,
+    auth: Option<(&str, &str)>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, String)> {
+    let method = method.to_owned();
+    let auth = auth.map(|(u, p)| {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        format!("Basic {token}")
+    });
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(body.map(|b| b.to_string()).unwrap_or_default())?;
+        let mut resp = agent.run(req)?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.body_mut().read_to_string()?))
+    })
+    .await?
+}
+
+/// guest's credentials.
+pub const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
+
+pub async fn get_json(base: &str, path: &str) -> anyhow::Result<Value> {
+    let (status, body) = http("GET", format!("{base}{path}"), GUEST, None).await?;
+    anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
+    Ok(serde_json::from_str(&body)?)
+}
