@@ -11,7 +11,7 @@
 //! [`Outbox`], which a separate writer task flushes with one write per wake-up.
 //! Publisher confirms are coalesced once per read batch.
 //!
-//! While the disk alarm is on (see `crate::alarm`), a connection that publishes is
+//! While a memory or disk alarm is on (see `crate::alarm`), a connection that publishes is
 //! blocked as RabbitMQ blocks it: after the batch holding the `basic.publish`, it gets
 //! `connection.blocked` (if it announced that capability) and its socket is no longer
 //! read until the alarm clears, when it gets `connection.unblocked`. Deliveries,
@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::alarm::Resource;
 use crate::auth;
 use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, Scope, code};
@@ -81,8 +82,9 @@ struct Connection {
     cancel_notify: bool,
     /// The client understands `connection.blocked` and `connection.unblocked`.
     blocked_notify: bool,
-    /// The disk alarm is on: the next `basic.publish` blocks the connection.
-    alarm_on: bool,
+    /// The alarm that is on, if any (memory or disk): the next `basic.publish` blocks
+    /// the connection.
+    alarm_on: Option<Resource>,
     /// Blocked by the alarm: the socket is not read until it clears.
     blocked: bool,
     /// The client understands `connection.close` after a refused login.
@@ -202,7 +204,7 @@ async fn serve_stream<R, W>(
         vhost: None,
         cancel_notify: false,
         blocked_notify: false,
-        alarm_on: false,
+        alarm_on: None,
         blocked: false,
         auth_failure_close: false,
         client_closed: false,
@@ -344,7 +346,7 @@ impl Connection {
         buf: &mut BytesMut,
         handshake_deadline: Instant,
         shutdown: &mut watch::Receiver<bool>,
-        alarm: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<Option<Resource>>,
     ) {
         let mut last_read = Instant::now();
         self.alarm_on = *alarm.borrow_and_update();
@@ -411,7 +413,7 @@ impl Connection {
                         alarm_open = false;
                     }
                     self.alarm_on = *alarm.borrow_and_update();
-                    if !self.alarm_on && self.blocked {
+                    if self.alarm_on.is_none() && self.blocked {
                         self.unblock();
                         // The client's silence while we did not read is not held against it.
                         last_read = Instant::now();
@@ -517,7 +519,7 @@ impl Connection {
             )
             .on_method(10, connection_method_id(&m))),
             Frame::Method(id, method) => {
-                if self.alarm_on
+                if self.alarm_on.is_some()
                     && matches!(method, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
                 {
                     self.block();
@@ -828,16 +830,19 @@ impl Connection {
 
     /// A publish came while the alarm is on: stop reading after this batch.
     fn block(&mut self) {
+        let Some(resource) = self.alarm_on else {
+            return;
+        };
         if self.blocked {
             return;
         }
         self.blocked = true;
-        tracing::debug!(conn = self.id, peer = %self.peer, "blocked by the disk alarm");
+        tracing::debug!(conn = self.id, peer = %self.peer, reason = resource.reason(), "blocked by an alarm");
         if self.blocked_notify {
             self.send(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                    reason: crate::alarm::BLOCKED_REASON.into(),
+                    reason: resource.reason().into(),
                 })),
             );
         }

@@ -14,8 +14,9 @@
 //! The data path of a publish, from socket to socket:
 //!
 //! - `server`: accepts sockets and spawns one connection task each; sweeps TTLs and
-//!   checks the disk alarm (`alarm`), which blocks publishing connections while the
-//!   store is failing or full.
+//!   checks the memory and disk alarms ([`alarm`]), which block publishing
+//!   connections while memory is over its high-water mark or the store is failing or
+//!   full.
 //! - [`connection`]: handshake (start, tune, open), heartbeats, the read loop; hands
 //!   each frame to its channel and turns errors into `channel.close` or
 //!   `connection.close` as RabbitMQ does.
@@ -41,7 +42,7 @@
 //!
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
-mod alarm;
+pub mod alarm;
 pub mod auth;
 pub mod channel;
 pub mod connection;
@@ -67,6 +68,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use alarm::MemoryWatermark;
 pub use auth::Users;
 pub use error::{AmqpError, Scope};
 pub use server::Limits;
@@ -91,6 +93,8 @@ impl Broker {
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             management_tls: false,
             vhosts: Vec::new(),
+            memory_high_watermark: MemoryWatermark::default(),
+            memory_probe: alarm::resident_memory,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct BrokerBuilder {
     tls_listen: SocketAddr,
     management_tls: bool,
     vhosts: Vec<String>,
+    memory_high_watermark: MemoryWatermark,
+    memory_probe: alarm::MemoryProbe,
 }
 
 impl BrokerBuilder {
@@ -181,6 +187,24 @@ impl BrokerBuilder {
     /// Needs [`data_dir`](Self::data_dir).
     pub fn disk_free_limit(mut self, bytes: u64) -> Self {
         self.disk_free_limit = Some(bytes);
+        self
+    }
+
+    /// Raises the memory alarm while the broker uses more memory than this (RabbitMQ's
+    /// `vm_memory_high_watermark`; default: 0.4 of the machine's RAM): connections
+    /// that publish are blocked with `connection.blocked` ("low on memory") until
+    /// consumers have drained enough, as RabbitMQ does. Checked every 25 ms.
+    pub fn memory_high_watermark(mut self, watermark: MemoryWatermark) -> Self {
+        self.memory_high_watermark = watermark;
+        self
+    }
+
+    /// How the memory alarm measures the broker's memory (default:
+    /// [`alarm::resident_memory`], the process's resident set). A program that embeds
+    /// the broker and knows better, such as the `broker` binary with its jemalloc
+    /// statistics, passes its own.
+    pub fn memory_probe(mut self, probe: alarm::MemoryProbe) -> Self {
+        self.memory_probe = probe;
         self
     }
 
@@ -282,10 +306,17 @@ impl BrokerBuilder {
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
         let mut shared = server::Shared::new(self.users, self.limits, vhosts);
-        shared.alarm = alarm::DiskAlarm::new(alarm::AlarmConfig {
+        let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
+        match memory_limit {
+            Some(bytes) => tracing::info!(bytes, "memory high-water mark"),
+            None => tracing::warn!("machine memory unknown: no memory high-water mark"),
+        }
+        shared.alarm = alarm::Alarms::new(alarm::AlarmConfig {
             max_disk_bytes: self.max_disk_bytes,
             disk_free_limit: self.disk_free_limit,
             data_dir: self.data_dir.clone(),
+            memory_limit,
+            memory_probe: self.memory_probe,
         });
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);

@@ -11,6 +11,16 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Bytes the broker has allocated, from jemalloc's statistics: what the memory alarm
+/// compares with the high-water mark. Unlike the resident set it falls as soon as
+/// messages are freed, not when the allocator gets round to returning pages.
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
+fn jemalloc_allocated() -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    let bytes = tikv_jemalloc_ctl::stats::allocated::read().ok()?;
+    u64::try_from(bytes).ok()
+}
+
 /// The management API's address when `--management-listen` is not given.
 const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
 /// The TLS port's address when a certificate is given without `--tls-listen`
@@ -103,6 +113,16 @@ struct Args {
     /// Default: not checked.
     #[arg(long, env = "BROKER_DISK_FREE_LIMIT", value_name = "BYTES")]
     disk_free_limit: Option<u64>,
+    /// Block publishers (memory alarm, `connection.blocked` "low on memory") while the
+    /// broker uses more memory than this: a fraction of the machine's RAM (0.4) or a
+    /// size (512MiB, 2GB, bytes), as RabbitMQ's vm_memory_high_watermark.
+    #[arg(
+        long,
+        env = "BROKER_MEMORY_HIGH_WATERMARK",
+        value_name = "FRACTION|SIZE",
+        default_value = "0.4"
+    )]
+    memory_high_watermark: broker::MemoryWatermark,
     /// Address of the management HTTP API and `/metrics`, or `off` [default:
     /// 127.0.0.1:15672; if that default is taken the broker starts without it].
     #[arg(long, env = "BROKER_MANAGEMENT_LISTEN", value_name = "ADDR|off")]
@@ -173,8 +193,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Logs go to stderr: stdout carries only the listening lines scripts read.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
         .init();
     let mut builder = broker::Broker::builder()
         .listen(args.listen)
@@ -212,6 +234,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(bytes) = args.disk_free_limit {
         builder = builder.disk_free_limit(bytes);
+    }
+    builder = builder.memory_high_watermark(args.memory_high_watermark);
+    #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
+    {
+        builder = builder.memory_probe(jemalloc_allocated);
     }
     for vhost in args.vhosts.iter().filter(|v| !v.is_empty()) {
         builder = builder.vhost(vhost);

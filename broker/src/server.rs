@@ -1,6 +1,6 @@
 //! The listeners: accepts sockets (plain AMQP, and AMQP over TLS when configured),
 //! spawns a [`crate::connection`] task for each, runs the housekeeping tick (message
-//! TTL, `x-expires`, the disk alarm), and shuts everything down on request.
+//! TTL, `x-expires`, the memory and disk alarms), and shuts everything down on request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::alarm::DiskAlarm;
+use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::vhosts::VHosts;
 
@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     pub(crate) users: parking_lot::RwLock<Users>,
     pub(crate) config: Limits,
     /// On while publishers must be blocked (see [`crate::alarm`]).
-    pub(crate) alarm: DiskAlarm,
+    pub(crate) alarm: Alarms,
     /// Live connections, for the management API.
     pub(crate) registry: crate::management::registry::Registry,
     next_id: AtomicU64,
@@ -70,7 +70,7 @@ impl Shared {
             vhosts,
             users: parking_lot::RwLock::new(users),
             config,
-            alarm: DiskAlarm::default(),
+            alarm: Alarms::default(),
             registry: Default::default(),
             next_id: AtomicU64::new(1),
         }

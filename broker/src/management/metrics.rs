@@ -19,14 +19,6 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     );
 }
 
-/// Resident memory of this process in bytes (Linux: `VmRSS` of `/proc/self/status`).
-pub(crate) fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Reads one per-queue gauge off a snapshot.
 type QueueGauge = fn(&crate::vhost::QueueSnapshot) -> u64;
 
@@ -166,7 +158,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Total number of messages redelivered to consumers",
         stats.redeliver,
     );
-    if let Some(rss) = resident_memory() {
+    if let Some(rss) = crate::alarm::resident_memory() {
         metric(
             &mut out,
             "rabbitmq_process_resident_memory_bytes",
@@ -175,6 +167,30 @@ pub(crate) fn render(shared: &Shared) -> String {
             rss,
         );
     }
+    if let Some(limit) = shared.alarm.memory_limit() {
+        metric(
+            &mut out,
+            "rabbitmq_resident_memory_limit_bytes",
+            "gauge",
+            "Memory high watermark in bytes",
+            limit,
+        );
+    }
+    let [memory, disk] = shared.alarm.state();
+    metric(
+        &mut out,
+        "rabbitmq_alarms_memory_used_watermark",
+        "gauge",
+        "is set to 1 when the memory alarm is on (publishers blocked)",
+        u64::from(memory),
+    );
+    metric(
+        &mut out,
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "gauge",
+        "is set to 1 when the disk alarm is on (publishers blocked)",
+        u64::from(disk),
+    );
     out
 }
 
@@ -186,7 +202,7 @@ mod tests {
     fn labels_are_escaped_and_rss_is_read() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         if cfg!(target_os = "linux") {
-            assert!(resident_memory().is_some_and(|b| b > 0));
+            assert!(crate::alarm::resident_memory().is_some_and(|b| b > 0));
         }
     }
 }

@@ -36,6 +36,7 @@ type ApiResult = Result<Response, ApiError>;
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/overview", get(overview))
+        .route("/api/nodes", get(nodes))
         .route("/api/whoami", get(whoami))
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues_in))
@@ -155,6 +156,21 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
 }
 
 // ----- overview -----------------------------------------------------------------------
+
+/// The one node, with its memory and alarms as RabbitMQ's `/api/nodes` reports them.
+async fn nodes(State(s): St, _: Reader) -> ApiResult {
+    let [mem_alarm, disk_free_alarm] = s.alarm.state();
+    ok(json!([{
+        "name": NODE_NAME,
+        "type": "disc",
+        "running": true,
+        "mem_used": s.alarm.memory_used(),
+        "mem_limit": s.alarm.memory_limit(),
+        "mem_alarm": mem_alarm,
+        "disk_free_alarm": disk_free_alarm,
+        "connections": s.registry.snapshot().len(),
+    }]))
+}
 
 async fn overview(State(s): St, _: Reader) -> ApiResult {
     let mut queues = Vec::new();
