@@ -90,7 +90,12 @@ pub struct BrokerResults {
     pub cpu_us_per_call: f64,
     /// Resident memory in KiB: idle, with 1,000 idle connections, after the load.
     pub rss_kib: [u64; 3],
+    /// Seconds from the end of the load to the last RSS reading.
+    pub settle_secs: f64,
 }
+
+/// How long the broker is given to return memory after the load.
+const AFTER_LOAD_WAIT: Duration = Duration::from_secs(20);
 
 /// RPC figures.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -476,7 +481,17 @@ async fn measure(
     for c in idle {
         let _ = c.close(200, "done".into()).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    r.rss_kib[2] = rss();
+    // The allocator gives freed pages back within seconds, not at once: wait (at most
+    // AFTER_LOAD_WAIT) until the broker is back within 25% of its idle figure, and
+    // record how long that took.
+    let settled = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r.rss_kib[2] = rss();
+        if r.rss_kib[2] * 4 <= r.rss_kib[0] * 5 || settled.elapsed() >= AFTER_LOAD_WAIT {
+            break;
+        }
+    }
+    r.settle_secs = settled.elapsed().as_secs_f64();
     Ok(r)
 }

@@ -211,6 +211,17 @@ impl Report {
                 extra as f64 / 1024.0
             ),
         );
+        let (idle, after) = (ours.rss_kib[0] as f64, ours.rss_kib[2] as f64);
+        check(
+            after <= idle * 1.25,
+            format!(
+                "broker RSS back near the start after the load (within 25%): {:.1} MB \
+                 against {:.1} MB idle, {:.1} s after the load",
+                after / 1024.0,
+                idle / 1024.0,
+                ours.settle_secs
+            ),
+        );
         println!("\ntargets (persistence):");
         let x = a.msgs_per_sec_16 / b.msgs_per_sec_16;
         check(
