@@ -33,6 +33,14 @@ pub enum CtlError {
         /// RabbitMQ's `reason` field.
         reason: String,
     },
+    /// The `--cacert` file could not be read or holds no PEM certificate.
+    #[error("cannot use CA certificate file {}: {detail}", path.display())]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// The answer was not what the API should send.
     #[error("unexpected answer from the management API: {0}")]
     BadAnswer(String),
@@ -50,7 +58,8 @@ pub enum Format {
 /// `broker ctl [OPTIONS] COMMAND`.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// The management API's base URL.
+    /// The management API's base URL (`https://...` for a broker started with
+    /// --management-tls).
     #[arg(
         long,
         global = true,
@@ -58,6 +67,10 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:15672"
     )]
     pub url: String,
+    /// PEM file of the certificate(s) to trust for an `https://` URL instead of the
+    /// built-in (Mozilla) roots, e.g. the broker's own self-signed --tls-cert.
+    #[arg(long, global = true, env = "BROKER_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
     /// User for HTTP basic auth.
     #[arg(long = "user", global = true, default_value = "guest")]
     pub api_user: String,
@@ -239,12 +252,43 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the API at `url` (e.g. `http://127.0.0.1:15672`).
+    /// A client of the API at `url` (e.g. `http://127.0.0.1:15672`, or an `https://`
+    /// URL whose certificate the built-in Mozilla roots trust).
     pub fn new(url: &str, user: &str, password: &str) -> Self {
+        Self::with_roots(url, user, password, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// A client of the API at `url` that trusts only the PEM certificates in `cacert`
+    /// for HTTPS (as `curl --cacert`).
+    pub fn with_ca_file(
+        url: &str,
+        user: &str,
+        password: &str,
+        cacert: &std::path::Path,
+    ) -> Result<Self, CtlError> {
+        let bad = |detail: String| CtlError::CaCert {
+            path: cacert.to_owned(),
+            detail,
+        };
+        let pem = std::fs::read(cacert).map_err(|e| bad(e.to_string()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".to_owned()));
+        }
+        Ok(Self::with_roots(url, user, password, certs.into()))
+    }
+
+    fn with_roots(url: &str, user: &str, password: &str, roots: ureq::tls::RootCerts) -> Self {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Self {
@@ -311,7 +355,10 @@ impl Client {
 
 /// Runs one command, writing its output to `out`.
 pub fn run(args: &CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlError> {
-    let c = Client::new(&args.url, &args.api_user, &args.api_password);
+    let c = match &args.cacert {
+        Some(file) => Client::with_ca_file(&args.url, &args.api_user, &args.api_password, file)?,
+        None => Client::new(&args.url, &args.api_user, &args.api_password),
+    };
     let list = |path: &str, columns: &[String], default: &[&str], out: &mut dyn std::io::Write| {
         let value = c.request("GET", path, None, None)?;
         let Value::Array(rows) = value else {

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 
+mod config;
+
 /// jemalloc gives freed memory back to the system from a background thread, so the
 /// broker's resident memory falls again after a load; glibc's malloc keeps it.
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
@@ -36,6 +38,15 @@ const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:5671";
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// TOML config file: every serving flag is a key (`max_connections = 100`);
+    /// command-line flags and environment variables override it. See
+    /// broker.example.toml.
+    #[arg(long, env = "BROKER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective settings (after --config, environment and flags) as TOML,
+    /// passwords masked, and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     args: Args,
     #[command(subcommand)]
@@ -56,8 +67,13 @@ struct Args {
     listen: SocketAddr,
     /// Extra user as NAME:PASSWORD[:TAG,TAG...] (repeatable), with full rights on `/`
     /// unless `--permission` says otherwise. Tags default to `administrator`.
-    /// `guest:guest` always exists.
-    #[arg(long = "user", value_name = "NAME:PASSWORD[:TAGS]")]
+    /// `guest:guest` always exists. BROKER_USER gives one user; list several in the
+    /// config file.
+    #[arg(
+        long = "user",
+        env = "BROKER_USER",
+        value_name = "NAME:PASSWORD[:TAGS]"
+    )]
     users: Vec<String>,
     /// A vhost to create besides `/` (repeatable; BROKER_VHOSTS takes a
     /// comma-separated list). With --data-dir vhosts also persist, so naming one that
@@ -71,29 +87,33 @@ struct Args {
     vhosts: Vec<String>,
     /// A user's rights in a vhost as USER:VHOST:CONFIGURE:WRITE:READ, regular
     /// expressions as `rabbitmqctl set_permissions` takes them (repeatable; replaces
-    /// the full rights `--user` gives on that vhost).
-    #[arg(long = "permission", value_name = "USER:VHOST:CONF:WRITE:READ")]
+    /// the full rights `--user` gives on that vhost). BROKER_PERMISSION gives one.
+    #[arg(
+        long = "permission",
+        env = "BROKER_PERMISSION",
+        value_name = "USER:VHOST:CONF:WRITE:READ"
+    )]
     permissions: Vec<String>,
     /// Users allowed to connect only from loopback, comma-separated ("" for none).
-    #[arg(long, default_value = "guest")]
+    #[arg(long, env = "BROKER_LOOPBACK_USERS", default_value = "guest")]
     loopback_users: String,
     /// Largest frame offered in connection.tune, in bytes.
-    #[arg(long, default_value_t = 131_072)]
+    #[arg(long, env = "BROKER_FRAME_MAX", default_value_t = 131_072)]
     frame_max: u32,
     /// Highest channel number offered in connection.tune.
-    #[arg(long, default_value_t = 2047)]
+    #[arg(long, env = "BROKER_CHANNEL_MAX", default_value_t = 2047)]
     channel_max: u16,
     /// Heartbeat offered in connection.tune, in seconds (0 disables).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "BROKER_HEARTBEAT", default_value_t = 60)]
     heartbeat: u16,
     /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at
     /// most 512 MiB). Larger publishes get 406 PRECONDITION_FAILED.
-    #[arg(long, default_value_t = broker::channel::MAX_MESSAGE_SIZE,
+    #[arg(long, env = "BROKER_MAX_MESSAGE_SIZE", default_value_t = broker::channel::MAX_MESSAGE_SIZE,
           value_parser = clap::value_parser!(u64).range(1..=512 * 1024 * 1024))]
     max_message_size: u64,
     /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
     /// connections wait unaccepted until one closes. Unlimited by default.
-    #[arg(long, value_name = "N")]
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
     /// Worker threads. 1 (the default) runs the broker as one event loop, which on
     /// small machines costs the least CPU per message (no cross-thread wake-ups).
@@ -162,7 +182,15 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cli = Cli::parse();
+    let loaded = match config::load::<Cli>(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(config::LoadError::Clap(e)) => e.exit(),
+        Err(config::LoadError::Config(e)) => {
+            eprintln!("Error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cli = loaded.cli;
     if let Some(Command::Ctl(ctl)) = cli.command {
         let mut stdout = std::io::stdout().lock();
         if let Err(e) = broker::ctl::run(&ctl, &mut stdout) {
@@ -172,6 +200,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 _ => 1,
             });
         }
+        return Ok(());
+    }
+    if cli.print_config {
+        print!("{}", config::to_toml(&loaded.settings));
         return Ok(());
     }
     let args = cli.args;
@@ -184,7 +216,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .enable_all()
             .build()?,
     };
-    if let Err(e) = runtime.block_on(serve(args)) {
+    if let Err(e) = runtime.block_on(serve(args, loaded.file.as_deref(), &loaded.settings)) {
         // Display, not Debug: "cannot read TLS key file /path: ...".
         eprintln!("Error: {e}");
         std::process::exit(1);
@@ -192,12 +224,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    args: Args,
+    config_file: Option<&std::path::Path>,
+    settings: &[config::Setting],
+) -> Result<(), Box<dyn std::error::Error>> {
     // Logs go to stderr: stdout carries only the listening lines scripts read.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
         .with_writer(std::io::stderr)
         .init();
+    config::log(config_file, settings);
     let mut builder = broker::Broker::builder()
         .listen(args.listen)
         .limits(broker::Limits {
@@ -285,6 +322,13 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(at) = handle.tls_addr() {
         println!("broker listening on amqps://{at}");
     }
+    if let Some(at) = handle.management_addr() {
+        let https = args.management_tls && args.tls_cert.is_some();
+        println!(
+            "broker management API on {}://{at}",
+            if https { "https" } else { "http" }
+        );
+    }
     if let Some(at) = unavailable {
         tracing::warn!(%at, "management address in use; running without the management API");
     }
@@ -292,4 +336,47 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_documents_every_key() {
+        let example = include_str!("../broker.example.toml");
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, example.as_bytes()).expect("write");
+        let argv = vec!["broker".into(), "--config".into(), f.path().into()];
+        let loaded = match config::load::<Cli>(argv) {
+            Ok(l) => l,
+            Err(e) => panic!("the example does not load: {e:?}"),
+        };
+        assert_eq!(loaded.cli.args.listen.port(), 5672);
+        for s in &loaded.settings {
+            let key = s.key.replace('-', "_");
+            assert!(
+                example.contains(&format!("\n{key} = "))
+                    || example.contains(&format!("# {key} = ")),
+                "broker.example.toml does not document `{key}`"
+            );
+        }
+        // Its values are the defaults.
+        let defaults = match config::load::<Cli>(vec!["broker".into()]) {
+            Ok(l) => l.settings,
+            Err(e) => panic!("{e:?}"),
+        };
+        for d in defaults
+            .iter()
+            .filter(|d| d.source == config::Source::Default)
+        {
+            let from_example = loaded.settings.iter().find(|s| s.key == d.key);
+            assert_eq!(
+                from_example.map(|s| &s.values),
+                Some(&d.values),
+                "example value of {}",
+                d.key
+            );
+        }
+    }
 }

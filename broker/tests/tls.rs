@@ -458,3 +458,96 @@ async fn max_connections_counts_both_ports_and_shutdown_closes_both() -> anyhow:
     );
     Ok(())
 }
+
+/// Runs `broker ctl ARGS` to its end: exit code, stdout, stderr.
+async fn ctl(args: Vec<String>) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .arg("ctl")
+            .args(args)
+            .env_remove("BROKER_MANAGEMENT_URL")
+            .env_remove("BROKER_CACERT")
+            .output(),
+    )
+    .await??;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn ctl_lists_queues_over_https_trusting_the_cacert() -> anyhow::Result<()> {
+    let cert = make_cert()?;
+    let b = start(&cert, true).await?;
+    let mgmt = b
+        .management_addr()
+        .ok_or_else(|| anyhow::anyhow!("no management"))?;
+    let conn = Connection::connect(&b.amqp_url(), ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        "over-https".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let cacert = dir.path().join("ca.pem");
+    std::fs::write(&cacert, &cert.cert_pem)?;
+    let cacert = cacert.to_string_lossy().into_owned();
+    let url = format!("https://127.0.0.1:{}", mgmt.port());
+
+    let (code, out, err) = ctl(vec![
+        "--url".into(),
+        url.clone(),
+        "--cacert".into(),
+        cacert.clone(),
+        "list-queues".into(),
+    ])
+    .await?;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split('\t').next() == Some("over-https")),
+        "{out}"
+    );
+
+    // By the name in the certificate, too.
+    let by_name = format!("https://localhost:{}", mgmt.port());
+    let (code, out, err) = ctl(vec![
+        "list-queues".into(),
+        "--url".into(),
+        by_name,
+        "--cacert".into(),
+        cacert,
+    ])
+    .await?;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("over-https"), "{out}");
+
+    // Without --cacert the self-signed certificate is not trusted.
+    let (code, _, err) = ctl(vec!["--url".into(), url.clone(), "list-queues".into()]).await?;
+    assert_eq!(code, Some(69), "{err}");
+    assert!(err.contains("could not reach the management API"), "{err}");
+
+    // A --cacert file without a certificate is refused, naming it.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n")?;
+    let empty = empty.to_string_lossy().into_owned();
+    let (code, _, err) = ctl(vec![
+        "--url".into(),
+        url,
+        "--cacert".into(),
+        empty.clone(),
+        "list-queues".into(),
+    ])
+    .await?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot use CA certificate file {empty}")),
+        "{err}"
+    );
+    Ok(())
+}
