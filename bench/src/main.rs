@@ -1,7 +1,7 @@
 //! `bench`: one command, both brokers, side by side.
 //!
 //! Starts the built-in broker as a separate process (this binary in `--serve-broker`
-//! mode) and measures it and the broker at `AMQP_URL` (this machine's RabbitMQ by
+//! mode, with the `broker` binary's allocator) and measures it and the broker at `AMQP_URL` (this machine's RabbitMQ by
 //! default) with the same clients in the same run: the TCP floor, one-way throughput,
 //! RPC with raw lapin and through the framework (sequential latency and throughput at
 //! 1/16/64/256 in flight), broker CPU per message and per call (from `/proc`), and
@@ -19,6 +19,7 @@
 mod proc;
 mod report;
 mod stats;
+mod wire;
 mod workload;
 
 use std::io::Write as _;
@@ -27,6 +28,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+/// The `broker` binary's allocator, so that this binary's `--serve-broker` process
+/// holds and returns memory as the real broker does (and the clients, the same for
+/// both brokers, use it too).
+#[cfg(all(unix, not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: broker::allocator::Jemalloc = broker::allocator::Jemalloc;
 use serde::Serialize;
 
 use workload::{EchoClient, EchoHandler, EchoServer, RawClient};
@@ -88,6 +96,8 @@ pub struct BrokerResults {
     pub framework: RpcResults,
     /// Broker CPU per framework RPC call at 64 in flight, microseconds.
     pub cpu_us_per_call: f64,
+    /// RPC with hand-written clients (the wire floor): sequential p50 and p99, us.
+    pub wire_seq_us: [f64; 2],
     /// Resident memory in KiB: idle, with 1,000 idle connections, after the load.
     pub rss_kib: [u64; 3],
     /// Seconds from the end of the load to the last RSS reading.
@@ -95,7 +105,7 @@ pub struct BrokerResults {
 }
 
 /// How long the broker is given to return memory after the load.
-const AFTER_LOAD_WAIT: Duration = Duration::from_secs(20);
+const AFTER_LOAD_WAIT: Duration = Duration::from_secs(45);
 
 /// RPC figures.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -382,6 +392,11 @@ async fn measure(
     r.oneway_4k = workload::one_way(url, 4096, sizes.oneway_4k, 1)
         .await?
         .msgs_per_sec;
+
+    // The wire floor: the same calls with hand-written clients.
+    progress(&format!("{name}: hand-written client RPC, 1 in flight"));
+    let floor = wire::rpc_floor(url, &workload::unique("wire"), sizes.seq).await?;
+    r.wire_seq_us = [floor.us(0.5), floor.us(0.99)];
 
     // Raw lapin RPC.
     let q = workload::unique("raw");

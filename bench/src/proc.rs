@@ -134,6 +134,10 @@ pub fn serve_broker(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     };
     rt.block_on(async {
         let mut builder = broker::Broker::builder();
+        #[cfg(all(unix, not(target_env = "msvc")))]
+        {
+            builder = builder.memory_probe(broker::allocator::allocated);
+        }
         if let Some(dir) = &data_dir {
             builder = builder.data_dir(dir);
         }

@@ -43,6 +43,8 @@
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
 pub mod alarm;
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
+pub mod allocator;
 pub mod auth;
 pub mod channel;
 pub mod connection;

@@ -7,21 +7,11 @@ use clap::{Parser, Subcommand};
 
 mod config;
 
-/// jemalloc gives freed memory back to the system from a background thread, so the
-/// broker's resident memory falls again after a load; glibc's malloc keeps it.
+/// jemalloc gives freed memory back to the system, so the broker's resident memory
+/// falls again after a load (see `broker::allocator`).
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Bytes the broker has allocated, from jemalloc's statistics: what the memory alarm
-/// compares with the high-water mark. Unlike the resident set it falls as soon as
-/// messages are freed, not when the allocator gets round to returning pages.
-#[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
-fn jemalloc_allocated() -> Option<u64> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    let bytes = tikv_jemalloc_ctl::stats::allocated::read().ok()?;
-    u64::try_from(bytes).ok()
-}
+static ALLOCATOR: broker::allocator::Jemalloc = broker::allocator::Jemalloc;
 
 /// The management API's address when `--management-listen` is not given.
 const DEFAULT_MANAGEMENT: &str = "127.0.0.1:15672";
@@ -275,7 +265,7 @@ async fn serve(
     builder = builder.memory_high_watermark(args.memory_high_watermark);
     #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
     {
-        builder = builder.memory_probe(jemalloc_allocated);
+        builder = builder.memory_probe(broker::allocator::allocated);
     }
     for vhost in args.vhosts.iter().filter(|v| !v.is_empty()) {
         builder = builder.vhost(vhost);
