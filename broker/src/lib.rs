@@ -34,7 +34,9 @@
 //! - [`store`]: with a data directory, durable topology and persistent messages of
 //!   durable queues go to per-queue segment files; a sync thread group-commits them
 //!   and only then are their publisher confirms sent.
-//! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
+//! - [`auth`] and [`error`]: logins, users and permissions (kept in `DATA_DIR/users`
+//!   with a data directory, configuration applied on top at each start), and errors
+//!   that carry AMQP reply codes.
 //! - [`tls`]: certificates, and the TLS handshake of the `amqps` port and of the
 //!   management API over HTTPS.
 //! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
