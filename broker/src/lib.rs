@@ -34,7 +34,9 @@
 //! - [`store`]: with a data directory, durable topology and persistent messages of
 //!   durable queues go to per-queue segment files; a sync thread group-commits them
 //!   and only then are their publisher confirms sent.
-//! - [`auth`] and [`error`]: logins, and errors that carry AMQP reply codes.
+//! - [`auth`] and [`error`]: logins, users and permissions (kept in `DATA_DIR/users`
+//!   with a data directory, configuration applied on top at each start), and errors
+//!   that carry AMQP reply codes.
 //! - [`tls`]: certificates, and the TLS handshake of the `amqps` port and of the
 //!   management API over HTTPS.
 //! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
@@ -85,7 +87,7 @@ impl Broker {
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            users: Users::default(),
+            users: auth::config::UserConfig::default(),
             limits: Limits::default(),
             data_dir: None,
             max_disk_bytes: None,
@@ -105,7 +107,7 @@ impl Broker {
 #[derive(Debug, Clone)]
 pub struct BrokerBuilder {
     listen: SocketAddr,
-    users: Users,
+    users: auth::config::UserConfig,
     limits: Limits,
     data_dir: Option<PathBuf>,
     max_disk_bytes: Option<u64>,
@@ -144,9 +146,9 @@ impl BrokerBuilder {
 
     /// Creates the vhost `name` at start (besides `/`, which always exists at first
     /// start), as `rabbitmqctl add_vhost`; existing (recovered from the data
-    /// directory) is fine. Call it before [`permissions`](Self::permissions) on it.
+    /// directory) is fine. [`permissions`](Self::permissions) may name it, or any
+    /// vhost recovered from the data directory.
     pub fn vhost(mut self, name: &str) -> Self {
-        self.users.add_vhost(name);
         if !self.vhosts.iter().any(|v| v == name) {
             self.vhosts.push(name.to_owned());
         }
@@ -160,9 +162,16 @@ impl BrokerBuilder {
         self
     }
 
-    /// Keeps durable exchanges, queues and bindings, and persistent messages in durable
-    /// queues, in `dir`, and recovers them from it at start. Without it (the default)
-    /// the broker keeps everything in memory.
+    /// Keeps durable exchanges, queues and bindings, persistent messages in durable
+    /// queues, vhosts, and users with their permissions in `dir`, and recovers them
+    /// from it at start. Without it (the default) the broker keeps everything in memory.
+    ///
+    /// Users and permissions are kept as RabbitMQ keeps them: a fresh directory starts
+    /// with `guest`/`guest`; after that what was changed at run time (management API,
+    /// `broker ctl`) is what the next start has, `guest` deleted included, with the
+    /// [`user`](Self::user), [`user_with_tags`](Self::user_with_tags) and
+    /// [`permissions`](Self::permissions) given here applied on top. A damaged users
+    /// file (`dir/users`) makes [`start`](Self::start) fail, naming it.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -216,23 +225,40 @@ impl BrokerBuilder {
         self
     }
 
-    /// Adds a user (besides `guest`).
+    /// Adds a user (besides `guest`) with the `administrator` tag and full rights on
+    /// `/`.
+    ///
+    /// With a [`data_dir`](Self::data_dir), this is applied at every start on top of
+    /// the users kept there and wins: a stored user of that name gets this password,
+    /// these tags and full rights on `/` again (its other permissions stay), and is
+    /// saved so.
     pub fn user(mut self, name: &str, password: &str) -> Self {
-        self.users.add(name, password);
+        let tags = vec!["administrator".to_owned()];
+        self.users.user(name, password, tags, true);
         self
     }
 
     /// Adds a user with these tags and, as `rabbitmqctl add_user`, no permissions:
     /// grant them with [`BrokerBuilder::permissions`].
+    ///
+    /// With a [`data_dir`](Self::data_dir), this is applied at every start on top of
+    /// the users kept there and wins: a stored user of that name gets this password
+    /// and these tags (its stored permissions stay), and is saved so.
     pub fn user_with_tags(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
         let tags = tags.iter().map(|t| (*t).to_owned()).collect();
-        self.users.add_user(name, password, tags);
+        self.users.user(name, password, tags, false);
         self
     }
 
     /// Sets a user's rights in a vhost, as `rabbitmqctl set_permissions`: regular
     /// expressions matched (unanchored, as RabbitMQ does) against queue and exchange
-    /// names. Fails for an unknown user or vhost, or an invalid pattern.
+    /// names. Fails now for an invalid pattern; an unknown user or vhost makes
+    /// [`start`](Self::start) fail. The user may be one given here or one kept in the
+    /// [`data_dir`](Self::data_dir); the vhost one given with [`vhost`](Self::vhost)
+    /// or one recovered from the data directory.
+    ///
+    /// With a data directory, this is applied at every start on top of the stored
+    /// permissions and wins for this (user, vhost), and is saved so.
     pub fn permissions(
         mut self,
         user: &str,
@@ -242,7 +268,7 @@ impl BrokerBuilder {
         read: &str,
     ) -> Result<Self, auth::AuthError> {
         self.users
-            .set_permissions(user, vhost, configure, write, read)?;
+            .permissions(user, vhost, configure, write, read)?;
         Ok(self)
     }
 
@@ -262,7 +288,7 @@ impl BrokerBuilder {
 
     /// Users that may only connect from loopback (default: `guest`).
     pub fn loopback_users(mut self, users: Vec<String>) -> Self {
-        self.users.set_loopback_users(users);
+        self.users.loopback_users(users);
         self
     }
 
@@ -307,7 +333,8 @@ impl BrokerBuilder {
         });
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
-        let mut shared = server::Shared::new(self.users, self.limits, vhosts);
+        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.names(), &self.users)?;
+        let mut shared = server::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
             Some(bytes) => tracing::info!(bytes, "memory high-water mark"),

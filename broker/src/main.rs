@@ -57,8 +57,9 @@ struct Args {
     listen: SocketAddr,
     /// Extra user as NAME:PASSWORD[:TAG,TAG...] (repeatable), with full rights on `/`
     /// unless `--permission` says otherwise. Tags default to `administrator`.
-    /// `guest:guest` always exists. BROKER_USER gives one user; list several in the
-    /// config file.
+    /// `guest:guest` exists unless deleted at run time with --data-dir (users and
+    /// permissions persist there; these are applied on top at every start and win).
+    /// BROKER_USER gives one user; list several in the config file.
     #[arg(
         long = "user",
         env = "BROKER_USER",
@@ -77,7 +78,9 @@ struct Args {
     vhosts: Vec<String>,
     /// A user's rights in a vhost as USER:VHOST:CONFIGURE:WRITE:READ, regular
     /// expressions as `rabbitmqctl set_permissions` takes them (repeatable; replaces
-    /// the full rights `--user` gives on that vhost). BROKER_PERMISSION gives one.
+    /// the full rights `--user` gives on that vhost). The vhost may be one given with
+    /// --vhost or one kept in --data-dir; an unknown one stops the start.
+    /// BROKER_PERMISSION gives one.
     #[arg(
         long = "permission",
         env = "BROKER_PERMISSION",
@@ -109,9 +112,9 @@ struct Args {
     /// small machines costs the least CPU per message (no cross-thread wake-ups).
     #[arg(long, env = "BROKER_THREADS", default_value_t = 1)]
     threads: usize,
-    /// Keep durable exchanges, queues and bindings and persistent messages in this
-    /// directory, and recover them from it at start. Without it nothing survives a
-    /// restart.
+    /// Keep durable exchanges, queues and bindings, persistent messages, vhosts, and
+    /// users with their permissions in this directory, and recover them from it at
+    /// start. Without it nothing survives a restart.
     #[arg(long, env = "BROKER_DATA_DIR", value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
     /// Block publishers (disk alarm) while the durable queues' logs hold more than this

@@ -1,18 +1,20 @@
 //! The durable topology: exchanges, queues and bindings that survive a restart.
 //!
-//! Topology changes are rare, so the whole set is written as one snapshot file,
-//! `definitions`, replaced atomically (written to a temporary file, synced, renamed,
+//! Topology changes are rare, so the whole set is written as one snapshot file
+//! ([`super::snapshot`]), `definitions`, replaced atomically (written to a temporary file, synced, renamed,
 //! directory synced) whenever a durable entity is declared or deleted. The snapshot
 //! carries a checksum: a damaged file is reported and refused, never half-loaded.
 //!
 //! Format: magic `AMQRDEF1`, `u32` payload length, `u32` CRC-32 of the payload, then
-//! the payload: the next queue directory id (`u64`), then exchanges, queues and
+//! the payload (the framing of [`super::snapshot`]): the next queue directory id (`u64`), then exchanges, queues and
 //! bindings, each list prefixed by its `u32` count. Names and keys are AMQP short
 //! strings, arguments AMQP field tables, so anything a client can declare round-trips.
 
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::{FieldTable, ShortString};
+
+use super::snapshot::SnapshotError;
 
 const MAGIC: &[u8; 8] = b"AMQRDEF1";
 
@@ -113,24 +115,16 @@ impl Definitions {
             put_short(&mut p, b.routing_key.as_str());
             put_table(&mut p, &b.arguments);
         }
-        let mut out = Vec::with_capacity(p.len() + 16);
-        out.extend_from_slice(MAGIC);
-        put_u32(&mut out, p.len());
-        out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-        out.extend_from_slice(&p);
-        out
+        super::snapshot::seal(MAGIC, &p)
     }
 
     /// Reads a snapshot written by [`Definitions::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DefinitionsError> {
-        let rest = bytes.strip_prefix(MAGIC).ok_or(DefinitionsError::Magic)?;
-        let mut r = Reader(rest);
-        let len = r.u32()? as usize;
-        let crc = r.u32()?;
-        let payload = r.take(len)?;
-        if crc32fast::hash(payload) != crc {
-            return Err(DefinitionsError::Checksum);
-        }
+        let payload = super::snapshot::unseal(MAGIC, bytes).map_err(|e| match e {
+            SnapshotError::Magic => DefinitionsError::Magic,
+            SnapshotError::Checksum => DefinitionsError::Checksum,
+            SnapshotError::Truncated => DefinitionsError::Malformed("truncated"),
+        })?;
         let mut r = Reader(payload);
         let mut defs = Definitions {
             next_dir_id: r.u64()?,

@@ -9,6 +9,7 @@
 //!     0000000001.seg      append-only message records with checksums
 //!     0000000001.ack      acks and delivery markers for that segment
 //!   vhost-names           the vhosts other than `/` (see [`vhosts`])
+//!   users                 users and permissions (see [`crate::auth`])
 //!   vhosts/<name>/        each such vhost's own store, laid out as above
 //! ```
 //!
@@ -25,6 +26,7 @@
 pub mod definitions;
 pub mod log;
 mod segment;
+pub mod snapshot;
 pub mod vhosts;
 pub mod writer;
 

@@ -4,8 +4,9 @@
 //! The default vhost `/` uses the data directory itself (the layout from before there
 //! were other vhosts, so old data directories still open). Every other vhost has its
 //! own store under `DATA_DIR/vhosts/<encoded name>/`, laid out the same way. The names
-//! of those vhosts are kept in `DATA_DIR/vhost-names`, replaced atomically as the
-//! topology snapshot is (temporary file, sync, rename, directory sync).
+//! of those vhosts are kept in `DATA_DIR/vhost-names`, a [`super::snapshot`] file
+//! replaced atomically as the topology snapshot is (temporary file, sync, rename,
+//! directory sync).
 //!
 //! Format of `vhost-names`: magic `AMQRVHS1`, `u32` payload length, `u32` CRC-32 of the
 //! payload, then the payload: a `u32` count and each name as a short string.
@@ -13,7 +14,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::writer::{replace_file, sync_dir};
+use super::snapshot;
 
 const MAGIC: &[u8; 8] = b"AMQRVHS1";
 /// The list file, in the data directory.
@@ -77,13 +78,7 @@ pub fn write_list(root: &Path, names: &[String]) -> io::Result<()> {
         p.push(b.len() as u8);
         p.extend_from_slice(b);
     }
-    let mut out = Vec::with_capacity(p.len() + 16);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-    out.extend_from_slice(&p);
-    replace_file(&root.join(LIST), &out)?;
-    sync_dir(root)
+    snapshot::write(root, LIST, &snapshot::seal(MAGIC, &p))
 }
 
 /// Deletes the store directories under `DATA_DIR/vhosts/` that belong to no listed
@@ -107,13 +102,7 @@ pub fn remove_orphans(root: &Path, names: &[String]) {
 }
 
 fn decode(bytes: &[u8]) -> Option<Vec<String>> {
-    let rest = bytes.strip_prefix(MAGIC)?;
-    let len = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
-    let payload = rest.get(8..8 + len)?;
-    if crc32fast::hash(payload) != crc {
-        return None;
-    }
+    let payload = snapshot::unseal(MAGIC, bytes).ok()?;
     let count = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let mut at = 4;
     let mut names = Vec::new();

@@ -366,27 +366,48 @@ async fn put_user(State(s): St, _: Admin, Path(name): Path<String>, body: Bytes)
         Some(Value::String(p)) => Some(p.as_str()),
         Some(_) => return Err(ApiError::BadRequest("password must be a string".into())),
     };
-    let mut users = s.users.write();
-    let exists = users.list_users().iter().any(|(n, _)| *n == name);
-    match (exists, password) {
-        (false, None) => Err(ApiError::BadRequest("a new user needs a password".into())),
-        (false, Some(p)) => {
-            users.add_user(&name, p, tags);
-            created()
-        }
-        (true, p) => {
-            if let Some(p) = p {
-                users.change_password(&name, p).map_err(auth_error)?;
+    let reply = {
+        let mut users = s.users.write();
+        let exists = users.list_users().iter().any(|(n, _)| *n == name);
+        match (exists, password) {
+            (false, None) => {
+                return Err(ApiError::BadRequest("a new user needs a password".into()));
             }
-            users.set_tags(&name, tags).map_err(auth_error)?;
-            no_content()
+            (false, Some(p)) => {
+                users.add_user(&name, p, tags);
+                created()
+            }
+            (true, p) => {
+                if let Some(p) = p {
+                    users.change_password(&name, p).map_err(auth_error)?;
+                }
+                users.set_tags(&name, tags).map_err(auth_error)?;
+                no_content()
+            }
         }
-    }
+    };
+    save_users(&s).await?;
+    reply
 }
 
 async fn delete_user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
     s.users.write().delete_user(&name).map_err(auth_error)?;
+    save_users(&s).await?;
     no_content()
+}
+
+/// Saves the user table after a change (with a data directory; nothing without),
+/// on a blocking thread. A failure is a 500: the change holds until the broker
+/// stops, but would not survive a restart.
+pub(super) async fn save_users(s: &Arc<Shared>) -> Result<(), ApiError> {
+    let shared = Arc::clone(s);
+    tokio::task::spawn_blocking(move || shared.save_users())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(err = %e, "the user table could not be saved");
+            ApiError::Internal(format!("could not save the user table: {e}"))
+        })
 }
 
 fn auth_error(e: AuthError) -> ApiError {
@@ -441,15 +462,19 @@ async fn put_permission(
             .ok_or_else(|| ApiError::BadRequest(format!("missing string field '{name}'")))
     };
     let (configure, write, read) = (field("configure")?, field("write")?, field("read")?);
-    let mut users = s.users.write();
-    let existed = users.permissions(&user, &vhost).is_some();
-    users
-        .set_permissions(&user, &vhost, &configure, &write, &read)
-        .map_err(|e| match e {
-            AuthError::NoUser(u) => ApiError::BadRequest(format!("no such user '{u}'")),
-            AuthError::NoVhost(v) => ApiError::BadRequest(format!("no such vhost '{v}'")),
-            other => ApiError::BadRequest(other.to_string()),
-        })?;
+    let existed = {
+        let mut users = s.users.write();
+        let existed = users.permissions(&user, &vhost).is_some();
+        users
+            .set_permissions(&user, &vhost, &configure, &write, &read)
+            .map_err(|e| match e {
+                AuthError::NoUser(u) => ApiError::BadRequest(format!("no such user '{u}'")),
+                AuthError::NoVhost(v) => ApiError::BadRequest(format!("no such vhost '{v}'")),
+                other => ApiError::BadRequest(other.to_string()),
+            })?;
+        existed
+    };
+    save_users(&s).await?;
     if existed { no_content() } else { created() }
 }
 
@@ -458,11 +483,14 @@ async fn delete_permission(
     _: Admin,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
-    let mut users = s.users.write();
-    if users.permissions(&user, &vhost).is_none() {
-        return Err(ApiError::NotFound);
+    {
+        let mut users = s.users.write();
+        if users.permissions(&user, &vhost).is_none() {
+            return Err(ApiError::NotFound);
+        }
+        users.clear_permissions(&user, &vhost);
     }
-    users.clear_permissions(&user, &vhost);
+    save_users(&s).await?;
     no_content()
 }
 

@@ -75,6 +75,7 @@ pub(super) async fn put_vhost(
     {
         tracing::warn!(%err, %user, %vhost, "could not grant the vhost's creator permissions");
     }
+    super::save_users(&s).await?;
     created()
 }
 

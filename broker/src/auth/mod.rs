@@ -1,75 +1,34 @@
-//! Authentication: SASL PLAIN and AMQPLAIN responses, and the user table.
+//! Authentication: SASL PLAIN and AMQPLAIN responses (`sasl`), and the user table
+//! with its permissions.
 //!
 //! Runs once per connection, between `connection.start-ok` and `connection.tune`. As in
 //! RabbitMQ, a refused login is answered with 403 ACCESS_REFUSED, and users listed in
 //! `loopback_users` (by default `guest`) may only connect from a loopback address.
+//!
+//! Passwords are kept as RabbitMQ's `rabbit_password_hashing_sha256` hashes: 4 random
+//! salt bytes then SHA-256 of salt and password (see [`User`] and `hash_with` below;
+//! the layout is that of RabbitMQ's definitions export, so it must not change).
+//!
+//! Persistence, as in RabbitMQ: without a data directory the table lives in memory
+//! only. With one, it is kept in `DATA_DIR/users` (`file`), rewritten atomically
+//! after every change made at run time (management API, `broker ctl`). A fresh data
+//! directory starts with `guest`/`guest`; after that the file is authoritative (a
+//! deleted `guest` stays deleted), and the users and permissions given by
+//! configuration are applied on top of it at every start, winning for what they name
+//! (`config`). A damaged users file stops the start with an error naming it.
 
 use std::net::SocketAddr;
 
-use amq_protocol::types::{AMQPValue, parsing::parse_field_table};
-
 use crate::error::{AmqpError, code};
 
-/// Credentials taken from a start-ok response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
+pub(crate) mod config;
+mod file;
+mod sasl;
 
-/// Decodes the SASL response of `connection.start-ok`.
-pub fn parse_response(mechanism: &str, response: &[u8]) -> Result<Credentials, AmqpError> {
-    let refused = || refused(mechanism);
-    match mechanism {
-        "PLAIN" => {
-            // [authzid] NUL authcid NUL passwd
-            let mut parts = response.split(|b| *b == 0);
-            let (Some(_authz), Some(user), Some(pass), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(refused());
-            };
-            Ok(Credentials {
-                user: String::from_utf8(user.to_vec()).map_err(|_| refused())?,
-                password: String::from_utf8(pass.to_vec()).map_err(|_| refused())?,
-            })
-        }
-        "AMQPLAIN" => {
-            // A field table without its length prefix.
-            let mut framed = Vec::with_capacity(response.len() + 4);
-            framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
-            framed.extend_from_slice(response);
-            let table = match parse_field_table(&framed[..]) {
-                Ok(([], t)) => t,
-                _ => return Err(refused()),
-            };
-            let text = |key: &str| match table.inner().get(key) {
-                Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).ok(),
-                Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-                _ => None,
-            };
-            match (text("LOGIN"), text("PASSWORD")) {
-                (Some(user), Some(password)) => Ok(Credentials { user, password }),
-                _ => Err(refused()),
-            }
-        }
-        other => Err(AmqpError::connection(
-            code::COMMAND_INVALID,
-            format_args!("unknown authentication mechanism '{other}'"),
-        )),
-    }
-}
-
-fn refused(mechanism: &str) -> AmqpError {
-    AmqpError::connection(
-        code::ACCESS_REFUSED,
-        format_args!(
-            "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-        ),
-    )
-}
+pub use file::UsersFileError;
+pub(crate) use file::save as save_file;
+use sasl::refused;
+pub use sasl::{Credentials, parse_response};
 
 /// One user: a salted password hash and tags.
 #[derive(Debug, Clone)]
@@ -432,6 +391,12 @@ impl Users {
     }
 }
 
+/// Length of a password hash: 4 salt bytes and a SHA-256 digest.
+const HASH_LEN: usize = 4 + 32;
+
+/// RabbitMQ's `rabbit_password_hashing_sha256`: `salt ++ SHA-256(salt ++ password)`,
+/// with a 4-byte salt. This layout is what the users file stores (see `file`) and
+/// what RabbitMQ's definitions carry (base64-encoded) as `password_hash`.
 fn hash_with(salt: [u8; 4], password: &str) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -462,29 +427,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::error::Scope;
-    use amq_protocol::auth::{Credentials as ClientCreds, SASLMechanism};
 
     fn local() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 5000))
-    }
-
-    #[test]
-    fn plain_and_amqplain_decode_what_clients_send() {
-        let client = ClientCreds::new("guest".into(), "guest".into());
-        for (name, mech) in [
-            ("PLAIN", SASLMechanism::Plain),
-            ("AMQPLAIN", SASLMechanism::AMQPlain),
-        ] {
-            let response = client.sasl_auth_string(mech);
-            let creds = parse_response(name, response.as_bytes()).expect(name);
-            assert_eq!(
-                creds,
-                Credentials {
-                    user: "guest".into(),
-                    password: "guest".into()
-                }
-            );
-        }
     }
 
     #[test]
@@ -525,7 +470,7 @@ mod tests {
         users.add_user("a", "secret", vec![]);
         users.add_user("b", "secret", vec![]);
         assert_ne!(users.users["a"].hash, users.users["b"].hash, "salted");
-        assert_eq!(users.users["a"].hash.len(), 36);
+        assert_eq!(users.users["a"].hash.len(), HASH_LEN);
         assert!(users.check_password("a", "secret"));
         assert!(!users.check_password("a", "Secret"));
         users.change_password("a", "new").expect("user");
@@ -609,18 +554,6 @@ mod tests {
             users
                 .check_access("u", "/", Resource::Queue, "app.q", Access::Configure)
                 .is_err()
-        );
-    }
-
-    #[test]
-    fn garbage_responses_are_refused_not_panics() {
-        for r in [&b""[..], b"\0", b"a\0b\0c\0d", &[0xff, 0xfe, 0, 1]] {
-            assert!(parse_response("PLAIN", r).is_err());
-            assert!(parse_response("AMQPLAIN", r).is_err());
-        }
-        assert_eq!(
-            parse_response("EXTERNAL", b"").expect_err("mech").code,
-            code::COMMAND_INVALID
         );
     }
 }
