@@ -105,7 +105,7 @@ pub struct BrokerResults {
 }
 
 /// How long the broker is given to return memory after the load.
-const AFTER_LOAD_WAIT: Duration = Duration::from_secs(45);
+const AFTER_LOAD_WAIT: Duration = Duration::from_secs(20);
 
 /// RPC figures.
 #[derive(Debug, Clone, Serialize, Default)]

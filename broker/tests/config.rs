@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::*;
@@ -17,8 +18,8 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 struct Proc {
     child: Child,
     addr: SocketAddr,
-    /// Its stdout up to the listening line (the start-up log).
-    log: String,
+    /// Its stderr (the log), collected by a thread as it comes.
+    log: Arc<Mutex<String>>,
 }
 
 impl Proc {
@@ -29,24 +30,52 @@ impl Proc {
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        let log = Arc::new(Mutex::new(String::new()));
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut reader = BufReader::new(stdout);
-        let mut log = String::new();
         let addr = loop {
             let mut line = String::new();
-            anyhow::ensure!(reader.read_line(&mut line)? > 0, "exited early: {log}");
+            anyhow::ensure!(reader.read_line(&mut line)? > 0, "exited early");
             if let Some(addr) = line.trim().strip_prefix("broker listening on amqp://") {
                 break addr.parse()?;
             }
-            log.push_str(&line);
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         Ok(Self { child, addr, log })
+    }
+
+    /// The log so far, once it holds `line` (the start-up log is written before the
+    /// broker listens, but arrives on its own pipe): at most 5 s.
+    fn log_once_it_has(&self, line: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            if log.contains(line) || Instant::now() >= until {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -135,15 +164,16 @@ log = "info"
 "#,
     )?;
     let p = tokio::task::spawn_blocking(move || Proc::start(&config)).await??;
-    assert!(p.log.contains("loaded config file"), "{}", p.log);
-    assert!(p.log.contains("broker.toml"), "{}", p.log);
+    let log = p.log_once_it_has("broker listening");
+    assert!(log.contains("loaded config file"), "{log}");
+    assert!(log.contains("broker.toml"), "{log}");
     assert!(
-        p.log.contains("max_message_size = 1000"),
+        log.contains("max_message_size = 1000"),
         "effective settings logged: {}",
-        p.log
+        log
     );
-    assert!(p.log.contains("app:****:monitoring"), "{}", p.log);
-    assert!(!p.log.contains("s3cret-pw"), "password logged: {}", p.log);
+    assert!(log.contains("app:****:monitoring"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "password logged: {log}");
 
     let url = format!("amqp://app:s3cret-pw@{}/%2f", p.addr);
     let conn = tokio::time::timeout(
