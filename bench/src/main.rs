@@ -96,6 +96,9 @@ pub struct BrokerResults {
     pub framework: RpcResults,
     /// Broker CPU per framework RPC call at 64 in flight, microseconds.
     pub cpu_us_per_call: f64,
+    /// The loopback TCP round trip (p50, us) measured right before the framework's
+    /// sequential calls.
+    pub floor_p50_us: f64,
     /// RPC with hand-written clients (the wire floor): sequential p50 and p99, us.
     pub wire_seq_us: [f64; 2],
     /// Resident memory in KiB: idle, with 1,000 idle connections, after the load.
@@ -204,8 +207,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     progress("loopback TCP floor");
     let (mut echo, echo_addr) = proc::spawn_self(&["--serve-echo"], 1)?;
     let floor = workload::tcp_floor(&echo_addr, 5_000).await?;
-    let _ = echo.kill();
-    let _ = echo.wait();
 
     let own = proc::OwnBroker::spawn(args.broker_threads, None)?;
     let rabbit_pid = proc::rabbitmq_pid();
@@ -214,8 +215,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ("built-in", own.url.clone(), Some(own.pid()), true),
         ("RabbitMQ", args.amqp_url.clone(), rabbit_pid, false),
     ] {
-        all.push(measure(name, &url, pid, &sizes, idle).await?);
+        all.push(measure(name, &url, pid, &sizes, idle, &echo_addr).await?);
     }
+    let _ = echo.kill();
+    let _ = echo.wait();
     // After everything above, so those figures (RSS after the load included) are the
     // same as without these runs.
     let targets = [
@@ -376,6 +379,7 @@ async fn measure(
     pid: Option<u32>,
     sizes: &Sizes,
     measure_idle: bool,
+    echo_addr: &str,
 ) -> anyhow::Result<BrokerResults> {
     let mut r = BrokerResults {
         name: name.to_owned(),
@@ -443,6 +447,11 @@ async fn measure(
         .await?
         .with_queue(&q)
         .with_deadline(Duration::from_secs(30));
+    // The floor again, right before the sequential calls and in the same state of the
+    // machine: a loopback round trip here measures anywhere from 7 to 80 us as the
+    // cores' idle states change, so the latency target compares with this one.
+    progress(&format!("{name}: loopback TCP floor again"));
+    r.floor_p50_us = workload::tcp_floor(echo_addr, 2_000).await?.us(0.5);
     for &n in std::iter::once(&0).chain(IN_FLIGHT.iter()) {
         let (in_flight, total) = if n == 0 {
             (1, sizes.seq)
