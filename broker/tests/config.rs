@@ -3,88 +3,18 @@
 //! variables override the file; bad files stop the start with exit code 1, naming the
 //! file and the key; the shipped `broker.example.toml` loads.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::amqp_error;
+use common::process::BrokerProcess;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-/// A running broker process.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    /// Its stderr (the log), collected by a thread as it comes.
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn start(config: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .arg("--config")
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let log = Arc::new(Mutex::new(String::new()));
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Ok(mut l) = log.lock() {
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                }
-            });
-        }
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut reader = BufReader::new(stdout);
-        let addr = loop {
-            let mut line = String::new();
-            anyhow::ensure!(reader.read_line(&mut line)? > 0, "exited early");
-            if let Some(addr) = line.trim().strip_prefix("broker listening on amqp://") {
-                break addr.parse()?;
-            }
-        };
-        // Keep draining stdout so the broker never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        Ok(Self { child, addr, log })
-    }
-
-    /// The log so far, once it holds `line` (the start-up log is written before the
-    /// broker listens, but arrives on its own pipe): at most 5 s.
-    fn log_once_it_has(&self, line: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-            if log.contains(line) || Instant::now() >= until {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs the binary to its end (at most 20 s): exit code, stdout, stderr.
 fn run(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(Option<i32>, String, String)> {
@@ -126,14 +56,6 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<std::path::PathBu
     Ok(path)
 }
 
-/// The reply code and text of a lapin protocol error.
-fn amqp_error(e: &lapin::Error) -> Option<(u16, String)> {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => Some((p.get_id(), p.get_message().to_string())),
-        _ => None,
-    }
-}
-
 async fn publish(ch: &lapin::Channel, body: &[u8]) -> Result<(), lapin::Error> {
     ch.basic_publish(
         "".into(),
@@ -163,7 +85,10 @@ heartbeat = 0
 log = "info"
 "#,
     )?;
-    let p = tokio::task::spawn_blocking(move || Proc::start(&config)).await??;
+    let p = tokio::task::spawn_blocking(move || {
+        BrokerProcess::start(["--config".as_ref(), config.as_os_str()])
+    })
+    .await??;
     let log = p.log_once_it_has("broker listening");
     assert!(log.contains("loaded config file"), "{log}");
     assert!(log.contains("broker.toml"), "{log}");

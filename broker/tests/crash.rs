@@ -5,13 +5,13 @@
 //! the process, so its message comes back) but never a message that was not published.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::process::BrokerProcess;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
@@ -25,51 +25,18 @@ use parking_lot::Mutex;
 const QUEUE: &str = "crash_test";
 const ROUNDS: usize = 6;
 
-/// A broker process on a data directory.
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--listen", "127.0.0.1:0", "--management-listen", "off"])
-            .args(["--log", "warn", "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr: SocketAddr = line
-            .trim()
-            .rsplit("amqp://")
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("unexpected first line {line:?}"))?
-            .parse()?;
-        Ok(Self {
-            child,
-            url: format!("amqp://guest:guest@{addr}/%2f"),
-        })
-    }
-
-    fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill()?; // SIGKILL
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // A failing test must not leave a broker behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The broker binary on a data directory.
+fn start(dir: &Path) -> anyhow::Result<BrokerProcess> {
+    BrokerProcess::start([
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--management-listen".as_ref(),
+        "off".as_ref(),
+        "--log".as_ref(),
+        "warn".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ])
 }
 
 #[derive(Default)]
@@ -153,7 +120,7 @@ async fn confirmed_messages_survive_repeated_kill_9() -> anyhow::Result<()> {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let started = Instant::now();
     for round in 0..ROUNDS {
-        let broker = Proc::start(dir.path())?;
+        let broker = start(dir.path())?;
         declare(&broker.url).await?;
         let p = tokio::spawn(publisher(broker.url.clone(), Arc::clone(&ledger)));
         // The consumer joins late in some rounds, so messages pile up and stay queued.
@@ -176,7 +143,7 @@ async fn confirmed_messages_survive_repeated_kill_9() -> anyhow::Result<()> {
         );
     }
     // Drain what is left after the last kill.
-    let broker = Proc::start(dir.path())?;
+    let broker = start(dir.path())?;
     let conn = Connection::connect(&broker.url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     while let Some(m) = ch

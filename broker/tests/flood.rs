@@ -6,14 +6,14 @@
 //! unblocked and finishes. Every confirmed message is consumed: none is lost.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use anyhow::Context;
+use common::process::BrokerProcess;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
@@ -29,49 +29,6 @@ const WATERMARK_MIB: u64 = 48;
 /// Messages of [`BODY`] bytes: 160 MiB in all, over three times the mark.
 const TOTAL: u64 = 5120;
 const BODY: usize = 32 * 1024;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    fn start() -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(["--listen", "127.0.0.1:0", "--management-listen", "off"])
-            .args(["--log", "warn"])
-            .args(["--memory-high-watermark", &format!("{WATERMARK_MIB}MiB")])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr: SocketAddr = line
-            .trim()
-            .rsplit("amqp://")
-            .next()
-            .with_context(|| format!("unexpected first line {line:?}"))?
-            .parse()?;
-        Ok(Self {
-            child,
-            url: format!("amqp://guest:guest@{addr}/%2f"),
-        })
-    }
-
-    fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn body(i: u64) -> Vec<u8> {
     let mut b = i.to_be_bytes().to_vec();
@@ -112,7 +69,16 @@ async fn publish_all(conn: &Connection, confirmed: Arc<AtomicU64>) -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_held_at_the_memory_high_watermark_and_nothing_is_lost() -> anyhow::Result<()> {
-    let broker = Arc::new(Proc::start()?);
+    let broker = Arc::new(BrokerProcess::start([
+        "--listen",
+        "127.0.0.1:0",
+        "--management-listen",
+        "off",
+        "--log",
+        "warn",
+        "--memory-high-watermark",
+        &format!("{WATERMARK_MIB}MiB"),
+    ])?);
     let idle = broker.rss_bytes().context("no RSS for the broker")?;
 
     // Sample the broker's resident memory all along.

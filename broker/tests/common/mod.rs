@@ -1,10 +1,12 @@
 //! Helpers shared by the broker's tests: raw-socket handshakes, lapin error checks,
-//! and (in [`http`]) a management API client.
+//! (in [`http`]) a management API client, and (in [`process`]) the `broker` binary
+//! as a child process.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
 pub mod http;
+pub mod process;
 
 use std::time::Duration;
 

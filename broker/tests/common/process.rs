@@ -1,0 +1,109 @@
+//! The real `broker` binary as a child process, for the tests that kill it, measure
+//! its memory or read its log.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `broker` process; killed when dropped, so a failing test leaves none
+/// behind.
+pub struct BrokerProcess {
+    child: Child,
+    /// Where it listens for AMQP.
+    pub addr: SocketAddr,
+    /// `amqp://guest:guest@ADDR/%2f`.
+    pub url: String,
+    /// Its stderr (the log), collected by a thread as it comes.
+    log: Arc<Mutex<String>>,
+}
+
+impl BrokerProcess {
+    /// Starts `broker ARGS` (with `RUST_LOG` unset and no colours) and waits for its
+    /// `broker listening on amqp://ADDR` line on stdout.
+    pub fn start<I, S>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut reader = BufReader::new(stdout);
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                anyhow::bail!("broker exited before listening: {log}");
+            }
+            if let Some(addr) = line.trim().strip_prefix("broker listening on amqp://") {
+                break addr.parse()?;
+            }
+        };
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        Ok(Self {
+            child,
+            addr,
+            url: format!("amqp://guest:guest@{addr}/%2f"),
+            log,
+        })
+    }
+
+    /// Its resident memory (Linux: `VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// The log so far, once it holds `line` (the log arrives on its own pipe, so a
+    /// line written before the listening line may still be on its way): at most 5 s.
+    pub fn log_once_it_has(&self, line: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            if log.contains(line) || Instant::now() >= until {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and waits for it to be gone.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
