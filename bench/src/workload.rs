@@ -42,8 +42,9 @@ pub async fn tcp_floor(addr: &str, rounds: usize) -> anyhow::Result<Latencies> {
     Ok(Latencies::new(samples))
 }
 
-/// Echo-server mode: accept one connection on 127.0.0.1:0, print the address, echo
-/// 64-byte messages until EOF.
+/// Echo-server mode: print the address of a listener on 127.0.0.1:0, then serve its
+/// connections one after the other (the floor is measured several times in a run),
+/// echoing 64-byte messages until EOF; the benchmark kills it at the end.
 pub fn serve_echo() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -51,13 +52,16 @@ pub fn serve_echo() -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", listener.local_addr()?);
-        let (mut s, _) = listener.accept().await?;
-        s.set_nodelay(true)?;
-        let mut buf = [0u8; 64];
-        while s.read_exact(&mut buf).await.is_ok() {
-            s.write_all(&buf).await?;
+        loop {
+            let (mut s, _) = listener.accept().await?;
+            s.set_nodelay(true)?;
+            let mut buf = [0u8; 64];
+            while s.read_exact(&mut buf).await.is_ok() {
+                if s.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
         }
-        Ok(())
     })
 }
 
