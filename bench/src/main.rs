@@ -99,6 +99,9 @@ pub struct BrokerResults {
     /// The loopback TCP round trip (p50, us) measured right before the framework's
     /// sequential calls.
     pub floor_p50_us: f64,
+    /// Context switches of this process (the clients and the RPC server) per
+    /// sequential call: hand-written clients, raw lapin, the framework.
+    pub switches_per_call: [f64; 3],
     /// RPC with hand-written clients (the wire floor): sequential p50 and p99, us.
     pub wire_seq_us: [f64; 2],
     /// Resident memory in KiB: idle, with 1,000 idle connections, after the load.
@@ -373,6 +376,23 @@ async fn measure_persistent(
     Ok(p)
 }
 
+/// Counts this process's context switches from its creation.
+struct ClientSwitches(Option<u64>);
+
+impl ClientSwitches {
+    fn start() -> Self {
+        Self(proc::context_switches(std::process::id()))
+    }
+
+    /// Context switches since `start`, per call (NaN if `/proc` cannot tell).
+    fn per_call(&self, calls: usize) -> f64 {
+        match (self.0, proc::context_switches(std::process::id())) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / calls as f64,
+            _ => f64::NAN,
+        }
+    }
+}
+
 async fn measure(
     name: &str,
     url: &str,
@@ -399,7 +419,9 @@ async fn measure(
 
     // The wire floor: the same calls with hand-written clients.
     progress(&format!("{name}: hand-written client RPC, 1 in flight"));
+    let switches = ClientSwitches::start();
     let floor = wire::rpc_floor(url, &workload::unique("wire"), sizes.seq).await?;
+    r.switches_per_call[0] = switches.per_call(sizes.seq + sizes.seq / 10);
     r.wire_seq_us = [floor.us(0.5), floor.us(0.99)];
 
     // Raw lapin RPC.
@@ -415,12 +437,14 @@ async fn measure(
         };
         progress(&format!("{name}: raw lapin RPC, {in_flight} in flight"));
         let (c, b) = (Arc::clone(&client), body.clone());
+        let switches = ClientSwitches::start();
         let run = workload::drive(total, in_flight, move || {
             let (c, b) = (Arc::clone(&c), b.clone());
             async move { c.call(&b).await.map(drop) }
         })
         .await?;
         if n == 0 {
+            r.switches_per_call[1] = switches.per_call(total);
             r.raw.seq_us = [
                 run.latency.us(0.5),
                 run.latency.us(0.9),
@@ -460,6 +484,7 @@ async fn measure(
         };
         progress(&format!("{name}: framework RPC, {in_flight} in flight"));
         let (c, b) = (client.clone(), body.clone());
+        let switches = ClientSwitches::start();
         let (run, cpu) = cpu_during(
             pid,
             workload::drive(total, in_flight, move || {
@@ -469,6 +494,7 @@ async fn measure(
         )
         .await?;
         if n == 0 {
+            r.switches_per_call[2] = switches.per_call(total);
             r.framework.seq_us = [
                 run.latency.us(0.5),
                 run.latency.us(0.9),

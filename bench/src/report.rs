@@ -86,6 +86,16 @@ impl Report {
             ours.wire_seq_us[1],
             theirs.wire_seq_us[1],
         );
+        for (i, label) in ["hand-written", "raw lapin", "framework"]
+            .into_iter()
+            .enumerate()
+        {
+            row(
+                &format!("client ctx switches per call, {label}"),
+                ours.switches_per_call[i],
+                theirs.switches_per_call[i],
+            );
+        }
         for (label, pick) in [("raw lapin", 0usize), ("framework", 1)] {
             let (a, b) = if pick == 0 {
                 (&ours.raw, &theirs.raw)

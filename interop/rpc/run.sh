@@ -24,7 +24,9 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-cargo build --release --example fib_server --example fib_client
+# The same selection as CI's release build, so that in CI this builds nothing (building
+# the root package alone resolves other features and rebuilds the dependencies).
+cargo build --release --workspace --examples --bins
 bin="$root/target/release/examples"
 
 echo "== 1+2: Python clients -> Rust fib_server"
