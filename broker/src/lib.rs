@@ -41,6 +41,8 @@
 //!   management API over HTTPS.
 //! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
 //!   [`ctl`] is the `broker ctl` client of it.
+//! - `allocator` (with the `jemalloc` feature): the binary's allocator, which gives
+//!   memory back after a load and tells the memory alarm what is allocated.
 //!
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
