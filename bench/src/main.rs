@@ -282,6 +282,8 @@ pub struct Recovery {
     pub restart_secs: f64,
     /// Broker RSS right after that restart, KiB.
     pub rss_kib_recovered: u64,
+    /// Broker RSS 3 s later, KiB.
+    pub rss_kib_settled: u64,
 }
 
 async fn measure_recovery(threads: usize, n: usize) -> anyhow::Result<Recovery> {
@@ -304,7 +306,13 @@ async fn measure_recovery(threads: usize, n: usize) -> anyhow::Result<Recovery> 
     anyhow::ensure!(found == n, "recovered {found} of {n} messages");
     let rss_kib_recovered =
         proc::rss_kib(own.pid()).ok_or_else(|| anyhow::anyhow!("no RSS for the broker"))?;
+    // Recovery reads each segment whole and lets it go: what it leaves resident once the
+    // allocator has given those pages back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_kib_settled =
+        proc::rss_kib(own.pid()).ok_or_else(|| anyhow::anyhow!("no RSS for the broker"))?;
     Ok(Recovery {
+        rss_kib_settled,
         messages: n,
         fill_msgs_per_sec: fill.msgs_per_sec,
         rss_kib_loaded,
