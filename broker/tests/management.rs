@@ -388,28 +388,9 @@ async fn closing_a_connection_sends_320_to_the_client() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(status, 204, "{body}");
-    let err = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = events.next().await {
-            if let lapin::Event::Error(e) = e {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("no error event"))?;
-    match err.kind() {
-        lapin::ErrorKind::ProtocolError(e) => {
-            assert_eq!(e.get_id(), 320);
-            assert!(
-                e.get_message()
-                    .as_str()
-                    .contains("Closed via management plugin"),
-                "{e:?}"
-            );
-        }
-        other => anyhow::bail!("expected a protocol error, got {other:?}"),
-    }
+    let (code, text) = common::closed_with(&mut events).await?;
+    assert_eq!(code, 320);
+    assert!(text.contains("Closed via management plugin"), "{text}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while get_json(&base, "/api/connections").await? != json!([]) {
         anyhow::ensure!(

@@ -57,6 +57,30 @@ async fn call(
     })
 }
 
+/// Adds the administrator `root`/`rootpw` and deletes `guest`, through the API.
+async fn replace_guest_with_root(base: &str) -> anyhow::Result<()> {
+    let root = json!({ "password": "rootpw", "tags": "administrator" });
+    call(
+        base,
+        "PUT",
+        "/api/users/root",
+        ("guest", "guest"),
+        Some(root),
+        201,
+    )
+    .await?;
+    call(
+        base,
+        "DELETE",
+        "/api/users/guest",
+        ("root", "rootpw"),
+        None,
+        204,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn connect(url: &str) -> Result<Connection, lapin::Error> {
     Connection::connect(url, ConnectionProperties::default()).await
 }
@@ -307,25 +331,7 @@ async fn configuration_at_restart_wins_for_what_it_names() -> anyhow::Result<()>
 async fn a_damaged_users_file_stops_the_start_naming_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (b, base) = start(broker::Broker::builder(), dir.path()).await?;
-    let root = json!({ "password": "rootpw", "tags": "administrator" });
-    call(
-        &base,
-        "PUT",
-        "/api/users/root",
-        ("guest", "guest"),
-        Some(root),
-        201,
-    )
-    .await?;
-    call(
-        &base,
-        "DELETE",
-        "/api/users/guest",
-        ("root", "rootpw"),
-        None,
-        204,
-    )
-    .await?;
+    replace_guest_with_root(&base).await?;
     b.shutdown().await;
     let path = dir.path().join("users");
     let good = std::fs::read(&path)?;
@@ -382,25 +388,7 @@ async fn without_a_data_dir_users_live_in_memory_only() -> anyhow::Result<()> {
         b.management_addr()
             .ok_or_else(|| anyhow::anyhow!("no management address"))?
     );
-    let root = json!({ "password": "rootpw", "tags": "administrator" });
-    call(
-        &base,
-        "PUT",
-        "/api/users/root",
-        ("guest", "guest"),
-        Some(root),
-        201,
-    )
-    .await?;
-    call(
-        &base,
-        "DELETE",
-        "/api/users/guest",
-        ("root", "rootpw"),
-        None,
-        204,
-    )
-    .await?;
+    replace_guest_with_root(&base).await?;
     b.shutdown().await;
     let b = broker::Broker::builder().start().await?;
     connect(&b.amqp_url()).await?;

@@ -147,23 +147,6 @@ fn row(vhost: &str, name: &str, messages: u64) -> (String, String, u64) {
     (vhost.to_owned(), name.to_owned(), messages)
 }
 
-/// The first error event of a connection (what the broker closed it with).
-async fn closed_with(
-    events: &mut (impl futures::Stream<Item = lapin::Event> + Unpin),
-) -> anyhow::Result<(u16, String)> {
-    let err = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(e) = events.next().await {
-            if let lapin::Event::Error(e) = e {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("no error event"))?;
-    common::amqp_error(&err).ok_or_else(|| anyhow::anyhow!("not a protocol error: {err}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vhost_made_through_the_api_has_queues_of_its_own() -> anyhow::Result<()> {
     let (b, base) = start(None).await?;
@@ -326,7 +309,7 @@ async fn deleting_a_vhost_closes_its_connections_and_removes_its_queues() -> any
     let (status, body) = http("DELETE", format!("{base}/api/vhosts/doomed"), GUEST, None).await?;
     assert_eq!(status, 204, "{body}");
     assert_eq!(
-        closed_with(&mut events).await?,
+        common::closed_with(&mut events).await?,
         (
             320,
             "CONNECTION_FORCED - vhost 'doomed' is deleted".to_owned()

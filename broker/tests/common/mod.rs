@@ -13,6 +13,7 @@ use std::time::Duration;
 use amq_protocol::frame::{AMQPFrame, gen_frame};
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::FieldTable;
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -90,4 +91,21 @@ pub fn expect_error<T: std::fmt::Debug>(res: Result<T, lapin::Error>, code: u16,
             "unexpected error: {e}"
         ),
     }
+}
+
+/// The first error event of a connection (what the broker closed it with).
+pub async fn closed_with(
+    events: &mut (impl futures::Stream<Item = lapin::Event> + Unpin),
+) -> anyhow::Result<(u16, String)> {
+    let err = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.next().await {
+            if let lapin::Event::Error(e) = e {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("no error event"))?;
+    amqp_error(&err).ok_or_else(|| anyhow::anyhow!("not a protocol error: {err}"))
 }
