@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn url(b: &broker::BrokerHandle, user: &str, password: &str) -> String {
@@ -43,19 +43,6 @@ async fn broker_with_users(
 async fn declare(ch: &Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
     ch.queue_declare(name.into(), Default::default(), FieldTable::default())
         .await
-}
-
-async fn publish_confirmed(ch: &Channel, exchange: &str, body: &[u8]) -> Result<(), lapin::Error> {
-    ch.basic_publish(
-        exchange.into(),
-        "app.q".into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await?
-    .await
-    .map(drop)
 }
 
 #[tokio::test]
@@ -210,10 +197,10 @@ async fn write_denied_publish_is_403() -> anyhow::Result<()> {
     )
     .await?;
     ch.confirm_select(Default::default()).await?;
-    publish_confirmed(&ch, "app.x", b"ok").await?;
+    common::publish_confirmed(&ch, "app.x", b"ok").await?;
     // The default exchange is checked as `amq.default`.
     expect_error(
-        publish_confirmed(&ch, "", b"no").await,
+        common::publish_confirmed(&ch, "", b"no").await,
         403,
         "ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'app'",
     );
@@ -221,7 +208,7 @@ async fn write_denied_publish_is_403() -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(Default::default()).await?;
     expect_error(
-        publish_confirmed(&ch, "missing", b"no").await,
+        common::publish_confirmed(&ch, "missing", b"no").await,
         403,
         "ACCESS_REFUSED - access to exchange 'missing' in vhost '/' refused for user 'app'",
     );
@@ -244,10 +231,10 @@ async fn publish_permission_cache_does_not_leak_to_other_exchanges() -> anyhow::
         .await?;
     }
     ch.confirm_select(Default::default()).await?;
-    publish_confirmed(&ch, "app.x", b"1").await?;
-    publish_confirmed(&ch, "app.x", b"2").await?;
+    common::publish_confirmed(&ch, "app.x", b"1").await?;
+    common::publish_confirmed(&ch, "app.x", b"2").await?;
     expect_error(
-        publish_confirmed(&ch, "app.y", b"3").await,
+        common::publish_confirmed(&ch, "app.y", b"3").await,
         403,
         "ACCESS_REFUSED - access to exchange 'app.y' in vhost '/' refused for user 'app'",
     );
@@ -330,9 +317,9 @@ async fn max_message_size_is_406_and_the_connection_survives() -> anyhow::Result
     let ch = conn.create_channel().await?;
     declare(&ch, "app.q").await?;
     ch.confirm_select(Default::default()).await?;
-    publish_confirmed(&ch, "", &[7; 1000]).await?;
+    common::publish_confirmed(&ch, "", &[7; 1000]).await?;
     expect_error(
-        publish_confirmed(&ch, "", &[7; 1001]).await,
+        common::publish_confirmed(&ch, "", &[7; 1001]).await,
         406,
         "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000",
     );

@@ -14,7 +14,7 @@ use common::amqp_error;
 use common::process::BrokerProcess;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 
 /// Runs the binary to its end (at most 20 s): exit code, stdout, stderr.
 fn run(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(Option<i32>, String, String)> {
@@ -54,19 +54,6 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<std::path::PathBu
     let path = dir.join(name);
     std::fs::write(&path, text)?;
     Ok(path)
-}
-
-async fn publish(ch: &lapin::Channel, body: &[u8]) -> Result<(), lapin::Error> {
-    ch.basic_publish(
-        "".into(),
-        "app.q".into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await?
-    .await
-    .map(drop)
 }
 
 #[tokio::test]
@@ -128,8 +115,8 @@ log = "info"
     );
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    publish(&ch, &[7; 1000]).await?;
-    let err = publish(&ch, &[7; 1001])
+    common::publish_confirmed(&ch, "", &[7; 1000]).await?;
+    let err = common::publish_confirmed(&ch, "", &[7; 1001])
         .await
         .err()
         .ok_or_else(|| anyhow::anyhow!("a message over max_message_size was accepted"))?;

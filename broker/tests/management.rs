@@ -13,14 +13,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
 async fn start() -> anyhow::Result<(broker::BrokerHandle, String)> {
-    let b = broker::Broker::builder()
-        .management(([127, 0, 0, 1], 0).into())
-        .start()
-        .await?;
-    let at = b
-        .management_addr()
-        .ok_or_else(|| anyhow::anyhow!("no management address"))?;
-    Ok((b, format!("http://{at}")))
+    common::http::start_with_api(broker::Broker::builder()).await
 }
 
 /// Publishes `n` messages to `queue` with publisher confirms.
@@ -91,9 +84,7 @@ async fn five_published_two_unacked(
         .await?;
     let mut got = Vec::new();
     for _ in 0..2 {
-        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+        let d = common::next_delivery(&mut consumer).await?;
         got.push(d);
     }
     // With prefetch 2 and no acks, nothing more may arrive.

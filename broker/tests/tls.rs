@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use lapin::options::*;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
@@ -175,9 +174,7 @@ async fn lapin_over_tls_declares_publishes_and_consumes() -> anyhow::Result<()> 
             FieldTable::default(),
         )
         .await?;
-    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+    let d = common::next_delivery(&mut consumer).await?;
     assert_eq!(d.data, body);
     assert_eq!(
         d.properties.correlation_id().as_ref().map(|c| c.as_str()),

@@ -25,15 +25,7 @@ async fn start(
     builder: broker::BrokerBuilder,
     dir: &Path,
 ) -> anyhow::Result<(broker::BrokerHandle, String)> {
-    let b = builder
-        .management(([127, 0, 0, 1], 0).into())
-        .data_dir(dir)
-        .start()
-        .await?;
-    let at = b
-        .management_addr()
-        .ok_or_else(|| anyhow::anyhow!("no management address"))?;
-    Ok((b, format!("http://{at}")))
+    common::http::start_with_api(builder.data_dir(dir)).await
 }
 
 /// An API call as `auth` that must answer `status`; the body as JSON (`null` if empty).
@@ -379,15 +371,7 @@ async fn a_damaged_users_file_stops_the_start_naming_it() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_data_dir_users_live_in_memory_only() -> anyhow::Result<()> {
-    let b = broker::Broker::builder()
-        .management(([127, 0, 0, 1], 0).into())
-        .start()
-        .await?;
-    let base = format!(
-        "http://{}",
-        b.management_addr()
-            .ok_or_else(|| anyhow::anyhow!("no management address"))?
-    );
+    let (b, base) = common::http::start_with_api(broker::Broker::builder()).await?;
     replace_guest_with_root(&base).await?;
     b.shutdown().await;
     let b = broker::Broker::builder().start().await?;

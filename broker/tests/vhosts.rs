@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use common::expect_error;
 use common::http::{GUEST, get_json, http};
-use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -23,15 +22,11 @@ use serde_json::{Value, json};
 
 /// A broker with the management API on port 0; its base URL.
 async fn start(dir: Option<&Path>) -> anyhow::Result<(broker::BrokerHandle, String)> {
-    let mut builder = broker::Broker::builder().management(([127, 0, 0, 1], 0).into());
+    let mut builder = broker::Broker::builder();
     if let Some(dir) = dir {
         builder = builder.data_dir(dir);
     }
-    let b = builder.start().await?;
-    let at = b
-        .management_addr()
-        .ok_or_else(|| anyhow::anyhow!("no management address"))?;
-    Ok((b, format!("http://{at}")))
+    common::http::start_with_api(builder).await
 }
 
 /// `PUT /api/vhosts/NAME` as guest (who then has full permissions on it).
@@ -235,9 +230,7 @@ async fn a_vhost_made_through_the_api_has_queues_of_its_own() -> anyhow::Result<
                 FieldTable::default(),
             )
             .await?;
-        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+        let d = common::next_delivery(&mut consumer).await?;
         assert_eq!(d.data, want.as_bytes());
         d.ack(BasicAckOptions::default()).await?;
     }

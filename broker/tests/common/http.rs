@@ -45,3 +45,18 @@ pub async fn get_json(base: &str, path: &str) -> anyhow::Result<Value> {
     anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
     Ok(serde_json::from_str(&body)?)
 }
+
+/// Starts `builder` with the management API on port 0: the broker and the API's base
+/// URL.
+pub async fn start_with_api(
+    builder: broker::BrokerBuilder,
+) -> anyhow::Result<(broker::BrokerHandle, String)> {
+    let b = builder
+        .management(([127, 0, 0, 1], 0).into())
+        .start()
+        .await?;
+    let at = b
+        .management_addr()
+        .ok_or_else(|| anyhow::anyhow!("no management address"))?;
+    Ok((b, format!("http://{at}")))
+}

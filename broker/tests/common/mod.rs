@@ -109,3 +109,32 @@ pub async fn closed_with(
     .ok_or_else(|| anyhow::anyhow!("no error event"))?;
     amqp_error(&err).ok_or_else(|| anyhow::anyhow!("not a protocol error: {err}"))
 }
+
+/// The consumer's next delivery, within 5 s.
+pub async fn next_delivery(
+    consumer: &mut lapin::Consumer,
+) -> anyhow::Result<lapin::message::Delivery> {
+    tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("consumer ended"))?
+        .map_err(Into::into)
+}
+
+/// Publishes `body` to `exchange` with routing key `app.q` and waits for the broker's
+/// answer (the confirm, or the channel error).
+pub async fn publish_confirmed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    body: &[u8],
+) -> Result<(), lapin::Error> {
+    ch.basic_publish(
+        exchange.into(),
+        "app.q".into(),
+        lapin::options::BasicPublishOptions::default(),
+        body,
+        lapin::BasicProperties::default(),
+    )
+    .await?
+    .await
+    .map(drop)
+}
