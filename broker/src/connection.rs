@@ -75,9 +75,7 @@ struct Connection {
     channel_max: u16,
     heartbeat: u16,
     user: String,
-    /// The vhost named in `connection.open`.
-    vhost_name: String,
-    /// That vhost, resolved once at `connection.open` (`None` before).
+    /// The vhost named in `connection.open`, resolved once there (`None` before).
     vhost: Option<Arc<VHostEntry>>,
     cancel_notify: bool,
     /// The client understands `connection.blocked` and `connection.unblocked`.
@@ -200,7 +198,6 @@ async fn serve_stream<R, W>(
         channel_max: 0,
         heartbeat: 0,
         user: String::new(),
-        vhost_name: String::new(),
         vhost: None,
         cancel_notify: false,
         blocked_notify: false,
@@ -562,7 +559,7 @@ impl Connection {
             frame_max: self.frame_max as usize,
             store: vhost.store.as_deref(),
             users: &self.shared.users,
-            vhost_name: &self.vhost_name,
+            vhost_name: vhost.name(),
             max_message_size: self.shared.config.max_message_size,
         };
         match f(ch, &ctx) {
@@ -706,7 +703,6 @@ impl Connection {
                     .read()
                     .check_vhost(&self.user, vhost)
                     .map_err(|e| e.on_method(10, 40))?;
-                self.vhost_name = vhost.to_owned();
                 self.shared.registry.opened(
                     self.id,
                     &self.user,
@@ -883,7 +879,7 @@ impl Connection {
             frame_max: self.frame_max as usize,
             store: vhost.store.as_deref(),
             users: &self.shared.users,
-            vhost_name: &self.vhost_name,
+            vhost_name: vhost.name(),
             max_message_size: self.shared.config.max_message_size,
         };
         let mut awaited: Option<u64> = None;
