@@ -131,6 +131,14 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             .on_method(60, 10));
         }
     }
+    // amq-protocol decodes tables recursively: refuse deep nesting before it runs.
+    if crate::nesting::method_too_deep(payload) {
+        let (class_id, method_id) = match payload {
+            [a, b, c, d, ..] => (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+            _ => (0, 0),
+        };
+        return Err(too_deep().on_method(class_id, method_id));
+    }
     match parse_class(payload) {
         Ok(([], class)) => Ok(class),
         Ok(_) => Err(AmqpError::connection(
@@ -156,6 +164,17 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             Err(err.on_method(class_id, method_id))
         }
     }
+}
+
+/// The error for a field table nested past [`crate::nesting::MAX_DEPTH`].
+pub(crate) fn too_deep() -> AmqpError {
+    AmqpError::connection(
+        code::SYNTAX_ERROR,
+        format_args!(
+            "field table nested deeper than {} levels",
+            crate::nesting::MAX_DEPTH
+        ),
+    )
 }
 
 /// basic.publish arguments: reserved short, exchange, routing key, bits. `None` if

@@ -22,7 +22,8 @@
 //!   `connection.close` as RabbitMQ does.
 //! - [`frame`]: cuts frames off the read buffer (refusing oversized ones from the
 //!   header alone) and encodes outgoing ones; [`properties`] checks a content
-//!   header's properties in place and finds the few fields the broker acts on.
+//!   header's properties in place and finds the few fields the broker acts on;
+//!   `nesting` refuses field tables nested too deep before anything decodes them.
 //! - [`channel`]: applies a channel's methods; assembles `basic.publish` content;
 //!   coalesces publisher confirms; buffers transactions.
 //! - `vhosts`: the vhosts by name, each with its own lock and store; a connection
@@ -58,6 +59,7 @@ pub mod exchange;
 pub mod frame;
 pub mod management;
 pub mod message;
+mod nesting;
 pub mod outbox;
 pub mod properties;
 pub mod queue;

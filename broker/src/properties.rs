@@ -31,8 +31,9 @@ const USER_ID: u16 = 1 << 4;
 const APP_ID: u16 = 1 << 3;
 const CLUSTER_ID: u16 = 1 << 2;
 
-/// How deep tables and arrays may nest before the header is refused.
-const MAX_DEPTH: usize = 32;
+// How deep tables and arrays may nest before the header is refused: the same limit as
+// for method frames.
+use crate::nesting::MAX_DEPTH;
 
 /// Where the fields the broker acts on are, within the raw property bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,7 +1,10 @@
-//! Drives the connection state machine with random method sequences and random bytes.
+//! Drives the connection state machine with random method sequences, random bytes and
+//! deeply nested argument tables.
 //!
 //! After each sequence: no task panicked, the fuzzing socket was answered or closed in
 //! bounded time (never left hanging), and the broker still serves a fresh client.
+
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +26,14 @@ enum Op {
         class_id: u16,
     },
     Garbage(Vec<u8>),
+    /// A method whose arguments table nests `depth` levels (tables or arrays), as raw
+    /// bytes: past 32 levels the broker must refuse it, never decode it recursively.
+    Deep {
+        channel: u16,
+        class_method: (u16, u16),
+        depth: usize,
+        arrays: bool,
+    },
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -233,6 +244,13 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0u16..4, method()).prop_map(|(c, m)| Op::Method(c, m)),
         2 => (0u16..4, 0usize..300_000, prop_oneof![Just(60u16), Just(10u16)]).prop_map(|(channel, body, class_id)| Op::Content { channel, body, class_id }),
         1 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(Op::Garbage),
+        1 => (
+            0u16..3,
+            prop_oneof![Just((50u16, 10u16)), Just((40, 10)), Just((60, 20)), Just((50, 20))],
+            prop_oneof![1usize..40, 1usize..6000],
+            any::<bool>(),
+        )
+            .prop_map(|(channel, class_method, depth, arrays)| Op::Deep { channel, class_method, depth, arrays }),
     ]
 }
 
@@ -262,6 +280,42 @@ fn content(channel: u16, class_id: u16, body: usize) -> Vec<u8> {
         out.push(0xCE);
     }
     out
+}
+
+/// A raw method frame: the fixed fields of `class_method` (names `q`, `x`), then a
+/// table nested `depth` levels.
+fn deep_method(channel: u16, (class, method): (u16, u16), depth: usize, arrays: bool) -> Vec<u8> {
+    let mut args = vec![0, 0];
+    let short = |a: &mut Vec<u8>, s: &str| {
+        a.push(s.len() as u8);
+        a.extend_from_slice(s.as_bytes());
+    };
+    match (class, method) {
+        (40, 10) => {
+            short(&mut args, "x");
+            short(&mut args, "direct");
+        }
+        (60, 20) => {
+            short(&mut args, "q");
+            short(&mut args, "");
+        }
+        (50, 20) => {
+            short(&mut args, "q");
+            short(&mut args, "amq.direct");
+            short(&mut args, "k");
+        }
+        _ => short(&mut args, "q"),
+    }
+    args.push(0);
+    args.extend(common::deep_table(depth, arrays));
+    let mut f = vec![1];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&((args.len() + 4) as u32).to_be_bytes());
+    f.extend_from_slice(&class.to_be_bytes());
+    f.extend_from_slice(&method.to_be_bytes());
+    f.extend_from_slice(&args);
+    f.push(0xCE);
+    f
 }
 
 async fn handshake(addr: std::net::SocketAddr) -> anyhow::Result<TcpStream> {
@@ -353,6 +407,12 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     class_id,
                 } => bytes.extend(content(*channel, *class_id, *body)),
                 Op::Garbage(g) => bytes.extend_from_slice(g),
+                Op::Deep {
+                    channel,
+                    class_method,
+                    depth,
+                    arrays,
+                } => bytes.extend(deep_method(*channel, *class_method, *depth, *arrays)),
             }
         }
         // The broker may close on us half-way: a write error is an acceptable outcome.

@@ -31,7 +31,11 @@ pub fn parse_response(mechanism: &str, response: &[u8]) -> Result<Credentials, A
             })
         }
         "AMQPLAIN" => {
-            // A field table without its length prefix.
+            // A field table without its length prefix, decoded recursively: refuse
+            // deep nesting first.
+            if crate::nesting::entries_too_deep(response) {
+                return Err(crate::frame::too_deep().on_method(10, 11));
+            }
             let mut framed = Vec::with_capacity(response.len() + 4);
             framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
             framed.extend_from_slice(response);

@@ -60,6 +60,39 @@ pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> anyhow::Result<
     Ok(s)
 }
 
+/// A field table (with its length prefix) nesting `levels` tables, or a table holding
+/// arrays nested `levels` deep, built by hand (an encoder would recurse as deep).
+pub fn deep_table(levels: usize, arrays: bool) -> Vec<u8> {
+    let mut inner: Vec<u8> = if arrays {
+        vec![b'A', 0, 0, 0, 0]
+    } else {
+        vec![0, 0, 0, 0]
+    };
+    for _ in 1..levels {
+        inner = if arrays {
+            let mut v = vec![b'A'];
+            v.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+            v.extend_from_slice(&inner);
+            v
+        } else {
+            let mut entry = vec![1, b'k', b'F'];
+            entry.extend_from_slice(&inner);
+            let mut t = (entry.len() as u32).to_be_bytes().to_vec();
+            t.extend_from_slice(&entry);
+            t
+        };
+    }
+    if arrays {
+        let mut entry = vec![1, b'k'];
+        entry.extend_from_slice(&inner);
+        let mut t = (entry.len() as u32).to_be_bytes().to_vec();
+        t.extend_from_slice(&entry);
+        t
+    } else {
+        inner
+    }
+}
+
 /// `connection.close` 200.
 pub fn close_frame() -> Vec<u8> {
     encode(&AMQPFrame::Method(
