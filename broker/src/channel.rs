@@ -62,9 +62,12 @@ pub struct Ctx<'a> {
 struct Pending {
     publish: basic::Publish,
     header: Option<ContentHeader>,
-    body: BytesMut,
-    /// The first body frame, kept as is: the common single-frame body is never copied.
-    first: Option<Bytes>,
+    /// The body frames so far, as they came off the read buffer. Nothing is reserved
+    /// from the announced size: memory follows the bytes that really arrived, and a
+    /// body that stalls holds only those.
+    chunks: Vec<Bytes>,
+    /// Their total length.
+    received: usize,
 }
 
 /// A complete publish.
@@ -197,6 +200,11 @@ impl Channel {
         self.pending.is_some()
     }
 
+    /// Bytes of a body still arriving, held until it is complete.
+    pub fn partial_len(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.received)
+    }
+
     /// Applies a method frame.
     pub fn method(&mut self, ctx: &Ctx<'_>, method: AMQPClass) -> Result<(), AmqpError> {
         if self.pending.is_some() {
@@ -224,8 +232,8 @@ impl Channel {
                 self.pending = Some(Pending {
                     publish: p,
                     header: None,
-                    body: BytesMut::new(),
-                    first: None,
+                    chunks: Vec::new(),
+                    received: 0,
                 });
             }
             C::Basic(basic::AMQPMethod::Ack(a)) => self.ack_like(
@@ -658,8 +666,7 @@ impl Channel {
                 "expected content header for class 60, got non content header frame instead",
             ));
         };
-        let so_far = pending.first.as_ref().map_or(0, Bytes::len) + pending.body.len();
-        let total = so_far as u64 + chunk.len() as u64;
+        let total = pending.received as u64 + chunk.len() as u64;
         if total > header.body_size {
             return Err(AmqpError::connection(
                 code::FRAME_ERROR,
@@ -669,17 +676,8 @@ impl Channel {
                 ),
             ));
         }
-        match pending.first.take() {
-            None if pending.body.is_empty() => pending.first = Some(chunk),
-            None => pending.body.extend_from_slice(&chunk),
-            Some(first) => {
-                pending
-                    .body
-                    .reserve(header.body_size as usize - first.len());
-                pending.body.extend_from_slice(&first);
-                pending.body.extend_from_slice(&chunk);
-            }
-        }
+        pending.received += chunk.len();
+        pending.chunks.push(chunk);
         if total == header.body_size {
             self.finish(ctx)?;
         }
@@ -693,12 +691,25 @@ impl Channel {
         let Some(header) = pending.header else {
             return Ok(());
         };
-        let body = match pending.first {
-            // A small body is copied out so it does not pin the connection's 64 KiB
-            // read buffer while it waits in a queue; a large one is shared as is.
-            Some(first) if first.len() < SHARE_BODY_FROM => Bytes::copy_from_slice(&first),
-            Some(first) => first,
-            None => pending.body.freeze(),
+        let mut chunks = pending.chunks;
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            // One frame: a small body is copied out so it does not pin the
+            // connection's 64 KiB read buffer while it waits in a queue; a large one is
+            // shared as is.
+            1 => match chunks.pop() {
+                Some(first) if first.len() < SHARE_BODY_FROM => Bytes::copy_from_slice(&first),
+                Some(first) => first,
+                None => Bytes::new(),
+            },
+            // Several: joined once, into exactly the size that arrived.
+            _ => {
+                let mut body = BytesMut::with_capacity(pending.received);
+                for c in &chunks {
+                    body.extend_from_slice(c);
+                }
+                body.freeze()
+            }
         };
         let p = Publish {
             publish: pending.publish,

@@ -12,11 +12,16 @@
 //! Publisher confirms are coalesced once per read batch.
 //!
 //! While a memory or disk alarm is on (see `crate::alarm`), a connection that publishes is
-//! blocked as RabbitMQ blocks it: after the batch holding the `basic.publish`, it gets
-//! `connection.blocked` (if it announced that capability) and its socket is no longer
-//! read until the alarm clears, when it gets `connection.unblocked`. Deliveries,
+//! blocked as RabbitMQ blocks it: from the `basic.publish` on, it gets
+//! `connection.blocked` (if it announced that capability) and its frames are no longer
+//! applied until the alarm clears, when it gets `connection.unblocked`. Deliveries,
 //! confirms and our heartbeats still go out, and the client's missed heartbeats are
 //! not held against it meanwhile. Connections that only consume are never blocked.
+//!
+//! A connection whose outbox is full (its client does not read; see [`Outbox`]) pauses
+//! the same way until the writer drains it. A paused connection still reads its socket,
+//! up to one frame plus `READ_AHEAD` bytes, so a peer that hangs up is seen at once
+//! and its resources go; a writer that fails ends the connection too.
 //!
 //! Errors follow RabbitMQ: a channel error closes one channel, a connection error sends
 //! `connection.close` and waits (briefly) for `close-ok`. Whatever ends the connection,
@@ -51,6 +56,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frame size allowed before tune-ok (the spec's minimum frame size).
 const HANDSHAKE_FRAME_MAX: u32 = 4096 * 32;
+/// How far past one whole frame the read buffer may fill while frames wait unapplied
+/// (the connection is blocked by an alarm, or its outbox is full). Reading on that
+/// far is how a paused connection still sees its peer close the socket.
+const READ_AHEAD: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -90,6 +99,9 @@ struct Connection {
     /// The client sent `connection.close` and got `close-ok`.
     client_closed: bool,
     channels: HashMap<u16, Channel>,
+    /// Bytes of message bodies still arriving, over all channels: bounded, so a
+    /// client that starts bodies and never finishes them cannot hold more than that.
+    partial: usize,
     close_deadline: Option<Instant>,
     /// Woken by the store's sync thread when a ticket confirms wait on is synced.
     synced: Arc<tokio::sync::Notify>,
@@ -206,6 +218,7 @@ async fn serve_stream<R, W>(
         auth_failure_close: false,
         client_closed: false,
         channels: HashMap::new(),
+        partial: 0,
         close_deadline: None,
         synced: Arc::new(tokio::sync::Notify::new()),
         awaiting: None,
@@ -258,9 +271,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>) {
             outbox.wait().await;
             continue;
         }
-        if wr.write_all(&spare).await.is_err() {
-            break;
+        if let Err(err) = wr.write_all(&spare).await {
+            // The peer is gone: the connection ends rather than buffer for it.
+            tracing::debug!(%err, "write failed");
+            outbox.fail();
+            return;
         }
+        outbox.written(spare.len());
         spare.clear();
         if spare.capacity() > 4 * 1024 * 1024 {
             spare = Vec::with_capacity(64 * 1024);
@@ -357,6 +374,7 @@ impl Connection {
         // deadline moves earlier: no timer churn per read on the hot path.
         let timer = tokio::time::sleep_until(handshake_deadline);
         let kill = Arc::clone(&self.kill);
+        let outbox = Arc::clone(&self.outbox);
         tokio::pin!(timer);
         loop {
             // Frames already buffered first: a batch is processed before confirms flush.
@@ -376,10 +394,21 @@ impl Connection {
                 timer.as_mut().reset(wake);
             }
             let synced = Arc::clone(&self.synced);
-            // A blocked connection is not read, unless it is closing.
-            let reading = !self.blocked || self.phase != Phase::Running;
+            // Frames that wait unapplied (blocked, or the outbox full) are read only
+            // up to a bound: enough to see the peer close, never the whole stream.
+            let reading = buf.len() < self.frame_max as usize + READ_AHEAD;
             tokio::select! {
                 () = synced.notified() => self.awaiting = None,
+                () = outbox.event() => {
+                    if outbox.is_failed() {
+                        tracing::info!(conn = self.id, peer = %self.peer, "socket write failed, closing");
+                        return;
+                    }
+                    // Back under the limit: the connection's consumers may take more.
+                    if let Some(v) = &self.vhost {
+                        v.vhost.lock().resume(self.id);
+                    }
+                }
                 () = kill.notified() => {
                     let reason = self.shared.registry.close_reason(self.id);
                     self.close_with(AmqpError::connection(code::CONNECTION_FORCED, reason));
@@ -446,9 +475,15 @@ impl Connection {
         }
     }
 
-    /// Decodes and applies every complete frame in `buf`.
+    /// Whether frames wait unapplied: the alarm blocked the connection, or its outbox
+    /// is full (the client does not read what it asked for).
+    fn paused(&self) -> bool {
+        (self.blocked && self.phase == Phase::Running) || !self.outbox.has_room()
+    }
+
+    /// Decodes and applies the complete frames in `buf`, until the connection pauses.
     fn process(&mut self, buf: &mut BytesMut) {
-        while self.phase != Phase::Done {
+        while self.phase != Phase::Done && !self.paused() {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => {
                     if let Err(e) = self.frame(f) {
@@ -530,8 +565,41 @@ impl Connection {
                 "content frame on channel 0",
             )),
             Frame::Header(id, h) => self.with_channel(id, |ch, ctx| ch.header(ctx, h)),
-            Frame::Body(id, b) => self.with_channel(id, |ch, ctx| ch.body(ctx, b)),
+            Frame::Body(id, b) => {
+                let before = self.partial_of(id);
+                let applied = self.with_channel(id, |ch, ctx| ch.body(ctx, b));
+                self.partial = (self.partial + self.partial_of(id)).saturating_sub(before);
+                applied?;
+                let limit = self.partial_limit();
+                if self.partial > limit {
+                    return Err(AmqpError::connection(
+                        code::RESOURCE_ERROR,
+                        format_args!(
+                            "message bodies still arriving on this connection exceed {limit} bytes"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// What one channel holds of a body still arriving.
+    fn partial_of(&self, id: u16) -> usize {
+        self.channels.get(&id).map_or(0, Channel::partial_len)
+    }
+
+    /// How much of unfinished bodies one connection may hold: two of the largest
+    /// messages accepted.
+    fn partial_limit(&self) -> usize {
+        usize::try_from(self.shared.config.max_message_size.saturating_mul(2)).unwrap_or(usize::MAX)
+    }
+
+    /// Forgets a channel, and what it held of an unfinished body.
+    fn remove_channel(&mut self, id: u16) -> Option<Channel> {
+        let ch = self.channels.remove(&id)?;
+        self.partial = self.partial.saturating_sub(ch.partial_len());
+        Some(ch)
     }
 
     fn with_channel(
@@ -629,7 +697,7 @@ impl Connection {
                 Ok(())
             }
             channel::AMQPMethod::Close(_) => {
-                if self.channels.remove(&id).is_none() {
+                if self.remove_channel(id).is_none() {
                     return Err(AmqpError::connection(
                         code::CHANNEL_ERROR,
                         "expected 'channel.open'",
@@ -647,7 +715,7 @@ impl Connection {
             }
             channel::AMQPMethod::CloseOk(_) => {
                 if self.channels.get(&id).is_some_and(|c| c.closing) {
-                    self.channels.remove(&id);
+                    self.remove_channel(id);
                 }
                 Ok(())
             }

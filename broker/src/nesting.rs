@@ -27,13 +27,13 @@ pub fn method_too_deep(payload: &[u8]) -> bool {
     // What comes before the one table of each method that has one:
     // s = short string, 2 = a short (the reserved ticket), b = the bit octet.
     let before: &[u8] = match (class, method) {
-        (10, 11) => b"",         // connection.start-ok: client-properties first
-        (40, 10) => b"2ssb",     // exchange.declare
+        (10, 11) => b"",           // connection.start-ok: client-properties first
+        (40, 10) => b"2ssb",       // exchange.declare
         (40, 30 | 40) => b"2sssb", // exchange.bind, exchange.unbind
-        (50, 10) => b"2sb",      // queue.declare
-        (50, 20) => b"2sssb",    // queue.bind
-        (50, 50) => b"2sss",     // queue.unbind
-        (60, 20) => b"2ssb",     // basic.consume
+        (50, 10) => b"2sb",        // queue.declare
+        (50, 20) => b"2sssb",      // queue.bind
+        (50, 50) => b"2sss",       // queue.unbind
+        (60, 20) => b"2ssb",       // basic.consume
         _ => return false,
     };
     let mut pos = 0usize;
@@ -165,7 +165,10 @@ mod tests {
             .into_inner()
             .0;
         let (rest, decoded) = parse_field_table(&bytes[..]).expect("decodes");
-        assert!(rest.is_empty() && decoded == *t, "a whole table, prefix included");
+        assert!(
+            rest.is_empty() && decoded == *t,
+            "a whole table, prefix included"
+        );
         bytes
     }
 

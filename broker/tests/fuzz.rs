@@ -285,11 +285,8 @@ fn content(channel: u16, class_id: u16, body: usize) -> Vec<u8> {
 /// A raw method frame: the fixed fields of `class_method` (names `q`, `x`), then a
 /// table nested `depth` levels.
 fn deep_method(channel: u16, (class, method): (u16, u16), depth: usize, arrays: bool) -> Vec<u8> {
+    use common::raw::{method_frame, short};
     let mut args = vec![0, 0];
-    let short = |a: &mut Vec<u8>, s: &str| {
-        a.push(s.len() as u8);
-        a.extend_from_slice(s.as_bytes());
-    };
     match (class, method) {
         (40, 10) => {
             short(&mut args, "x");
@@ -308,14 +305,7 @@ fn deep_method(channel: u16, (class, method): (u16, u16), depth: usize, arrays: 
     }
     args.push(0);
     args.extend(common::deep_table(depth, arrays));
-    let mut f = vec![1];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&((args.len() + 4) as u32).to_be_bytes());
-    f.extend_from_slice(&class.to_be_bytes());
-    f.extend_from_slice(&method.to_be_bytes());
-    f.extend_from_slice(&args);
-    f.push(0xCE);
-    f
+    method_frame(channel, class, method, &args)
 }
 
 async fn handshake(addr: std::net::SocketAddr) -> anyhow::Result<TcpStream> {

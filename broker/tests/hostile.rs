@@ -9,35 +9,14 @@ mod common;
 use std::time::Duration;
 
 use common::process::BrokerProcess;
+use common::raw::{long, method_frame, short, until_closed};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Far past any stack: 7 bytes a level, 70 KB for the whole table.
 const LEVELS: usize = 10_000;
-
-fn short(out: &mut Vec<u8>, s: &str) {
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn long(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-/// One method frame on `channel` with the given class, method and argument bytes.
-fn method_frame(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut f = vec![1];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&((args.len() + 4) as u32).to_be_bytes());
-    f.extend_from_slice(&class.to_be_bytes());
-    f.extend_from_slice(&method.to_be_bytes());
-    f.extend_from_slice(args);
-    f.push(0xCE);
-    f
-}
 
 /// `connection.start-ok` with these client properties, mechanism and response.
 fn start_ok(props: &[u8], mechanism: &str, response: &[u8]) -> Vec<u8> {
@@ -46,30 +25,6 @@ fn start_ok(props: &[u8], mechanism: &str, response: &[u8]) -> Vec<u8> {
     long(&mut args, response);
     short(&mut args, "en_US");
     method_frame(0, 10, 11, &args)
-}
-
-/// Reads until the broker closes the socket or sends `connection.close`; returns the
-/// close's reply code and text if one came. Bounded: 10 s.
-async fn until_closed(s: &mut TcpStream) -> anyhow::Result<Option<(u16, String)>> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-            if let Some(i) = got.windows(4).position(|w| w == [0, 10, 0, 50]) {
-                let rest = &got[i + 4..];
-                if rest.len() >= 3 && rest.len() >= 3 + usize::from(rest[2]) {
-                    let code = u16::from_be_bytes([rest[0], rest[1]]);
-                    let text = String::from_utf8_lossy(&rest[3..3 + usize::from(rest[2])]);
-                    return Some((code, text.into_owned()));
-                }
-            }
-        }
-    };
-    Ok(tokio::time::timeout(Duration::from_secs(10), read).await?)
 }
 
 /// The process is alive and a lapin client can log in and declare a queue.
@@ -101,8 +56,12 @@ async fn deep_client_properties_before_login_do_not_kill_the_broker() -> anyhow:
     for arrays in [false, true] {
         let mut s = TcpStream::connect(broker.addr).await?;
         s.write_all(b"AMQP\x00\x00\x09\x01").await?;
-        s.write_all(&start_ok(&common::deep_table(LEVELS, arrays), "PLAIN", b"\0guest\0guest"))
-            .await?;
+        s.write_all(&start_ok(
+            &common::deep_table(LEVELS, arrays),
+            "PLAIN",
+            b"\0guest\0guest",
+        ))
+        .await?;
         // Before login RabbitMQ just closes the socket on a syntax error; so do we.
         until_closed(&mut s).await?;
         still_serves(&broker).await?;
@@ -157,7 +116,12 @@ async fn deep_arguments_after_login_close_with_the_limit_named() -> anyhow::Resu
     };
     let cases = [
         ("queue.declare", 50, 10, with(&queue_declare, &table)),
-        ("queue.declare (arrays)", 50, 10, with(&queue_declare, &arrays)),
+        (
+            "queue.declare (arrays)",
+            50,
+            10,
+            with(&queue_declare, &arrays),
+        ),
         ("exchange.declare", 40, 10, with(&exchange_declare, &table)),
         ("basic.consume", 60, 20, with(&consume, &table)),
         ("queue.bind", 50, 20, with(&queue_bind, &arrays)),

@@ -480,6 +480,16 @@ impl VHost {
         let Some((tag, _)) = ch.reply_consumer.as_ref() else {
             return;
         };
+        if ch.outbox.pending() >= crate::outbox::REPLY_LIMIT {
+            // A reply cannot wait in a queue: to a client that does not read, it is
+            // dropped rather than buffered without bound.
+            tracing::debug!(
+                conn = key.0,
+                channel = key.1,
+                "reply dropped: client not reading"
+            );
+            return;
+        }
         ch.last_tag += 1;
         let delivery_tag = ch.last_tag;
         let frame_max = ch.frame_max;
@@ -495,6 +505,20 @@ impl VHost {
             );
             frame::encode_content(out, key.1, &message.properties, &message.body, frame_max);
         });
+    }
+
+    /// A connection's outbox came back under its limit: the queues its consumers read
+    /// from may deliver again.
+    pub fn resume(&mut self, conn: u64) {
+        let queues: HashSet<ShortString> = self
+            .channels
+            .iter()
+            .filter(|(key, _)| key.0 == conn)
+            .flat_map(|(_, ch)| ch.consumers.values().cloned())
+            .collect();
+        for q in queues {
+            self.dispatch(q.as_str());
+        }
     }
 
     /// Hands ready messages of one queue to consumers with credit, round robin.
@@ -523,7 +547,11 @@ impl VHost {
                         .get(&c.channel)
                         // As RabbitMQ 3.10 behaves: the channel-wide (global) limit
                         // applies to consumers that started without a limit of their own.
-                        .is_some_and(|ch| c.no_ack || c.prefetch > 0 || ch.global_credit())
+                        // A full outbox (its client not reading) takes nothing more.
+                        .is_some_and(|ch| {
+                            ch.outbox.has_room()
+                                && (c.no_ack || c.prefetch > 0 || ch.global_credit())
+                        })
             });
             let Some(i) = pick else { return };
             let Some(mut consumer) = q.consumers.remove(i) else {

@@ -1,12 +1,13 @@
 //! Helpers shared by the broker's tests: raw-socket handshakes, lapin error checks,
-//! (in [`http`]) a management API client, and (in [`process`]) the `broker` binary
-//! as a child process.
+//! (in [`http`]) a management API client, (in [`process`]) the `broker` binary as a
+//! child process, and (in [`raw`]) frames by hand.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
 pub mod http;
 pub mod process;
+pub mod raw;
 
 use std::time::Duration;
 
@@ -27,6 +28,15 @@ pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
 /// Opens a connection by hand (PLAIN guest/guest, the given heartbeat) and waits for
 /// open-ok.
 pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> anyhow::Result<TcpStream> {
+    open_with(addr, heartbeat, 8).await
+}
+
+/// [`open`] asking for `channel_max` channels.
+pub async fn open_with(
+    addr: std::net::SocketAddr,
+    heartbeat: u16,
+    channel_max: u16,
+) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(b"AMQP\x00\x00\x09\x01").await?;
     let methods = [
@@ -37,7 +47,7 @@ pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> anyhow::Result<
             locale: "en_US".into(),
         }),
         connection::AMQPMethod::TuneOk(connection::TuneOk {
-            channel_max: 8,
+            channel_max,
             frame_max: 131_072,
             heartbeat,
         }),

@@ -80,6 +80,15 @@ impl BrokerProcess {
         Some(kib * 1024)
     }
 
+    /// How many file descriptors it has open (Linux: `/proc/PID/fd`).
+    pub fn fd_count(&self) -> Option<usize> {
+        Some(
+            std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+                .ok()?
+                .count(),
+        )
+    }
+
     /// The log so far, once it holds `line` (the log arrives on its own pipe, so a
     /// line written before the listening line may still be on its way): at most 5 s.
     pub fn log_once_it_has(&self, line: &str) -> String {
