@@ -196,7 +196,9 @@ impl BrokerBuilder {
     }
 
     /// Raises the disk alarm while the filesystem holding the data directory has fewer
-    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default: not checked).
+    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default:
+    /// [`alarm::DISK_FULL_FLOOR`], i.e. only a full disk). Checked from the start, so a
+    /// broker started on a full disk blocks publishers at once and serves consumers.
     /// Needs [`data_dir`](Self::data_dir).
     pub fn disk_free_limit(mut self, bytes: u64) -> Self {
         self.disk_free_limit = Some(bytes);
@@ -349,6 +351,8 @@ impl BrokerBuilder {
             memory_limit,
             memory_probe: self.memory_probe,
         });
+        // Before the first connection: a full disk holds publishers from the start.
+        shared.alarm.check(false, 0);
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
         let management_task = management.map(|l| {

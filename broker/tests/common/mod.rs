@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod process;
+pub mod tmpfs;
 
 use std::time::Duration;
 
