@@ -337,7 +337,7 @@ impl BrokerBuilder {
         });
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
-        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.names(), &self.users)?;
+        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
         let mut shared = server::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
