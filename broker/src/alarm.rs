@@ -10,7 +10,8 @@
 //! - the store's sync thread is failing (a full disk, an I/O error) and retrying;
 //! - the durable queues' logs hold more than `max_disk_bytes`;
 //! - the data directory's filesystem has less than `disk_free_limit` bytes available
-//!   (RabbitMQ's `disk_free_limit`).
+//!   (RabbitMQ's `disk_free_limit`; without one, less than [`DISK_FULL_FLOOR`], so a
+//!   broker started on a full disk starts with the alarm on, before any write fails).
 //!
 //! Each clears when its cause no longer holds. Every connection watches one
 //! [`tokio::sync::watch`] channel carrying the resource that blocks publishers, if any.
@@ -115,6 +116,10 @@ impl FromStr for MemoryWatermark {
             .ok_or_else(err)
     }
 }
+
+/// Free space under which the data directory's filesystem counts as full when no
+/// `disk_free_limit` is configured: less than a few pages, and the next write fails.
+pub const DISK_FULL_FLOOR: u64 = 256 * 1024;
 
 /// What the alarms watch, as configured on the builder.
 #[derive(Debug, Clone)]
@@ -290,7 +295,8 @@ impl Alarms {
     }
 
     fn low_free_space(&self) -> Option<Cause> {
-        let (limit, dir) = (self.config.disk_free_limit?, self.config.data_dir.as_ref()?);
+        let dir = self.config.data_dir.as_ref()?;
+        let limit = self.config.disk_free_limit.unwrap_or(DISK_FULL_FLOOR);
         match available_space(dir) {
             Ok(free) if free < limit => Some(Cause::LowFree { free, limit }),
             Ok(_) => None,

@@ -198,7 +198,9 @@ impl BrokerBuilder {
     }
 
     /// Raises the disk alarm while the filesystem holding the data directory has fewer
-    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default: not checked).
+    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default:
+    /// [`alarm::DISK_FULL_FLOOR`], i.e. only a full disk). Checked from the start, so a
+    /// broker started on a full disk blocks publishers at once and serves consumers.
     /// Needs [`data_dir`](Self::data_dir).
     pub fn disk_free_limit(mut self, bytes: u64) -> Self {
         self.disk_free_limit = Some(bytes);
@@ -337,7 +339,7 @@ impl BrokerBuilder {
         });
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
-        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.names(), &self.users)?;
+        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
         let mut shared = server::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
@@ -351,6 +353,8 @@ impl BrokerBuilder {
             memory_limit,
             memory_probe: self.memory_probe,
         });
+        // Before the first connection: a full disk holds publishers from the start.
+        shared.alarm.check(false, 0);
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
         let management_task = management.map(|l| {

@@ -209,7 +209,7 @@ pub(crate) async fn run(
     shared.vhosts.for_each(|entry| {
         entry.vhost.lock().commit_store();
         if let Some(store) = &entry.store {
-            store.syncer().shutdown();
+            store.close();
         }
     });
 }

@@ -8,6 +8,11 @@
 //! housekeeping tick and by the management side, and written when a vhost is created
 //! or deleted.
 //!
+//! With a data directory, one vhost whose store cannot be read (a damaged definitions
+//! file) does not stop the start: it is logged, not served, and stays listed with its
+//! data untouched, to be repaired by hand. Only `/`'s store is required. A vhost is
+//! listed only once its store exists, so a failed creation leaves nothing behind.
+//!
 //! Deleting a vhost empties it (queues, messages, exchanges), stops its store's sync
 //! thread and removes its data; connections still holding its entry see it marked
 //! deleted and are closed by the caller (see `crate::server::Shared::delete_vhost`).
@@ -67,6 +72,9 @@ struct DataDir {
 pub(crate) struct VHosts {
     map: RwLock<BTreeMap<String, Arc<VHostEntry>>>,
     data: Option<DataDir>,
+    /// Listed vhosts whose store could not be opened at start: kept in the list (so
+    /// their data is never taken for an orphan) but not served.
+    unavailable: Mutex<Vec<String>>,
     /// Serialises creations and deletions (which do file I/O outside the map's lock).
     admin: Mutex<()>,
 }
@@ -79,22 +87,41 @@ impl VHosts {
         let vhosts = Self {
             map: RwLock::new(BTreeMap::new()),
             data,
+            unavailable: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
         };
         let mut names = vec!["/".to_owned()];
         if let Some(d) = &vhosts.data {
-            std::fs::create_dir_all(&d.root)?;
+            store::writer::create_dir_private(&d.root)?;
             names.extend(store::vhosts::read_list(&d.root)?);
             store::vhosts::remove_orphans(&d.root, &names);
         }
         for name in &names {
-            let entry = vhosts.open_one(name)?;
-            vhosts.map.write().insert(name.clone(), Arc::new(entry));
+            match vhosts.open_one(name) {
+                Ok(entry) => {
+                    vhosts.map.write().insert(name.clone(), Arc::new(entry));
+                }
+                Err(err) if name != "/" => {
+                    tracing::error!(vhost = %name, %err, "cannot open the vhost's store; not serving it (its data is kept)");
+                    vhosts.unavailable.lock().push(name.clone());
+                }
+                Err(err) => return Err(err),
+            }
         }
         for name in extra {
-            vhosts.create(name)?;
+            if !vhosts.unavailable.lock().contains(name) {
+                vhosts.create(name)?;
+            }
         }
         Ok(vhosts)
+    }
+
+    /// Every vhost the list keeps: those served and those that could not be opened
+    /// (whose permissions are kept too).
+    pub(crate) fn listed(&self) -> Vec<String> {
+        let mut names = self.names();
+        names.extend(self.unavailable.lock().iter().cloned());
+        names
     }
 
     fn open_one(&self, name: &str) -> io::Result<VHostEntry> {
@@ -139,14 +166,32 @@ impl VHosts {
         if self.map.read().contains_key(name) {
             return Ok(false);
         }
-        if let Some(d) = &self.data {
-            let mut names = self.names();
-            names.push(name.to_owned());
-            // Listed first: a crash between the two leaves an empty vhost, never an
-            // orphaned directory that the next start would remove.
-            store::vhosts::write_list(&d.root, &names)?;
+        if name.len() > 255 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a vhost name is at most 255 bytes",
+            ));
         }
+        if self.unavailable.lock().iter().any(|n| n == name) {
+            return Err(io::Error::other(format!(
+                "vhost '{name}' exists but its store could not be opened at start"
+            )));
+        }
+        // The store first, then the list: a failure (or a crash) in between leaves an
+        // unlisted directory, removed as an orphan, never a listed vhost that cannot
+        // open.
         let entry = Arc::new(self.open_one(name)?);
+        if let Some(d) = &self.data {
+            let mut names = self.listed();
+            names.push(name.to_owned());
+            if let Err(err) = store::vhosts::write_list(&d.root, &names) {
+                if let Some(store) = &entry.store {
+                    store.syncer().shutdown();
+                }
+                let _ = remove_if_present(&store::vhosts::store_dir(&d.root, name));
+                return Err(err);
+            }
+        }
         self.map.write().insert(name.to_owned(), entry);
         tracing::info!(vhost = name, "vhost created");
         Ok(true)
@@ -169,7 +214,7 @@ impl VHosts {
         if let Some(d) = &self.data {
             // Unlisted first: a crash before the removal leaves an orphan, removed at
             // the next start.
-            store::vhosts::write_list(&d.root, &self.names())?;
+            store::vhosts::write_list(&d.root, &self.listed())?;
             let dir = store::vhosts::store_dir(&d.root, name);
             if name == "/" {
                 // The default vhost's store is the data directory itself.

@@ -9,7 +9,7 @@
 //! a `guest` deleted at run time stays deleted. The configuration is applied on top of
 //! what was loaded at every start, and wins for what it names (a configured user gets
 //! the configured password and tags; other stored users and permissions stay). The
-//! result is written back before the broker serves.
+//! result is written back before the broker serves, if it differs from the file.
 
 use std::io;
 use std::path::Path;
@@ -122,7 +122,7 @@ impl UserConfig {
 /// The user table a broker starts with: loaded from `data_dir` (the defaults if it
 /// has no users file yet, or without a data directory), knowing exactly `vhosts`
 /// (permissions on others are dropped), with `config` applied on top, and written back
-/// to `data_dir`.
+/// to `data_dir` if that changes it (a failed write is logged, not fatal).
 ///
 /// Fails, naming the file, for a damaged users file; and for configured permissions
 /// naming an unknown user or vhost.
@@ -154,7 +154,12 @@ pub(crate) fn open(
         )
     })?;
     if let Some(dir) = data_dir {
-        file::save(dir, &users.encode())?;
+        // Everything this write would record is derived again at the next start (the
+        // configuration, the defaults, the permissions dropped), so a failure (a full
+        // disk) must not stop the broker, which consumers need to drain it.
+        if let Err(err) = file::save(dir, &users.encode()) {
+            tracing::warn!(%err, "could not write the user table; serving the one in memory");
+        }
         tracing::info!(
             file = %dir.join(file::FILE).display(),
             users = users.users.len(),

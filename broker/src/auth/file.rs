@@ -124,8 +124,13 @@ pub(crate) fn load(root: &Path) -> io::Result<Option<Users>> {
     }
 }
 
-/// Atomically replaces the users file in `root` with `bytes` (from [`Users::encode`]).
+/// Atomically replaces the users file in `root` with `bytes` (from [`Users::encode`]),
+/// unless it already holds exactly those bytes: a start-up that changes nothing writes
+/// nothing, so it succeeds on a full disk.
 pub(crate) fn save(root: &Path, bytes: &[u8]) -> io::Result<()> {
+    if std::fs::read(root.join(FILE)).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     snapshot::write(root, FILE, bytes)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.join(FILE).display())))
 }

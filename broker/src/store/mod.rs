@@ -8,6 +8,7 @@
 //!   queues/<id>/          one directory per durable queue
 //!     0000000001.seg      append-only message records with checksums
 //!     0000000001.ack      acks and delivery markers for that segment
+//!   clean-shutdown        present only while the broker is stopped after a clean shutdown
 //!   vhost-names           the vhosts other than `/` (see [`vhosts`])
 //!   users                 users and permissions (see [`crate::auth`])
 //!   vhosts/<name>/        each such vhost's own store, laid out as above
@@ -22,6 +23,13 @@
 //! buffered writes to the [`writer::Syncer`] thread as one batch; the thread writes and
 //! syncs, then marks the ticket synced, and the connection sends the confirms. Transient
 //! messages never touch any of this.
+//!
+//! Delivery markers and acks are written lazily (with the next batch), so a crash can
+//! lose a delivery's marker together with its ack. As RabbitMQ's queue index does,
+//! recovery after an unclean shutdown (no `clean-shutdown` file, which
+//! [`Store::close`] writes once everything is on disk and [`Store::open`] removes)
+//! marks every recovered message delivered: it may have been, and it comes back with
+//! `redelivered` set. After a clean shutdown the flags are exact.
 
 pub mod definitions;
 pub mod log;
@@ -36,6 +44,9 @@ use std::path::{Path, PathBuf};
 use definitions::{Definitions, QueueDef};
 use log::{QueueLog, StoredMessage};
 use writer::Syncer;
+
+/// The marker of a clean shutdown, in each store's directory.
+const CLEAN: &str = "clean-shutdown";
 
 /// Largest segment file before a new one is started.
 pub const SEGMENT_SIZE: u32 = 8 * 1024 * 1024;
@@ -86,7 +97,7 @@ impl Store {
     /// segment at a time, so smaller segments give space back sooner (the disk alarm
     /// with a small `max_disk_bytes` needs that).
     pub fn open_with_segment_size(root: &Path, segment_size: u32) -> io::Result<(Self, Recovered)> {
-        std::fs::create_dir_all(root.join("queues"))?;
+        writer::create_dir_private(&root.join("queues"))?;
         let definitions = match std::fs::read(root.join("definitions")) {
             Ok(bytes) => Definitions::decode(&bytes).map_err(|e| {
                 io::Error::new(
@@ -97,12 +108,24 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Definitions::default(),
             Err(e) => return Err(e),
         };
+        let clean = root.join(CLEAN).exists();
+        if clean {
+            // From now on a crash must be seen as one.
+            std::fs::remove_file(root.join(CLEAN))?;
+            writer::sync_dir(root)?;
+        }
         let mut queues = Vec::with_capacity(definitions.queues.len());
         let mut messages = 0u64;
         for def in &definitions.queues {
             let dir = queue_dir(root, def.dir_id);
-            let (log, live, paged) =
+            let (mut log, mut live, paged) =
                 QueueLog::open_paged(&dir, segment_size, crate::queue::PAGE_OUT_AT)?;
+            if !clean {
+                log.mark_all_delivered();
+                for m in &mut live {
+                    m.delivered = true;
+                }
+            }
             messages += live.len() as u64 + paged.map_or(0, |(_, n)| n);
             queues.push(RecoveredQueue {
                 def: def.clone(),
@@ -118,6 +141,7 @@ impl Store {
             queues = queues.len(),
             bindings = definitions.bindings.len(),
             messages,
+            clean,
             "recovered durable state"
         );
         let syncer = Syncer::start(root.to_path_buf())?;
@@ -152,6 +176,18 @@ impl Store {
     /// The sync thread.
     pub fn syncer(&self) -> &Syncer {
         &self.syncer
+    }
+
+    /// Shuts down cleanly: writes and syncs everything submitted, stops the sync
+    /// thread, then leaves the `clean-shutdown` marker so that the next
+    /// [`open`](Self::open) trusts the delivery markers. Submit the last batch first.
+    pub fn close(&self) {
+        self.syncer.shutdown();
+        let marked = writer::create_private(&self.root.join(CLEAN))
+            .and_then(|_| writer::sync_dir(&self.root));
+        if let Err(err) = marked {
+            tracing::warn!(%err, dir = %self.root.display(), "could not mark the clean shutdown; the next start marks every message redelivered");
+        }
     }
 }
 

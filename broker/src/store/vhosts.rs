@@ -3,7 +3,8 @@
 //!
 //! The default vhost `/` uses the data directory itself (the layout from before there
 //! were other vhosts, so old data directories still open). Every other vhost has its
-//! own store under `DATA_DIR/vhosts/<encoded name>/`, laid out the same way. The names
+//! own store under `DATA_DIR/vhosts/<dir name>/` (see [`dir_name`]: the escaped name,
+//! or for a name too long for that, a digest of it), laid out the same way. The names
 //! of those vhosts are kept in `DATA_DIR/vhost-names`, a [`super::snapshot`] file
 //! replaced atomically as the topology snapshot is (temporary file, sync, rename,
 //! directory sync).
@@ -22,9 +23,17 @@ const LIST: &str = "vhost-names";
 /// The directory holding every vhost's store but `/`'s.
 const DIR: &str = "vhosts";
 
+/// Longest file name the filesystems the broker runs on accept (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
 /// The directory name a vhost's store gets: lowercase ASCII letters, digits, `-` and
 /// `_` as they are, every other byte as `%XX`. Never empty (`%` marks the empty
 /// name), and distinct names never collide, even on case-insensitive filesystems.
+///
+/// A name whose escaped form is longer than a file name may be (86 capitals, 29 CJK
+/// characters) gets `~` and the SHA-256 of the name in hex instead: 65 bytes, and no
+/// escaped name contains `~`. Every name that fitted before keeps its directory, so
+/// data directories written before this rule open unchanged.
 pub fn dir_name(vhost: &str) -> String {
     if vhost.is_empty() {
         return "%".to_owned();
@@ -35,6 +44,16 @@ pub fn dir_name(vhost: &str) -> String {
             b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => out.push(char::from(b)),
             _ => out.push_str(&format!("%{b:02X}")),
         }
+    }
+    if out.len() <= NAME_MAX {
+        return out;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(vhost.as_bytes());
+    let mut out = String::with_capacity(1 + 2 * digest.len());
+    out.push('~');
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
     }
     out
 }
@@ -127,6 +146,15 @@ mod tests {
         assert_eq!(dir_name(""), "%");
         assert_ne!(dir_name("A"), dir_name("a"));
         assert_eq!(dir_name("é"), "%C3%A9");
+        // The longest names that fitted keep their directory; longer ones are hashed.
+        assert_eq!(dir_name(&"x".repeat(255)), "x".repeat(255));
+        assert_eq!(dir_name(&"A".repeat(85)), "%41".repeat(85));
+        for long in ["A".repeat(86), "漢".repeat(29), "y".repeat(256)] {
+            let d = dir_name(&long);
+            assert_eq!(d.len(), 65, "{d}");
+            assert!(d.starts_with('~'));
+        }
+        assert_ne!(dir_name(&"A".repeat(86)), dir_name(&"A".repeat(87)));
     }
 
     #[test]

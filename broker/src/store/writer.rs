@@ -9,7 +9,12 @@
 //! A failed write (a full disk, say) is retried, the same batches in the same order,
 //! until it succeeds: writes are positioned, so a retry is idempotent. Meanwhile
 //! nothing is reported synced, so no confirm goes out for data that is not on disk,
-//! and [`Syncer::failing`] tells the broker to block publishers.
+//! and [`Syncer::failing`] tells the broker to block publishers. A caller that must
+//! know how its batch fared before answering (a durable `queue.declare`) waits with
+//! [`Syncer::wait_written`], which also returns at the batch's first failed attempt.
+//!
+//! Files are created `0600` and directories `0700`: message bodies and the users
+//! file's password hashes are for the broker's user only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -62,6 +67,10 @@ struct SyncState {
     synced: AtomicU64,
     failing: AtomicBool,
     waiters: Mutex<Vec<(u64, Arc<Notify>)>>,
+    /// The highest ticket of a batch whose write has failed at least once, and the
+    /// error, for [`Syncer::wait_written`] (with `attempted` to wake it).
+    failed: Mutex<(u64, Option<String>)>,
+    attempted: parking_lot::Condvar,
 }
 
 /// Handle to the sync thread.
@@ -110,6 +119,35 @@ impl Syncer {
         self.state.failing.load(Ordering::Acquire)
     }
 
+    /// Blocks until the batch with `ticket` is synced (`Ok`), or its first write
+    /// attempt failed (`Err`, the batch is still being retried and may land later),
+    /// or `timeout` passed (`Err` too). For rare operations that must not be answered
+    /// before their write (a durable `queue.declare`); never on the data path.
+    pub fn wait_written(&self, ticket: u64, timeout: Duration) -> io::Result<()> {
+        let until = std::time::Instant::now() + timeout;
+        let mut failed = self.state.failed.lock();
+        loop {
+            if self.synced() >= ticket {
+                return Ok(());
+            }
+            if failed.0 >= ticket {
+                let err = failed.1.clone().unwrap_or_default();
+                return Err(io::Error::other(err));
+            }
+            if self
+                .state
+                .attempted
+                .wait_until(&mut failed, until)
+                .timed_out()
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the store did not write in time",
+                ));
+            }
+        }
+    }
+
     /// Wakes `notify` once `ticket` is synced (at once if it already is).
     pub fn wake_when_synced(&self, ticket: u64, notify: &Arc<Notify>) {
         let mut waiters = self.state.waiters.lock();
@@ -149,6 +187,10 @@ fn run(root: &Path, rx: &mpsc::Receiver<Batch>, state: &SyncState) {
             }
             attempt += 1;
             state.failing.store(true, Ordering::Release);
+            if let Some(last) = batches.last() {
+                *state.failed.lock() = (last.ticket, Some(err.to_string()));
+                state.attempted.notify_all();
+            }
             std::thread::sleep(RETRY_AFTER);
             batches.extend(rx.try_iter());
         }
@@ -159,8 +201,13 @@ fn run(root: &Path, rx: &mpsc::Receiver<Batch>, state: &SyncState) {
         let Some(ticket) = batches.last().map(|b| b.ticket) else {
             continue;
         };
+        {
+            // Under the lock `wait_written` checks with: no lost wake-up.
+            let _failed = state.failed.lock();
+            state.synced.store(ticket, Ordering::Release);
+            state.attempted.notify_all();
+        }
         let mut waiters = state.waiters.lock();
-        state.synced.store(ticket, Ordering::Release);
         waiters.retain(|(t, notify)| {
             if *t <= ticket {
                 notify.notify_one();
@@ -182,7 +229,7 @@ fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
         match job {
             Job::Queue { dir, writes } => {
                 if !dir.exists() {
-                    fs::create_dir_all(dir)?;
+                    create_dir_private(dir)?;
                     dirs.insert(dir.parent().unwrap_or(root).to_path_buf());
                 }
                 let written = writes.write_unsynced(dir)?;
@@ -219,7 +266,7 @@ fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
 /// Replaces `path` atomically: a temporary file, synced, renamed over it.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -232,4 +279,24 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Creates (or truncates) `path` for writing, readable by the broker's user only.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates `dir` and its missing parents, each accessible to the broker's user only.
+pub fn create_dir_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

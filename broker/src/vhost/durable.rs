@@ -8,6 +8,7 @@ use std::time::Instant;
 use amq_protocol::types::ShortString;
 
 use super::VHost;
+use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::QueuedMessage;
 use crate::queue::{DurableLog, Queue};
@@ -134,10 +135,12 @@ impl VHost {
         self.store.is_some() && durable && !exclusive
     }
 
-    /// Gives a new durable queue its log.
-    pub(super) fn attach_log(&mut self, q: &mut Queue) {
+    /// Gives a new durable queue its log; fails (541, closing the connection) if the
+    /// log cannot be made, rather than declaring a durable queue that would not
+    /// survive a restart.
+    pub(super) fn attach_log(&mut self, q: &mut Queue) -> Result<(), AmqpError> {
         let Some(s) = self.store.as_mut() else {
-            return;
+            return Ok(());
         };
         let dir_id = s.next_dir_id;
         match s.store.new_queue_log(dir_id) {
@@ -146,11 +149,47 @@ impl VHost {
                 q.log = Some(DurableLog { dir_id, log });
                 s.durable.push(q.name.clone());
                 s.definitions_changed = true;
+                Ok(())
             }
-            Err(err) => {
-                tracing::error!(queue = %q.name, %err, "could not create the queue's log; it will not survive a restart");
-            }
+            Err(err) => Err(not_stored(&self.name, q.name.as_str(), &err)),
         }
+    }
+
+    /// Writes the definitions with the just declared durable queue `name` and waits
+    /// until they are on disk, so `declare-ok` is a promise that it survives a
+    /// restart, as in RabbitMQ. If the write fails (a full disk), or writes are
+    /// already failing, the queue is taken back and the declare fails with 541
+    /// INTERNAL_ERROR (closing the connection) naming the cause.
+    ///
+    /// This blocks the vhost for one write and sync of the definitions: durable
+    /// declares are rare, and the data path never comes here.
+    pub(super) fn write_declared_queue(&mut self, name: &ShortString) -> Result<(), AmqpError> {
+        let Some(s) = self.store.as_ref() else {
+            return Ok(());
+        };
+        let outcome = if s.store.syncer().failing() {
+            Err(std::io::Error::other(
+                "store writes are failing (disk full?)",
+            ))
+        } else {
+            self.commit_store();
+            match self.store.as_ref() {
+                Some(s) => s
+                    .store
+                    .syncer()
+                    .wait_written(s.next_ticket - 1, DECLARE_WRITE_TIMEOUT),
+                None => Ok(()),
+            }
+        };
+        let Err(err) = outcome else {
+            return Ok(());
+        };
+        if let Some(q) = self.queues.remove(name) {
+            // The next batch writes the definitions without it and removes its files.
+            self.detach_log(&q);
+        }
+        tracing::error!(vhost = %self.name, queue = %name, %err, "durable queue.declare refused: could not write it");
+        Err(not_stored(&self.name, name.as_str(), &err))
     }
 
     /// Notes that a durable queue went: its directory is removed in order with the
@@ -241,6 +280,17 @@ impl VHost {
             .map(|d| d.log.disk_bytes())
             .sum()
     }
+}
+
+/// How long a durable `queue.declare` waits for its definitions to be written.
+const DECLARE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The error of a durable queue that could not be stored.
+fn not_stored(vhost: &str, queue: &str, err: &std::io::Error) -> AmqpError {
+    AmqpError::connection(
+        crate::error::code::INTERNAL_ERROR,
+        format_args!("cannot store durable queue '{queue}' in vhost '{vhost}': {err}"),
+    )
 }
 
 /// The durable part of the topology.

@@ -349,10 +349,14 @@ impl VHost {
             opts.auto_delete,
             opts.arguments,
         )?;
-        if self.wants_log(opts.durable, opts.exclusive) {
-            self.attach_log(&mut q);
+        let durable = self.wants_log(opts.durable, opts.exclusive);
+        if durable {
+            self.attach_log(&mut q)?;
         }
         self.queues.insert(name.clone(), q);
+        if durable {
+            self.write_declared_queue(&name)?;
+        }
         Ok(QueueInfo {
             name,
             messages: 0,

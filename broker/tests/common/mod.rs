@@ -8,6 +8,7 @@
 pub mod http;
 pub mod process;
 pub mod raw;
+pub mod tmpfs;
 
 use std::time::Duration;
 
