@@ -2,7 +2,9 @@
 //! channels, consumers, users, permissions and `/metrics` here; queues, exchanges and
 //! bindings in `objects`; vhosts in `vhosts`.
 //!
-//! A vhost in a path that does not exist answers 404, as RabbitMQ.
+//! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
+//! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
+//! string holds) answers 400.
 
 mod objects;
 mod vhosts;
@@ -98,8 +100,25 @@ fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// The vhost a path names (404 if there is none).
+/// The longest queue, exchange or vhost name or routing key: an AMQP short string.
+const MAX_NAME: usize = 255;
+
+/// 400 for a `what` (queue, exchange, vhost name, routing key) that AMQP could not carry:
+/// over 255 bytes. The broker's names are short strings, and making one of a longer
+/// string panics, so every name from a request is checked here first.
+fn short_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.len() > MAX_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "{what} is {} bytes long; at most {MAX_NAME} are allowed (an AMQP short string)",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The vhost a path names (400 if the name is too long, 404 if there is none).
 fn vhost_entry(s: &Shared, name: &str) -> Result<Arc<VHostEntry>, ApiError> {
+    short_name("vhost name", name)?;
     s.vhosts.get(name).ok_or(ApiError::NotFound)
 }
 
@@ -115,8 +134,11 @@ fn in_scope(s: &Shared, name: Option<&str>) -> Result<Vec<Arc<VHostEntry>>, ApiE
 fn arguments(body: &Value) -> Result<amq_protocol::types::FieldTable, ApiError> {
     match body.get("arguments") {
         None | Some(Value::Null) => Ok(Default::default()),
-        Some(v) => j::amqp_table(v)
-            .ok_or_else(|| ApiError::BadRequest("arguments must be an object".into())),
+        Some(v) => j::amqp_table(v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "arguments must be an object with keys of at most {MAX_NAME} bytes"
+            ))
+        }),
     }
 }
 
@@ -454,6 +476,7 @@ async fn put_permission(
     Path((vhost, user)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
+    short_name("vhost name", &vhost)?;
     let body = body_json(&body)?;
     let field = |name: &str| {
         body.get(name)

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     ApiResult, St, amqp_to_api, arguments, body_json, created, flag, in_scope, no_content, ok,
-    vhost_entry,
+    short_name, vhost_entry,
 };
 use crate::management::json as j;
 use crate::management::{Admin, ApiError, Reader};
@@ -44,6 +44,7 @@ pub(super) async fn queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     let qs = e.vhost.lock().queue_snapshots();
     let q = qs
         .iter()
@@ -59,6 +60,7 @@ pub(super) async fn put_queue(
     body: Bytes,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     let body = body_json(&body)?;
     let opts = crate::vhost::QueueOptions {
         passive: false,
@@ -88,11 +90,14 @@ pub(super) async fn bind_queue(
     body: Bytes,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("exchange name", &exchange)?;
+    short_name("queue name", &queue)?;
     let body = body_json(&body)?;
     let key = body
         .get("routing_key")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    short_name("routing key", key)?;
     let mut v = e.vhost.lock();
     v.bind_queue(API_CONN, &queue, &exchange, key, arguments(&body)?)
         .map_err(amqp_to_api)?;
@@ -107,6 +112,7 @@ pub(super) async fn delete_queue(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     let result = e.vhost.lock().admin_delete_queue(
         &name,
         flag(&query, "if-unused"),
@@ -122,6 +128,7 @@ pub(super) async fn purge_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     match e.vhost.lock().admin_purge_queue(&name) {
         Some(_) => no_content(),
         None => Err(ApiError::NotFound),
@@ -153,6 +160,7 @@ pub(super) async fn exchange(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("exchange name", &name)?;
     // RabbitMQ names the default exchange `amq.default` in URLs.
     let name = if name == "amq.default" { "" } else { &name };
     let xs = e.vhost.lock().exchange_snapshots();

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::{ApiResult, St, body_json, created, no_content, ok, vhost_entry};
+use super::{ApiResult, St, body_json, created, no_content, ok, short_name, vhost_entry};
 use crate::management::{Admin, ApiError, Reader};
 use crate::vhosts::VHostEntry;
 
@@ -55,9 +55,10 @@ pub(super) async fn put_vhost(
 ) -> ApiResult {
     // Description, tags and tracing are accepted and not kept.
     body_json(&body)?;
-    if name.is_empty() || name.len() > 255 {
+    short_name("vhost name", &name)?;
+    if name.is_empty() {
         return Err(ApiError::BadRequest(
-            "a vhost name is 1 to 255 bytes (an AMQP short string)".into(),
+            "a vhost name is 1 to 255 bytes".into(),
         ));
     }
     let (shared, vhost) = (s.clone(), name.clone());
@@ -80,6 +81,7 @@ pub(super) async fn put_vhost(
 }
 
 pub(super) async fn delete_vhost(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
+    short_name("vhost name", &name)?;
     let shared = s.clone();
     let deleted = tokio::task::spawn_blocking(move || shared.delete_vhost(&name))
         .await
