@@ -12,6 +12,9 @@
 //! With the broker's TLS certificate and `management_tls`, the same is served as
 //! HTTPS (see [`crate::tls`]).
 //!
+//! The listener caps its connections and closes idle and half-sent ones
+//! ([`ManagementLimits`]), so that the AMQP listener always has descriptors left.
+//!
 //! Every vhost is served: listings cover all those the user sees (each object with its `vhost`),
 //! `/api/queues/{vhost}` and the like one; vhosts are created and deleted with
 //! `PUT`/`DELETE /api/vhosts/{name}`.
@@ -21,17 +24,17 @@
 pub mod access;
 mod api;
 mod json;
+mod listener;
 mod metrics;
 pub(crate) mod registry;
 
+pub use listener::ManagementLimits;
 pub use registry::ConnInfo;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -116,39 +119,13 @@ impl IntoResponse for ApiError {
 }
 
 /// Serves the API on `listener` until `shutdown` turns true: HTTPS when given a TLS
-/// acceptor, else plain HTTP.
+/// acceptor, else plain HTTP; within `limits` (see [`ManagementLimits`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: ManagementLimits,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    let served = match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(acceptor) => match crate::tls::HttpsListener::new(listener, acceptor) {
-            // `tap_io` only so that axum hands the peer's SocketAddr to `ConnectInfo`
-            // (it does so for its own listeners and for tapped ones).
-            Ok(https) => {
-                axum::serve(https.tap_io(|_| {}), app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-            Err(err) => Err(err),
-        },
-    };
-    if let Err(err) = served {
-        tracing::warn!(%err, "management listener failed");
-    }
+    listener::run(listener, tls, api::router(shared), limits, shutdown).await;
 }
