@@ -8,7 +8,7 @@
 //! - `administrator`: everything, and the only one who may change anything or list
 //!   users and permissions (403 for the others).
 //!
-//! The extractors here ([`Viewer`], [`Admin`]) authenticate each request (HTTP basic
+//! The extractors here (`Viewer`, `Admin`) authenticate each request (HTTP basic
 //! auth against the broker's users; loopback-only users such as `guest` only from
 //! loopback) before a handler runs.
 
