@@ -79,6 +79,7 @@ use tokio::task::JoinHandle;
 pub use alarm::MemoryWatermark;
 pub use auth::Users;
 pub use error::{AmqpError, Scope};
+pub use management::ManagementLimits;
 pub use server::Limits;
 pub use tls::{TlsConfig, TlsError};
 
@@ -100,6 +101,7 @@ impl Broker {
             tls: None,
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             management_tls: false,
+            management_limits: management::ManagementLimits::default(),
             vhosts: Vec::new(),
             memory_high_watermark: MemoryWatermark::default(),
             memory_probe: alarm::resident_memory,
@@ -120,6 +122,7 @@ pub struct BrokerBuilder {
     tls: Option<TlsConfig>,
     tls_listen: SocketAddr,
     management_tls: bool,
+    management_limits: management::ManagementLimits,
     vhosts: Vec<String>,
     memory_high_watermark: MemoryWatermark,
     memory_probe: alarm::MemoryProbe,
@@ -163,6 +166,13 @@ impl BrokerBuilder {
     /// free port; see [`BrokerHandle::management_addr`]). Off by default.
     pub fn management(mut self, addr: SocketAddr) -> Self {
         self.management = Some(addr);
+        self
+    }
+
+    /// The management listener's connection cap and timeouts (default: RabbitMQ's,
+    /// see [`ManagementLimits`]).
+    pub fn management_limits(mut self, limits: ManagementLimits) -> Self {
+        self.management_limits = limits;
         self
     }
 
@@ -362,6 +372,7 @@ impl BrokerBuilder {
                 l,
                 management_tls,
                 Arc::clone(&shared),
+                self.management_limits,
                 rx.clone(),
             ))
         });

@@ -6,22 +6,19 @@
 //! with a [`TlsError`] that names the file, never a panic. The broker builds one
 //! rustls server configuration for AMQP (no ALPN, as RabbitMQ) and one for HTTP/1.1.
 //!
-//! Handshakes run in each connection's own task under the AMQP handshake timeout, so a
-//! client that stalls or sends plain AMQP to the TLS port only costs its own task.
+//! Handshakes run in each connection's own task under the AMQP handshake timeout (for
+//! HTTPS, under the management listener's request timeout), so a client that stalls
+//! or sends plain AMQP to the TLS port only costs its own task.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -202,76 +199,6 @@ pub(crate) async fn handshake(
             Ok((tls, info))
         }
         () = limit => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
-    }
-}
-
-/// How long an HTTPS client has for its TLS handshake.
-const HTTP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A listener for axum that yields TLS streams whose handshake is done. Handshakes run
-/// in tasks of their own, so a stalled client never holds the accept loop up.
-pub(crate) struct HttpsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accepting: JoinHandle<()>,
-}
-
-impl HttpsListener {
-    pub(crate) fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let (tx, acceptor) = (tx.clone(), acceptor.clone());
-                        tokio::spawn(async move {
-                            let limit = tokio::time::sleep(HTTP_HANDSHAKE_TIMEOUT);
-                            match handshake(&acceptor, stream, limit).await {
-                                Ok((tls, _)) => {
-                                    let _ = tx.send((tls, peer)).await;
-                                }
-                                Err(err) => {
-                                    tracing::debug!(%peer, %err, "management TLS handshake failed");
-                                }
-                            }
-                        });
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "management accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            ready,
-            local,
-            accepting,
-        })
-    }
-}
-
-impl Drop for HttpsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for HttpsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(ready) => ready,
-            // The accept task holds a sender for as long as it runs.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

@@ -141,7 +141,7 @@ async fn queue_counts_match_what_the_client_observes() -> anyhow::Result<()> {
     assert_eq!(consumers[0]["ack_required"], true);
     assert_eq!(consumers[0]["prefetch_count"], 2);
 
-    let (status, metrics) = http("GET", format!("{base}/metrics"), None, None).await?;
+    let (status, metrics) = http("GET", format!("{base}/metrics/per-object"), None, None).await?;
     assert_eq!(status, 200, "metrics need no auth");
     for line in [
         "rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"work\"} 3",
@@ -157,6 +157,22 @@ async fn queue_counts_match_what_the_client_observes() -> anyhow::Result<()> {
         );
     }
     assert!(metrics.contains("rabbitmq_process_resident_memory_bytes "));
+    // `/metrics` has the same gauges summed over the queues, without their names.
+    let (status, metrics) = http("GET", format!("{base}/metrics"), None, None).await?;
+    assert_eq!(status, 200, "metrics need no auth");
+    for line in [
+        "rabbitmq_queue_messages_ready 3",
+        "rabbitmq_queue_messages_unacked 2",
+        "rabbitmq_queue_consumers 1",
+        "rabbitmq_connections 1",
+        "rabbitmq_global_messages_received_total 5",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("work"), "{metrics}");
     Ok(())
 }
 
@@ -245,7 +261,7 @@ async fn bad_credentials_are_401_and_non_administrators_get_403() -> anyhow::Res
     assert_eq!(status, 201);
     let watcher = Some(("watcher", "pw"));
     let (status, _) = http("GET", format!("{base}/api/queues"), watcher, None).await?;
-    assert_eq!(status, 200, "any user may read");
+    assert_eq!(status, 200, "a monitoring user may read");
     for (method, path, body) in [
         ("DELETE", "/api/queues/%2F/x", None),
         ("PUT", "/api/users/other", Some(json!({"password": "x"}))),

@@ -209,7 +209,7 @@ async fn a_vhost_made_through_the_api_has_queues_of_its_own() -> anyhow::Result<
         "{exchanges}"
     );
 
-    let (status, metrics) = http("GET", format!("{base}/metrics"), None, None).await?;
+    let (status, metrics) = http("GET", format!("{base}/metrics/per-object"), None, None).await?;
     assert_eq!(status, 200);
     assert!(
         metrics.contains("rabbitmq_queue_messages{vhost=\"dev/team\",queue=\"orders\"} 3"),

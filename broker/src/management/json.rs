@@ -52,6 +52,10 @@ pub(crate) fn amqp_table(v: &Value) -> Option<FieldTable> {
     };
     let mut t = FieldTable::default();
     for (k, v) in map {
+        // A key is a short string: longer would panic on conversion.
+        if k.len() > 255 {
+            return None;
+        }
         t.insert(k.as_str().into(), amqp_value(v)?);
     }
     Some(t)

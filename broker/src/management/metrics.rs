@@ -1,5 +1,7 @@
-//! `/metrics`: Prometheus text exposition with the metric names of RabbitMQ's
-//! prometheus plugin (per-queue gauges as its `/metrics/per-object` gives them).
+//! `/metrics` and `/metrics/per-object`: Prometheus text exposition with the metric
+//! names of RabbitMQ's prometheus plugin. As there, `/metrics` aggregates the queue
+//! gauges over all queues (no labels, so no queue or vhost names) and
+//! `/metrics/per-object` gives them per queue, labelled by vhost and queue.
 
 use std::fmt::Write;
 
@@ -22,8 +24,8 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 /// Reads one per-queue gauge off a snapshot.
 type QueueGauge = fn(&crate::vhost::QueueSnapshot) -> u64;
 
-/// The whole exposition.
-pub(crate) fn render(shared: &Shared) -> String {
+/// The whole exposition: queue gauges per queue with `per_object`, else summed.
+pub(crate) fn render(shared: &Shared, per_object: bool) -> String {
     // (vhost, queue) pairs, by vhost name then queue name.
     let mut queues = Vec::new();
     let (mut channels, mut consumers) = (0, 0);
@@ -64,6 +66,11 @@ pub(crate) fn render(shared: &Shared) -> String {
     ];
     for (name, help, get) in per_queue {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        if !per_object {
+            let total: u64 = queues.iter().map(|(_, q)| get(q)).sum();
+            let _ = writeln!(out, "{name} {total}");
+            continue;
+        }
         for (vhost, q) in &queues {
             let _ = writeln!(
                 out,

@@ -3,40 +3,41 @@
 //! written for RabbitMQ read them.
 //!
 //! - `/api/...`: JSON with RabbitMQ's field names for what this broker has. HTTP basic
-//!   auth against the broker's users (loopback-only users such as `guest` only from
-//!   loopback): any user may read, changes need the `administrator` tag (401 for
-//!   missing or bad credentials, 403 for a user without the tag).
-//! - `/metrics`: Prometheus text exposition, without auth, as RabbitMQ's plugin.
+//!   auth against the broker's users; what a user sees and may do follows its tags as
+//!   in RabbitMQ (see [`access`]): listings cover only what the user may see, changes
+//!   need the `administrator` tag.
+//! - `/metrics`: Prometheus text exposition, without auth, as RabbitMQ's plugin:
+//!   aggregated totals there, per-queue detail on `/metrics/per-object`.
 //!
 //! With the broker's TLS certificate and `management_tls`, the same is served as
 //! HTTPS (see [`crate::tls`]).
 //!
-//! Every vhost is served: listings cover them all (each object with its `vhost`),
+//! The listener caps its connections and closes idle and half-sent ones
+//! ([`ManagementLimits`]), so that the AMQP listener always has descriptors left.
+//!
+//! Every vhost is served: listings cover all those the user sees (each object with its `vhost`),
 //! `/api/queues/{vhost}` and the like one; vhosts are created and deleted with
 //! `PUT`/`DELETE /api/vhosts/{name}`.
 //!
 //! The `broker ctl` commands ([`crate::ctl`]) are a client of this API.
 
+pub mod access;
 mod api;
 mod json;
+mod listener;
 mod metrics;
 pub(crate) mod registry;
 
+pub use listener::ManagementLimits;
 pub use registry::ConnInfo;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
-use base64::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::Credentials;
 use crate::server::Shared;
 
 /// The product name the API reports.
@@ -52,6 +53,12 @@ pub enum ApiError {
     /// Missing or bad credentials (401).
     #[error("Login failed")]
     Unauthorized,
+    /// Good credentials of a user without a management tag (401, as RabbitMQ).
+    #[error("Not management user")]
+    NotManagementUser,
+    /// A vhost in the path the user has no permissions on (401, as RabbitMQ).
+    #[error("User not authorised to access virtual host")]
+    VhostAccessRefused,
     /// Authenticated but not an administrator (403).
     #[error("Not administrator user")]
     Forbidden,
@@ -72,7 +79,9 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::NotManagementUser | Self::VhostAccessRefused => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -83,7 +92,9 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Unauthorized => "not_authorized",
+            Self::Unauthorized | Self::NotManagementUser | Self::VhostAccessRefused => {
+                "not_authorized"
+            }
             Self::Forbidden => "not_authorised",
             Self::NotFound => "Object Not Found",
             Self::BadRequest(_) => "bad_request",
@@ -97,7 +108,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.kind(), "reason": self.to_string() });
         let mut resp = (self.status(), axum::Json(body)).into_response();
-        if self == Self::Unauthorized {
+        if self.status() == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
@@ -107,132 +118,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A request with valid credentials: the user's name.
-#[derive(Debug, Clone)]
-pub(crate) struct Reader(#[allow(dead_code)] pub(crate) String);
-
-/// A request by a user with the `administrator` tag: the user's name.
-#[derive(Debug, Clone)]
-pub(crate) struct Admin(pub(crate) String);
-
-fn authenticate(parts: &Parts, shared: &Shared) -> Result<String, ApiError> {
-    let (user, password) = basic_credentials(parts).ok_or(ApiError::Unauthorized)?;
-    let users = shared.users.read();
-    let ok = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => {
-            let creds = Credentials {
-                user: user.clone(),
-                password,
-            };
-            users.authenticate(&creds, "PLAIN", *peer).is_ok()
-        }
-        None => users.check_password(&user, &password),
-    };
-    if ok {
-        Ok(user)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
-}
-
-impl FromRequestParts<Arc<Shared>> for Reader {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        shared: &Arc<Shared>,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(parts, shared).map(Reader)
-    }
-}
-
-impl FromRequestParts<Arc<Shared>> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        shared: &Arc<Shared>,
-    ) -> Result<Self, Self::Rejection> {
-        let user = authenticate(parts, shared)?;
-        if shared.users.read().has_tag(&user, ADMIN_TAG) {
-            Ok(Admin(user))
-        } else {
-            Err(ApiError::Forbidden)
-        }
-    }
-}
-
 /// Serves the API on `listener` until `shutdown` turns true: HTTPS when given a TLS
-/// acceptor, else plain HTTP.
+/// acceptor, else plain HTTP; within `limits` (see [`ManagementLimits`]).
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: ManagementLimits,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let app = api::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    let served = match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(acceptor) => match crate::tls::HttpsListener::new(listener, acceptor) {
-            // `tap_io` only so that axum hands the peer's SocketAddr to `ConnectInfo`
-            // (it does so for its own listeners and for tapped ones).
-            Ok(https) => {
-                axum::serve(https.tap_io(|_| {}), app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-            Err(err) => Err(err),
-        },
-    };
-    if let Err(err) = served {
-        tracing::warn!(%err, "management listener failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_decoded() {
-        let req = axum::http::Request::builder()
-            .header("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
-            .body(())
-            .expect("request");
-        let (parts, ()) = req.into_parts();
-        assert_eq!(
-            basic_credentials(&parts),
-            Some(("guest".to_owned(), "guest".to_owned()))
-        );
-        let req = axum::http::Request::builder()
-            .header("authorization", "Bearer x")
-            .body(())
-            .expect("request");
-        assert_eq!(basic_credentials(&req.into_parts().0), None);
-    }
+    listener::run(listener, tls, api::router(shared), limits, shutdown).await;
 }

@@ -28,8 +28,28 @@ impl BrokerProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+        cmd.args(args);
+        Self::start_command(cmd)
+    }
+
+    /// As [`start`](Self::start), with the broker's open-descriptor limit
+    /// (`RLIMIT_NOFILE`) lowered to `limit` (by `sh -c 'ulimit -n LIMIT; exec broker'`).
+    pub fn start_with_fd_limit<I, S>(limit: u64, args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_broker"))
+            .args(args);
+        Self::start_command(cmd)
+    }
+
+    fn start_command(mut cmd: Command) -> anyhow::Result<Self> {
+        let mut child = cmd
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

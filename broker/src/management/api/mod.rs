@@ -1,8 +1,10 @@
 //! The routes of the management API and their handlers: the overview, connections,
-//! channels, consumers, users, permissions and `/metrics` here; queues, exchanges and
+//! channels, consumers, users, permissions and `/metrics` (and `/metrics/per-object`) here; queues, exchanges and
 //! bindings in `objects`; vhosts in `vhosts`.
 //!
-//! A vhost in a path that does not exist answers 404, as RabbitMQ.
+//! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
+//! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
+//! string holds) answers 400.
 
 mod objects;
 mod vhosts;
@@ -19,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::access::{Admin, Viewer};
 use super::json as j;
 use super::registry::ConnInfo;
-use super::{Admin, ApiError, NODE_NAME, PRODUCT_NAME, Reader, metrics};
+use super::{ApiError, NODE_NAME, PRODUCT_NAME, metrics};
 use crate::auth::AuthError;
 use crate::error::code;
 use crate::server::Shared;
@@ -82,7 +85,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
                 .put(put_permission)
                 .delete(delete_permission),
         )
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_aggregated))
+        .route("/metrics/per-object", get(metrics_per_object))
         .with_state(shared)
 }
 
@@ -98,16 +102,52 @@ fn created() -> ApiResult {
     Ok(StatusCode::CREATED.into_response())
 }
 
-/// The vhost a path names (404 if there is none).
+/// The longest queue, exchange or vhost name or routing key: an AMQP short string.
+const MAX_NAME: usize = 255;
+
+/// 400 for a `what` (queue, exchange, vhost name, routing key) that AMQP could not carry:
+/// over 255 bytes. The broker's names are short strings, and making one of a longer
+/// string panics, so every name from a request is checked here first.
+fn short_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.len() > MAX_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "{what} is {} bytes long; at most {MAX_NAME} are allowed (an AMQP short string)",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The vhost a path names (400 if the name is too long, 404 if there is none).
 fn vhost_entry(s: &Shared, name: &str) -> Result<Arc<VHostEntry>, ApiError> {
+    short_name("vhost name", name)?;
     s.vhosts.get(name).ok_or(ApiError::NotFound)
 }
 
-/// The vhosts a listing covers: every one, or the one a path names.
-fn in_scope(s: &Shared, name: Option<&str>) -> Result<Vec<Arc<VHostEntry>>, ApiError> {
+/// The vhost a path names, for a user who may see it (401 if not, as RabbitMQ: a
+/// vhost the user cannot see is refused whether it exists or not).
+fn visible_vhost(s: &Shared, viewer: &Viewer, name: &str) -> Result<Arc<VHostEntry>, ApiError> {
+    short_name("vhost name", name)?;
+    if !viewer.sees_vhost(name) {
+        return Err(ApiError::VhostAccessRefused);
+    }
+    vhost_entry(s, name)
+}
+
+/// The vhosts a listing covers: every one the user sees, or the one a path names.
+fn in_scope(
+    s: &Shared,
+    viewer: &Viewer,
+    name: Option<&str>,
+) -> Result<Vec<Arc<VHostEntry>>, ApiError> {
     match name {
-        None => Ok(s.vhosts.all()),
-        Some(n) => Ok(vec![vhost_entry(s, n)?]),
+        None => Ok(s
+            .vhosts
+            .all()
+            .into_iter()
+            .filter(|e| viewer.sees_vhost(e.name()))
+            .collect()),
+        Some(n) => Ok(vec![visible_vhost(s, viewer, n)?]),
     }
 }
 
@@ -115,8 +155,11 @@ fn in_scope(s: &Shared, name: Option<&str>) -> Result<Vec<Arc<VHostEntry>>, ApiE
 fn arguments(body: &Value) -> Result<amq_protocol::types::FieldTable, ApiError> {
     match body.get("arguments") {
         None | Some(Value::Null) => Ok(Default::default()),
-        Some(v) => j::amqp_table(v)
-            .ok_or_else(|| ApiError::BadRequest("arguments must be an object".into())),
+        Some(v) => j::amqp_table(v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "arguments must be an object with keys of at most {MAX_NAME} bytes"
+            ))
+        }),
     }
 }
 
@@ -138,7 +181,8 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
     query.get(name).is_some_and(|v| v == "true")
 }
 
-/// Live connections by id, and open channels per connection.
+/// Live connections by id, and open channels per connection (all of them: what a
+/// user sees is filtered where they are listed).
 fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u32>) {
     let mut per_conn: HashMap<u64, u32> = HashMap::new();
     for e in shared.vhosts.all() {
@@ -158,7 +202,7 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
 // ----- overview -----------------------------------------------------------------------
 
 /// The one node, with its memory and alarms as RabbitMQ's `/api/nodes` reports them.
-async fn nodes(State(s): St, _: Reader) -> ApiResult {
+async fn nodes(State(s): St, _: Viewer) -> ApiResult {
     let [mem_alarm, disk_free_alarm] = s.alarm.state();
     ok(json!([{
         "name": NODE_NAME,
@@ -172,19 +216,26 @@ async fn nodes(State(s): St, _: Reader) -> ApiResult {
     }]))
 }
 
-async fn overview(State(s): St, _: Reader) -> ApiResult {
+/// Totals over the vhosts the user sees (its own connections and channels only for a
+/// `management` user), as RabbitMQ's overview.
+async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
+    let (conns, _) = connections_by_id(&s);
     let mut queues = Vec::new();
     let (mut exchanges, mut channels, mut consumers) = (0, 0, 0);
     let mut stats = crate::vhost::MessageStats::default();
-    for e in s.vhosts.all() {
+    for e in in_scope(&s, &viewer, None)? {
         let mut v = e.vhost.lock();
         queues.extend(v.queue_snapshots());
         exchanges += v.exchange_snapshots().len();
-        channels += v.channel_snapshots().len();
+        channels += v
+            .channel_snapshots()
+            .iter()
+            .filter(|ch| sees_channel(&viewer, &conns, ch.key.0))
+            .count();
         consumers += v.consumer_snapshots().len();
         stats.add(&v.message_stats());
     }
-    let connections = s.registry.snapshot().len();
+    let connections = conns.values().filter(|c| viewer.sees_connection(c)).count();
     let ready: u64 = queues.iter().map(|q| u64::from(q.messages_ready)).sum();
     let unacked: u64 = queues
         .iter()
@@ -222,7 +273,7 @@ async fn overview(State(s): St, _: Reader) -> ApiResult {
     }))
 }
 
-async fn whoami(State(s): St, Reader(user): Reader) -> ApiResult {
+async fn whoami(State(s): St, Viewer { name: user, .. }: Viewer) -> ApiResult {
     let tags = s
         .users
         .read()
@@ -236,9 +287,17 @@ async fn whoami(State(s): St, Reader(user): Reader) -> ApiResult {
 
 // ----- connections, channels, consumers -----------------------------------------------
 
-async fn connections(State(s): St, _: Reader) -> ApiResult {
+/// Whether the user sees the channel of connection `conn`.
+fn sees_channel(viewer: &Viewer, conns: &HashMap<u64, ConnInfo>, conn: u64) -> bool {
+    conns.get(&conn).is_some_and(|c| viewer.sees_connection(c))
+}
+
+async fn connections(State(s): St, viewer: Viewer) -> ApiResult {
     let (conns, per_conn) = connections_by_id(&s);
-    let mut list: Vec<&ConnInfo> = conns.values().collect();
+    let mut list: Vec<&ConnInfo> = conns
+        .values()
+        .filter(|c| viewer.sees_connection(c))
+        .collect();
     list.sort_by_key(|c| c.id);
     ok(Value::Array(
         list.into_iter()
@@ -247,11 +306,11 @@ async fn connections(State(s): St, _: Reader) -> ApiResult {
     ))
 }
 
-async fn connection(State(s): St, _: Reader, Path(name): Path<String>) -> ApiResult {
+async fn connection(State(s): St, viewer: Viewer, Path(name): Path<String>) -> ApiResult {
     let (conns, per_conn) = connections_by_id(&s);
     let c = conns
         .values()
-        .find(|c| c.name() == name)
+        .find(|c| c.name() == name && viewer.sees_connection(c))
         .ok_or(ApiError::NotFound)?;
     ok(j::connection(c, per_conn.get(&c.id).copied().unwrap_or(0)))
 }
@@ -274,32 +333,37 @@ async fn close_connection(
     }
 }
 
-async fn channels(State(s): St, _: Reader) -> ApiResult {
+async fn channels(State(s): St, viewer: Viewer) -> ApiResult {
     let (conns, _) = connections_by_id(&s);
     let mut out = Vec::new();
-    for e in s.vhosts.all() {
+    for e in in_scope(&s, &viewer, None)? {
         let chans = e.vhost.lock().channel_snapshots();
-        out.extend(chans.iter().map(|c| j::channel(e.name(), c, &conns)));
+        out.extend(
+            chans
+                .iter()
+                .filter(|c| sees_channel(&viewer, &conns, c.key.0))
+                .map(|c| j::channel(e.name(), c, &conns)),
+        );
     }
     ok(Value::Array(out))
 }
 
-fn list_consumers(s: &Shared, vhost: Option<&str>) -> ApiResult {
+fn list_consumers(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let (conns, _) = connections_by_id(s);
     let mut out = Vec::new();
-    for e in in_scope(s, vhost)? {
+    for e in in_scope(s, viewer, vhost)? {
         let cs = e.vhost.lock().consumer_snapshots();
         out.extend(cs.iter().map(|c| j::consumer(e.name(), c, &conns)));
     }
     ok(Value::Array(out))
 }
 
-async fn consumers(State(s): St, _: Reader) -> ApiResult {
-    list_consumers(&s, None)
+async fn consumers(State(s): St, viewer: Viewer) -> ApiResult {
+    list_consumers(&s, &viewer, None)
 }
 
-async fn consumers_in(State(s): St, _: Reader, Path(vhost): Path<String>) -> ApiResult {
-    list_consumers(&s, Some(&vhost))
+async fn consumers_in(State(s): St, viewer: Viewer, Path(vhost): Path<String>) -> ApiResult {
+    list_consumers(&s, &viewer, Some(&vhost))
 }
 
 // ----- users --------------------------------------------------------------------------
@@ -313,14 +377,14 @@ fn user_json(name: &str, tags: &[String]) -> Value {
     })
 }
 
-async fn users(State(s): St, _: Reader) -> ApiResult {
+async fn users(State(s): St, _: Admin) -> ApiResult {
     let list = s.users.read().list_users();
     ok(Value::Array(
         list.iter().map(|(n, t)| user_json(n, t)).collect(),
     ))
 }
 
-async fn user(State(s): St, _: Reader, Path(name): Path<String>) -> ApiResult {
+async fn user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
     let list = s.users.read().list_users();
     let (n, t) = list
         .iter()
@@ -429,7 +493,7 @@ fn permission_json(user: &str, vhost: &str, p: &crate::auth::Permission) -> Valu
     })
 }
 
-async fn permissions(State(s): St, _: Reader) -> ApiResult {
+async fn permissions(State(s): St, _: Admin) -> ApiResult {
     let list = s.users.read().list_permissions();
     ok(Value::Array(
         list.iter()
@@ -440,7 +504,7 @@ async fn permissions(State(s): St, _: Reader) -> ApiResult {
 
 async fn permission(
     State(s): St,
-    _: Reader,
+    _: Admin,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
     let users = s.users.read();
@@ -454,6 +518,7 @@ async fn put_permission(
     Path((vhost, user)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
+    short_name("vhost name", &vhost)?;
     let body = body_json(&body)?;
     let field = |name: &str| {
         body.get(name)
@@ -496,13 +561,21 @@ async fn delete_permission(
 
 // ----- metrics ------------------------------------------------------------------------
 
-async fn metrics_text(State(s): St) -> Response {
+async fn metrics_aggregated(State(s): St) -> Response {
+    metrics_text(&s, false)
+}
+
+async fn metrics_per_object(State(s): St) -> Response {
+    metrics_text(&s, true)
+}
+
+fn metrics_text(s: &Shared, per_object: bool) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&s),
+        metrics::render(s, per_object),
     )
         .into_response()
 }

@@ -9,10 +9,11 @@ use serde_json::Value;
 
 use super::{
     ApiResult, St, amqp_to_api, arguments, body_json, created, flag, in_scope, no_content, ok,
-    vhost_entry,
+    short_name, vhost_entry, visible_vhost,
 };
+use crate::management::ApiError;
+use crate::management::access::{Admin, Viewer};
 use crate::management::json as j;
-use crate::management::{Admin, ApiError, Reader};
 use crate::server::Shared;
 
 /// The connection id API declarations act as: no connection has it, so exclusive
@@ -21,29 +22,34 @@ const API_CONN: u64 = 0;
 
 // ----- queues -------------------------------------------------------------------------
 
-fn list_queues(s: &Shared, vhost: Option<&str>) -> ApiResult {
+fn list_queues(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for e in in_scope(s, vhost)? {
+    for e in in_scope(s, viewer, vhost)? {
         let qs = e.vhost.lock().queue_snapshots();
         out.extend(qs.iter().map(|q| j::queue(e.name(), q)));
     }
     ok(Value::Array(out))
 }
 
-pub(super) async fn queues(State(s): St, _: Reader) -> ApiResult {
-    list_queues(&s, None)
+pub(super) async fn queues(State(s): St, viewer: Viewer) -> ApiResult {
+    list_queues(&s, &viewer, None)
 }
 
-pub(super) async fn queues_in(State(s): St, _: Reader, Path(vhost): Path<String>) -> ApiResult {
-    list_queues(&s, Some(&vhost))
+pub(super) async fn queues_in(
+    State(s): St,
+    viewer: Viewer,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    list_queues(&s, &viewer, Some(&vhost))
 }
 
 pub(super) async fn queue(
     State(s): St,
-    _: Reader,
+    viewer: Viewer,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let e = vhost_entry(&s, &vhost)?;
+    let e = visible_vhost(&s, &viewer, &vhost)?;
+    short_name("queue name", &name)?;
     let qs = e.vhost.lock().queue_snapshots();
     let q = qs
         .iter()
@@ -59,6 +65,7 @@ pub(super) async fn put_queue(
     body: Bytes,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     let body = body_json(&body)?;
     let opts = crate::vhost::QueueOptions {
         passive: false,
@@ -88,11 +95,14 @@ pub(super) async fn bind_queue(
     body: Bytes,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("exchange name", &exchange)?;
+    short_name("queue name", &queue)?;
     let body = body_json(&body)?;
     let key = body
         .get("routing_key")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    short_name("routing key", key)?;
     let mut v = e.vhost.lock();
     v.bind_queue(API_CONN, &queue, &exchange, key, arguments(&body)?)
         .map_err(amqp_to_api)?;
@@ -107,6 +117,7 @@ pub(super) async fn delete_queue(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     let result = e.vhost.lock().admin_delete_queue(
         &name,
         flag(&query, "if-unused"),
@@ -122,6 +133,7 @@ pub(super) async fn purge_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
+    short_name("queue name", &name)?;
     match e.vhost.lock().admin_purge_queue(&name) {
         Some(_) => no_content(),
         None => Err(ApiError::NotFound),
@@ -130,29 +142,34 @@ pub(super) async fn purge_queue(
 
 // ----- exchanges and bindings ---------------------------------------------------------
 
-fn list_exchanges(s: &Shared, vhost: Option<&str>) -> ApiResult {
+fn list_exchanges(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for e in in_scope(s, vhost)? {
+    for e in in_scope(s, viewer, vhost)? {
         let xs = e.vhost.lock().exchange_snapshots();
         out.extend(xs.iter().map(|x| j::exchange(e.name(), x)));
     }
     ok(Value::Array(out))
 }
 
-pub(super) async fn exchanges(State(s): St, _: Reader) -> ApiResult {
-    list_exchanges(&s, None)
+pub(super) async fn exchanges(State(s): St, viewer: Viewer) -> ApiResult {
+    list_exchanges(&s, &viewer, None)
 }
 
-pub(super) async fn exchanges_in(State(s): St, _: Reader, Path(vhost): Path<String>) -> ApiResult {
-    list_exchanges(&s, Some(&vhost))
+pub(super) async fn exchanges_in(
+    State(s): St,
+    viewer: Viewer,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    list_exchanges(&s, &viewer, Some(&vhost))
 }
 
 pub(super) async fn exchange(
     State(s): St,
-    _: Reader,
+    viewer: Viewer,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let e = vhost_entry(&s, &vhost)?;
+    let e = visible_vhost(&s, &viewer, &vhost)?;
+    short_name("exchange name", &name)?;
     // RabbitMQ names the default exchange `amq.default` in URLs.
     let name = if name == "amq.default" { "" } else { &name };
     let xs = e.vhost.lock().exchange_snapshots();
@@ -163,19 +180,23 @@ pub(super) async fn exchange(
     ok(j::exchange(e.name(), x))
 }
 
-fn list_bindings(s: &Shared, vhost: Option<&str>) -> ApiResult {
+fn list_bindings(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for e in in_scope(s, vhost)? {
+    for e in in_scope(s, viewer, vhost)? {
         let bs = e.vhost.lock().binding_snapshots();
         out.extend(bs.iter().map(|b| j::binding(e.name(), b)));
     }
     ok(Value::Array(out))
 }
 
-pub(super) async fn bindings(State(s): St, _: Reader) -> ApiResult {
-    list_bindings(&s, None)
+pub(super) async fn bindings(State(s): St, viewer: Viewer) -> ApiResult {
+    list_bindings(&s, &viewer, None)
 }
 
-pub(super) async fn bindings_in(State(s): St, _: Reader, Path(vhost): Path<String>) -> ApiResult {
-    list_bindings(&s, Some(&vhost))
+pub(super) async fn bindings_in(
+    State(s): St,
+    viewer: Viewer,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    list_bindings(&s, &viewer, Some(&vhost))
 }

@@ -7,8 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::{ApiResult, St, body_json, created, no_content, ok, vhost_entry};
-use crate::management::{Admin, ApiError, Reader};
+use super::{ApiResult, St, body_json, created, no_content, ok, short_name, visible_vhost};
+use crate::management::ApiError;
+use crate::management::access::{Admin, Viewer};
 use crate::vhosts::VHostEntry;
 
 fn vhost_json(e: &VHostEntry) -> Value {
@@ -29,14 +30,20 @@ fn vhost_json(e: &VHostEntry) -> Value {
     })
 }
 
-pub(super) async fn vhosts(State(s): St, _: Reader) -> ApiResult {
+/// The vhosts the user sees.
+pub(super) async fn vhosts(State(s): St, viewer: Viewer) -> ApiResult {
     ok(Value::Array(
-        s.vhosts.all().iter().map(|e| vhost_json(e)).collect(),
+        s.vhosts
+            .all()
+            .iter()
+            .filter(|e| viewer.sees_vhost(e.name()))
+            .map(|e| vhost_json(e))
+            .collect(),
     ))
 }
 
-pub(super) async fn vhost(State(s): St, _: Reader, Path(name): Path<String>) -> ApiResult {
-    let e = vhost_entry(&s, &name)?;
+pub(super) async fn vhost(State(s): St, viewer: Viewer, Path(name): Path<String>) -> ApiResult {
+    let e = visible_vhost(&s, &viewer, &name)?;
     ok(vhost_json(&e))
 }
 
@@ -55,9 +62,10 @@ pub(super) async fn put_vhost(
 ) -> ApiResult {
     // Description, tags and tracing are accepted and not kept.
     body_json(&body)?;
-    if name.is_empty() || name.len() > 255 {
+    short_name("vhost name", &name)?;
+    if name.is_empty() {
         return Err(ApiError::BadRequest(
-            "a vhost name is 1 to 255 bytes (an AMQP short string)".into(),
+            "a vhost name is 1 to 255 bytes".into(),
         ));
     }
     let (shared, vhost) = (s.clone(), name.clone());
@@ -80,6 +88,7 @@ pub(super) async fn put_vhost(
 }
 
 pub(super) async fn delete_vhost(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
+    short_name("vhost name", &name)?;
     let shared = s.clone();
     let deleted = tokio::task::spawn_blocking(move || shared.delete_vhost(&name))
         .await
