@@ -6,6 +6,8 @@
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
+use crate::error::AmqpError;
+
 /// The four exchange types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeKind {
@@ -110,6 +112,36 @@ impl Exchange {
                 ExchangeKind::Headers => headers_match(&b.arguments, headers),
             })
             .map(|b| &b.destination)
+    }
+
+    /// Checks the arguments of a new binding from this exchange, as RabbitMQ does: a
+    /// headers exchange refuses an `x-match` other than its four modes.
+    pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if self.kind != ExchangeKind::Headers {
+            return Ok(());
+        }
+        let mode = match arguments.inner().get("x-match") {
+            None => return Ok(()),
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+            Some(other) => {
+                return Err(AmqpError::precondition(format_args!(
+                    "Invalid x-match field type {} (value {}); expected longstr",
+                    crate::queue::type_name(other),
+                    crate::queue::plain(other)
+                )));
+            }
+        };
+        match mode.as_str() {
+            "all" | "any" | "all-with-x" | "any-with-x" => Ok(()),
+            // Erlang prints an empty binary as `<<>>`.
+            "" => Err(AmqpError::precondition(
+                "Invalid x-match field value <<>>; expected all, any, all-with-x, or any-with-x",
+            )),
+            _ => Err(AmqpError::precondition(format_args!(
+                "Invalid x-match field value <<\"{mode}\">>; expected all, any, all-with-x, or any-with-x"
+            ))),
+        }
     }
 }
 

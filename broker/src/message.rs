@@ -30,12 +30,30 @@ pub struct Message {
     pub persistent: bool,
 }
 
-/// Parses the `expiration` property as RabbitMQ does: a non-negative integer of ms.
-pub fn parse_expiration(value: &str) -> Option<Duration> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The largest TTL RabbitMQ accepts, for `expiration`, `x-message-ttl` and
+/// `x-expires` alike: ten years, in milliseconds.
+pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+/// Parses the `expiration` property as RabbitMQ does: an integer of ms from 0 to
+/// [`MAX_EXPIRY_MS`]. The error is RabbitMQ's reason, for the text of the 406
+/// (`invalid expiration '{value}': {reason}`).
+pub fn parse_expiration(value: &str) -> Result<Duration, String> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("no_integer".to_owned());
     }
-    value.parse::<u64>().ok().map(Duration::from_millis)
+    let zero = digits.bytes().all(|b| b == b'0');
+    if digits.len() < value.len() && !zero {
+        return Err(format!("{{value_negative,{value}}}"));
+    }
+    match digits.parse::<u64>() {
+        Ok(ms) if ms <= MAX_EXPIRY_MS => Ok(Duration::from_millis(ms)),
+        // Digits only, so the value is too large even when it does not fit a u64.
+        _ => Err(format!(
+            "{{value_too_large,{}}}",
+            digits.trim_start_matches('0')
+        )),
+    }
 }
 
 /// A message in a queue: shared content plus this queue's view of it.
@@ -108,11 +126,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiration_accepts_only_digits() {
-        assert_eq!(parse_expiration("1500"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_expiration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_expiration("-1"), None);
-        assert_eq!(parse_expiration("1.5"), None);
-        assert_eq!(parse_expiration(""), None);
+    fn expiration_accepts_only_digits_up_to_ten_years() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_expiration("1500"), Ok(ms(1500)));
+        assert_eq!(parse_expiration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_expiration("315360000000"), Ok(ms(MAX_EXPIRY_MS)));
+        let err = |s: &str| Err(s.to_owned());
+        assert_eq!(parse_expiration("-1"), err("{value_negative,-1}"));
+        assert_eq!(parse_expiration("1.5"), err("no_integer"));
+        assert_eq!(parse_expiration(""), err("no_integer"));
+        assert_eq!(parse_expiration("-"), err("no_integer"));
+        assert_eq!(
+            parse_expiration("315360000001"),
+            err("{value_too_large,315360000001}")
+        );
+        assert_eq!(
+            parse_expiration("9223372036854775808"),
+            err("{value_too_large,9223372036854775808}")
+        );
+        assert_eq!(
+            parse_expiration("18446744073709551616"),
+            err("{value_too_large,18446744073709551616}")
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::error::AmqpError;
-use crate::message::QueuedMessage;
+use crate::message::{MAX_EXPIRY_MS, QueuedMessage};
 use crate::store::log::{Location, Paged, QueueLog};
 
 /// A durable queue keeps at most this many ready messages in memory; beyond it, new
@@ -304,7 +304,8 @@ impl Queue {
     }
 }
 
-fn plain(v: &AMQPValue) -> String {
+/// A field value as RabbitMQ prints it in reply texts.
+pub(crate) fn plain(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
@@ -314,7 +315,7 @@ fn plain(v: &AMQPValue) -> String {
 }
 
 /// RabbitMQ's name for a field type, as it appears in its reply texts.
-fn type_name(v: &AMQPValue) -> &'static str {
+pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
         AMQPValue::ShortShortInt(_) => "byte",
@@ -360,17 +361,70 @@ fn duration_arg(
     let Some(value) = args.inner().get(key) else {
         return Ok(None);
     };
+    let invalid = |why: &dyn std::fmt::Display| {
+        AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+        ))
+    };
     match int_value(value) {
-        Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(ms as u64))),
-        Some(0) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_zero,0}}"
+        Some(ms) if ms > i128::from(MAX_EXPIRY_MS) => {
+            Err(invalid(&format_args!("{{value_too_large,{ms}}}")))
+        }
+        Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(
+            u64::try_from(ms).unwrap_or(MAX_EXPIRY_MS),
         ))),
-        Some(ms) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_negative,{ms}}}"
+        Some(0) => Err(invalid(&"{value_zero,0}")),
+        Some(ms) => Err(invalid(&format_args!("{{value_negative,{ms}}}"))),
+        None => Err(invalid(&format_args!(
+            "\"expected integer, got {}\"",
+            type_name(value)
         ))),
-        None => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{unacceptable_type,{value:?}}}"
-        ))),
+    }
+}
+
+/// Checks the declare arguments the broker only validates, as RabbitMQ does:
+/// `x-max-length` and `x-max-length-bytes` are integers from 0, `x-queue-type` one of
+/// RabbitMQ's types. A stored queue is recovered without these checks, so a queue an
+/// earlier version accepted keeps its messages.
+pub fn check_declare_arguments(
+    vhost: &str,
+    queue: &str,
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
+    let invalid = |key: &str, why: &dyn std::fmt::Display| {
+        AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+        ))
+    };
+    for key in ["x-max-length", "x-max-length-bytes"] {
+        let Some(value) = args.inner().get(key) else {
+            continue;
+        };
+        match int_value(value) {
+            Some(n) if n >= 0 => {}
+            Some(n) => return Err(invalid(key, &format_args!("{{value_negative,{n}}}"))),
+            None => {
+                let why = format!("\"expected integer, got {}\"", type_name(value));
+                return Err(invalid(key, &why));
+            }
+        }
+    }
+    let key = "x-queue-type";
+    let kind = match args.inner().get(key) {
+        None => return Ok(()),
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        Some(other) => {
+            let why = format!("{{unacceptable_type,{}}}", type_name(other));
+            return Err(invalid(key, &why));
+        }
+    };
+    match kind.as_str() {
+        "classic" | "quorum" | "stream" => Ok(()),
+        _ => Err(invalid(
+            key,
+            &format_args!("\"unsupported queue type '{kind}'\""),
+        )),
     }
 }
 

@@ -156,8 +156,7 @@ impl VHost {
             Destination::Exchange(destination.into()),
             routing_key,
             arguments,
-        );
-        Ok(())
+        )
     }
 
     /// `exchange.unbind`.
@@ -189,9 +188,10 @@ impl VHost {
         destination: Destination,
         routing_key: &str,
         arguments: FieldTable,
-    ) {
+    ) -> Result<(), AmqpError> {
         let durable = self.durable_exchange(source) && self.durable_destination(&destination);
         if let Some(x) = self.exchanges.get_mut(source) {
+            x.validate_binding(&arguments)?;
             let binding = Binding {
                 destination,
                 routing_key: routing_key.into(),
@@ -204,6 +204,7 @@ impl VHost {
                 }
             }
         }
+        Ok(())
     }
 
     pub(super) fn remove_binding(
@@ -340,6 +341,7 @@ impl VHost {
         } else {
             name.into()
         };
+        crate::queue::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
         let owner = opts.exclusive.then_some(conn);
         let mut q = Queue::new(
             &self.name,
@@ -376,8 +378,7 @@ impl VHost {
             Destination::Queue(queue.into()),
             routing_key,
             arguments,
-        );
-        Ok(())
+        )
     }
 
     /// `queue.unbind`: unbinding what is not bound succeeds.
