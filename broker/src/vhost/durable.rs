@@ -95,7 +95,7 @@ impl VHost {
                 Destination::Queue(b.destination)
             };
             if let Some(x) = v.exchanges.get_mut(&b.source) {
-                x.bindings.push(Binding {
+                x.bindings.insert(Binding {
                     destination,
                     routing_key: b.routing_key,
                     arguments: b.arguments,

@@ -320,6 +320,7 @@ impl VHost {
         let mut seen: Vec<&str> = Vec::new();
         let mut todo: Vec<&str> = Vec::new();
         let mut next = Some(exchange);
+        let mut once: Option<HashSet<ShortString>> = None;
         while let Some(xname) = next.take().or_else(|| todo.pop()) {
             if seen.contains(&xname) {
                 continue;
@@ -327,12 +328,7 @@ impl VHost {
             let Some(x) = self.exchanges.get(xname) else {
                 continue;
             };
-            if !todo.is_empty()
-                || !seen.is_empty()
-                || x.bindings
-                    .iter()
-                    .any(|b| matches!(b.destination, Destination::Exchange(_)))
-            {
+            if !todo.is_empty() || !seen.is_empty() || x.bindings.has_exchange_destinations() {
                 seen.push(xname);
             }
             if x.kind == ExchangeKind::Headers && decoded.is_none() {
@@ -342,13 +338,24 @@ impl VHost {
                 ExchangeKind::Headers => decoded.as_ref().and_then(Option::as_ref),
                 _ => None,
             };
-            for dest in x.matching(routing_key, table) {
+            let matched = x.matching(routing_key, table);
+            for dest in x.bindings.destinations(&matched) {
                 match dest {
-                    Destination::Queue(q) => {
-                        if !queues.contains(q) && self.queues.contains_key(q) {
+                    Destination::Queue(q) if self.queues.contains_key(q) => {
+                        // A short list is searched; a long one (fan-out to many
+                        // queues) gets a set, so routing stays linear in the matches.
+                        let new = match once.as_mut() {
+                            Some(set) => set.insert(q.clone()),
+                            None => !queues.contains(q),
+                        };
+                        if new {
                             queues.push(q.clone());
+                            if once.is_none() && queues.len() > 16 {
+                                once = Some(queues.iter().cloned().collect());
+                            }
                         }
                     }
+                    Destination::Queue(_) => {}
                     Destination::Exchange(e) => todo.push(e.as_str()),
                 }
             }

@@ -111,9 +111,8 @@ impl VHost {
     pub(super) fn remove_bindings_to(&mut self, dest: &Destination) {
         let mut emptied = Vec::new();
         for x in self.exchanges.values_mut() {
-            let before = x.bindings.len();
-            x.bindings.retain(|b| &b.destination != dest);
-            if x.auto_delete && before > 0 && x.bindings.is_empty() {
+            let removed = x.bindings.remove_destination(dest);
+            if x.auto_delete && removed > 0 && x.bindings.is_empty() {
                 emptied.push(x.name.clone());
             }
         }
@@ -197,11 +196,8 @@ impl VHost {
                 routing_key: routing_key.into(),
                 arguments,
             };
-            if !x.bindings.contains(&binding) {
-                x.bindings.push(binding);
-                if durable {
-                    self.definitions_changed();
-                }
+            if x.bindings.insert(binding) && durable {
+                self.definitions_changed();
             }
         }
         Ok(())
@@ -218,19 +214,14 @@ impl VHost {
         let Some(x) = self.exchanges.get_mut(source) else {
             return;
         };
-        let before = x.bindings.len();
-        x.bindings.retain(|b| {
-            !(&b.destination == dest
-                && b.routing_key.as_str() == routing_key
-                && &b.arguments == arguments)
-        });
-        if durable && before > x.bindings.len() {
+        let removed = x.bindings.remove(dest, routing_key, arguments);
+        if durable && removed {
             self.definitions_changed();
         }
         let Some(x) = self.exchanges.get_mut(source) else {
             return;
         };
-        if x.auto_delete && before > x.bindings.len() && x.bindings.is_empty() {
+        if x.auto_delete && removed && x.bindings.is_empty() {
             let name = x.name.clone();
             self.remove_exchange(name.as_str());
         }
