@@ -4,6 +4,7 @@
 //! a `Bytes` cut from the publisher's read buffer, the properties are the publisher's
 //! own bytes, so fan-out copies nothing and consumers receive what was sent.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amq_protocol::types::ShortString;
@@ -75,6 +76,17 @@ impl QueuedMessage {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// The memory it holds, as far as paging is concerned: content, names and a share
+    /// for the bookkeeping around them.
+    pub fn size(&self) -> usize {
+        let m = &self.message;
+        m.body.len()
+            + m.properties.len()
+            + m.exchange.as_str().len()
+            + m.routing_key.as_str().len()
+            + 128
+    }
+
     /// A message read back from a queue's log (recovery, paging in), as the queue holds it.
     pub fn from_stored(m: StoredMessage, now: Instant) -> Self {
         let expires_at = m
@@ -94,6 +106,70 @@ impl QueuedMessage {
             redelivered: m.delivered,
             expires_at,
             loc: Some(m.location),
+        }
+    }
+}
+
+/// A queue's ready messages in memory, oldest first, and the bytes they hold, which
+/// decide when a durable queue pages out. Reading goes through `Deref` to the
+/// `VecDeque`; every change goes through these methods, which keep the count.
+#[derive(Debug, Default)]
+pub struct Ready {
+    items: VecDeque<QueuedMessage>,
+    bytes: usize,
+}
+
+impl std::ops::Deref for Ready {
+    type Target = VecDeque<QueuedMessage>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.items
+    }
+}
+
+impl Ready {
+    /// The bytes the messages hold ([`QueuedMessage::size`] summed).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a message.
+    pub fn push_back(&mut self, qm: QueuedMessage) {
+        self.bytes += qm.size();
+        self.items.push_back(qm);
+    }
+
+    /// Puts a message first (a requeue).
+    pub fn push_front(&mut self, qm: QueuedMessage) {
+        self.bytes += qm.size();
+        self.items.push_front(qm);
+    }
+
+    /// Takes the oldest message.
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let qm = self.items.pop_front()?;
+        self.bytes -= qm.size();
+        Some(qm)
+    }
+
+    /// Takes the newest message.
+    pub fn pop_back(&mut self) -> Option<QueuedMessage> {
+        let qm = self.items.pop_back()?;
+        self.bytes -= qm.size();
+        Some(qm)
+    }
+
+    /// Takes every message.
+    pub fn take(&mut self) -> VecDeque<QueuedMessage> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl Extend<QueuedMessage> for Ready {
+    fn extend<I: IntoIterator<Item = QueuedMessage>>(&mut self, iter: I) {
+        for qm in iter {
+            self.push_back(qm);
         }
     }
 }
