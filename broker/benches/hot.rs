@@ -114,5 +114,52 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, encode, topic, routing);
+/// A vhost with one queue `target` bound by `*.orange.*` (topic) and `target`
+/// (direct), and `n - 1` more bindings of each kind that the routed key does not match.
+fn many_bindings(n: usize) -> VHost {
+    let mut v = VHost::new();
+    for (x, kind) in [("t", "topic"), ("d", "direct")] {
+        let opts = ExchangeOptions {
+            kind: kind.into(),
+            passive: false,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::default(),
+        };
+        v.declare_exchange(x, opts).expect("exchange");
+    }
+    v.declare_queue(1, "target", QueueOptions::default())
+        .expect("queue");
+    v.bind_queue(1, "target", "t", "*.orange.*", FieldTable::default())
+        .expect("bind");
+    v.bind_queue(1, "target", "d", "target", FieldTable::default())
+        .expect("bind");
+    for q in 0..100 {
+        v.declare_queue(1, &format!("q{q}"), QueueOptions::default())
+            .expect("queue");
+    }
+    for i in 1..n {
+        let q = format!("q{}", i % 100);
+        v.bind_queue(1, &q, "t", &format!("w{i}.*.rabbit"), FieldTable::default())
+            .expect("bind");
+        v.bind_queue(1, &q, "d", &format!("k{i}"), FieldTable::default())
+            .expect("bind");
+    }
+    v
+}
+
+fn routing_scale(c: &mut Criterion) {
+    for n in [1, 100_000] {
+        let v = many_bindings(n);
+        c.bench_function(&format!("route: topic exchange, {n} bindings"), |b| {
+            b.iter(|| black_box(v.route("t", black_box("quick.orange.rabbit"), &|| None)))
+        });
+        c.bench_function(&format!("route: direct exchange, {n} bindings"), |b| {
+            b.iter(|| black_box(v.route("d", black_box("target"), &|| None)))
+        });
+    }
+}
+
+criterion_group!(benches, decode, encode, topic, routing, routing_scale);
 criterion_main!(benches);

@@ -758,12 +758,8 @@ impl Channel {
         let ttl = match header.properties.expiration() {
             None => None,
             Some(e) => match parse_expiration(e) {
-                Some(ttl) => Some(ttl),
-                None => {
-                    let why = match e.parse::<i64>() {
-                        Ok(n) if n < 0 => format!("{{value_negative,{n}}}"),
-                        _ => "no_integer".to_owned(),
-                    };
+                Ok(ttl) => Some(ttl),
+                Err(why) => {
                     return Err(fail(AmqpError::precondition(format_args!(
                         "invalid expiration '{e}': {why}"
                     ))));

@@ -4,6 +4,7 @@
 //! a `Bytes` cut from the publisher's read buffer, the properties are the publisher's
 //! own bytes, so fan-out copies nothing and consumers receive what was sent.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amq_protocol::types::ShortString;
@@ -30,12 +31,30 @@ pub struct Message {
     pub persistent: bool,
 }
 
-/// Parses the `expiration` property as RabbitMQ does: a non-negative integer of ms.
-pub fn parse_expiration(value: &str) -> Option<Duration> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The largest TTL RabbitMQ accepts, for `expiration`, `x-message-ttl` and
+/// `x-expires` alike: ten years, in milliseconds.
+pub const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+/// Parses the `expiration` property as RabbitMQ does: an integer of ms from 0 to
+/// [`MAX_EXPIRY_MS`]. The error is RabbitMQ's reason, for the text of the 406
+/// (`invalid expiration '{value}': {reason}`).
+pub fn parse_expiration(value: &str) -> Result<Duration, String> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("no_integer".to_owned());
     }
-    value.parse::<u64>().ok().map(Duration::from_millis)
+    let zero = digits.bytes().all(|b| b == b'0');
+    if digits.len() < value.len() && !zero {
+        return Err(format!("{{value_negative,{value}}}"));
+    }
+    match digits.parse::<u64>() {
+        Ok(ms) if ms <= MAX_EXPIRY_MS => Ok(Duration::from_millis(ms)),
+        // Digits only, so the value is too large even when it does not fit a u64.
+        _ => Err(format!(
+            "{{value_too_large,{}}}",
+            digits.trim_start_matches('0')
+        )),
+    }
 }
 
 /// A message in a queue: shared content plus this queue's view of it.
@@ -57,6 +76,17 @@ impl QueuedMessage {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
+    /// The memory it holds, as far as paging is concerned: content, names and a share
+    /// for the bookkeeping around them.
+    pub fn size(&self) -> usize {
+        let m = &self.message;
+        m.body.len()
+            + m.properties.len()
+            + m.exchange.as_str().len()
+            + m.routing_key.as_str().len()
+            + 128
+    }
+
     /// A message read back from a queue's log (recovery, paging in), as the queue holds it.
     pub fn from_stored(m: StoredMessage, now: Instant) -> Self {
         let expires_at = m
@@ -76,6 +106,70 @@ impl QueuedMessage {
             redelivered: m.delivered,
             expires_at,
             loc: Some(m.location),
+        }
+    }
+}
+
+/// A queue's ready messages in memory, oldest first, and the bytes they hold, which
+/// decide when a durable queue pages out. Reading goes through `Deref` to the
+/// `VecDeque`; every change goes through these methods, which keep the count.
+#[derive(Debug, Default)]
+pub struct Ready {
+    items: VecDeque<QueuedMessage>,
+    bytes: usize,
+}
+
+impl std::ops::Deref for Ready {
+    type Target = VecDeque<QueuedMessage>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.items
+    }
+}
+
+impl Ready {
+    /// The bytes the messages hold ([`QueuedMessage::size`] summed).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a message.
+    pub fn push_back(&mut self, qm: QueuedMessage) {
+        self.bytes += qm.size();
+        self.items.push_back(qm);
+    }
+
+    /// Puts a message first (a requeue).
+    pub fn push_front(&mut self, qm: QueuedMessage) {
+        self.bytes += qm.size();
+        self.items.push_front(qm);
+    }
+
+    /// Takes the oldest message.
+    pub fn pop_front(&mut self) -> Option<QueuedMessage> {
+        let qm = self.items.pop_front()?;
+        self.bytes -= qm.size();
+        Some(qm)
+    }
+
+    /// Takes the newest message.
+    pub fn pop_back(&mut self) -> Option<QueuedMessage> {
+        let qm = self.items.pop_back()?;
+        self.bytes -= qm.size();
+        Some(qm)
+    }
+
+    /// Takes every message.
+    pub fn take(&mut self) -> VecDeque<QueuedMessage> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl Extend<QueuedMessage> for Ready {
+    fn extend<I: IntoIterator<Item = QueuedMessage>>(&mut self, iter: I) {
+        for qm in iter {
+            self.push_back(qm);
         }
     }
 }
@@ -108,11 +202,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiration_accepts_only_digits() {
-        assert_eq!(parse_expiration("1500"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_expiration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_expiration("-1"), None);
-        assert_eq!(parse_expiration("1.5"), None);
-        assert_eq!(parse_expiration(""), None);
+    fn expiration_accepts_only_digits_up_to_ten_years() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_expiration("1500"), Ok(ms(1500)));
+        assert_eq!(parse_expiration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_expiration("315360000000"), Ok(ms(MAX_EXPIRY_MS)));
+        let err = |s: &str| Err(s.to_owned());
+        assert_eq!(parse_expiration("-1"), err("{value_negative,-1}"));
+        assert_eq!(parse_expiration("1.5"), err("no_integer"));
+        assert_eq!(parse_expiration(""), err("no_integer"));
+        assert_eq!(parse_expiration("-"), err("no_integer"));
+        assert_eq!(
+            parse_expiration("315360000001"),
+            err("{value_too_large,315360000001}")
+        );
+        assert_eq!(
+            parse_expiration("9223372036854775808"),
+            err("{value_too_large,9223372036854775808}")
+        );
+        assert_eq!(
+            parse_expiration("18446744073709551616"),
+            err("{value_too_large,18446744073709551616}")
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::error::AmqpError;
-use crate::message::QueuedMessage;
+use crate::message::{MAX_EXPIRY_MS, QueuedMessage, Ready};
 use crate::store::log::{Location, Paged, QueueLog};
 
 /// A durable queue keeps at most this many ready messages in memory; beyond it, new
@@ -18,6 +18,15 @@ use crate::store::log::{Location, Paged, QueueLog};
 pub const PAGE_OUT_AT: usize = 8192;
 /// Paged-out messages are read back once fewer than this many are in memory.
 const PAGE_IN_BELOW: usize = PAGE_OUT_AT / 2;
+/// A durable queue also keeps at most this many bytes of ready messages in memory
+/// ([`QueuedMessage::size`]), whatever their count: 8,192 large messages would be
+/// hundreds of MiB per queue.
+pub const PAGE_OUT_BYTES: usize = 4 << 20;
+/// The bytes a durable queue keeps in memory while the memory alarm is on: the rest
+/// goes back to disk, as RabbitMQ pages queues out under memory pressure.
+pub const PAGE_OUT_BYTES_LOW_MEMORY: usize = 256 << 10;
+/// Most messages read back from disk in one go.
+const PAGE_IN_BATCH: usize = 256;
 
 /// Identifies a channel across the broker: (connection id, channel number).
 pub type ChannelKey = (u64, u16);
@@ -63,8 +72,8 @@ pub struct Queue {
     pub message_ttl: Option<Duration>,
     /// `x-expires`: deleted after this long unused.
     pub expires: Option<Duration>,
-    /// Ready messages, oldest first.
-    pub messages: VecDeque<QueuedMessage>,
+    /// Ready messages in memory, oldest first.
+    pub messages: Ready,
     /// Consumers, the next to serve first.
     pub consumers: VecDeque<Consumer>,
     /// Last declare, consume or get: the `x-expires` clock.
@@ -74,6 +83,9 @@ pub struct Queue {
     /// Ready messages on disk only, after those in `messages`: where the first is and
     /// how many there are.
     pub paged: Option<Paged>,
+    /// The bytes of ready messages a durable queue keeps in memory before paging out
+    /// ([`PAGE_OUT_BYTES`], less under the memory alarm).
+    pub memory_budget: usize,
 }
 
 /// A durable queue's place in the store.
@@ -105,11 +117,12 @@ impl Queue {
             arguments,
             message_ttl,
             expires,
-            messages: VecDeque::new(),
+            messages: Ready::default(),
             consumers: VecDeque::new(),
             last_used: Instant::now(),
             log: None,
             paged: None,
+            memory_budget: PAGE_OUT_BYTES,
         })
     }
 
@@ -140,7 +153,7 @@ impl Queue {
     /// Drops every ready message (`queue.purge`); returns how many.
     pub fn purge(&mut self) -> u32 {
         let n = self.ready_len();
-        let purged = std::mem::take(&mut self.messages);
+        let purged = self.messages.take();
         for qm in &purged {
             self.forget(qm);
         }
@@ -156,10 +169,42 @@ impl Queue {
         u32::try_from(self.messages.len() as u64 + paged).unwrap_or(u32::MAX)
     }
 
-    /// Whether a new message must stay on disk only: the queue is long (or already
-    /// paging, so order is kept).
+    /// Whether a new message must stay on disk only: the queue holds many messages or
+    /// many bytes in memory (or is already paging, so order is kept).
     pub fn pages_out(&self) -> bool {
-        self.log.is_some() && (self.paged.is_some() || self.messages.len() >= PAGE_OUT_AT)
+        self.log.is_some()
+            && (self.paged.is_some()
+                || self.messages.len() >= PAGE_OUT_AT
+                || self.messages.bytes() >= self.memory_budget)
+    }
+
+    /// Moves the newest ready messages from memory back to disk only until the queue
+    /// is within `PAGE_OUT_AT` and its memory budget; returns how many went. Only
+    /// messages in log order just before the paged-out ones can go (not transient
+    /// ones, which are not on disk, nor redelivered ones, which are out of order).
+    pub fn page_out_excess(&mut self) -> usize {
+        if self.log.is_none() {
+            return 0;
+        }
+        let mut n = 0;
+        while self.messages.len() > PAGE_OUT_AT || self.messages.bytes() > self.memory_budget {
+            let Some(loc) = self
+                .messages
+                .back()
+                .filter(|qm| !qm.redelivered)
+                .and_then(|qm| qm.loc)
+            else {
+                break;
+            };
+            if self.paged.is_some_and(|(first, _)| loc >= first) {
+                break;
+            }
+            self.messages.pop_back();
+            let count = self.paged.map_or(0, |(_, count)| count);
+            self.paged = Some((loc, count + 1));
+            n += 1;
+        }
+        n
     }
 
     /// Notes a message appended to the log but not kept in memory.
@@ -171,35 +216,52 @@ impl Queue {
     /// Messages the sync thread has not written yet are read on a later call (every
     /// dispatch and the housekeeping tick try again).
     pub fn page_in(&mut self, now: Instant) {
-        let (Some((from, count)), Some(d)) = (self.paged, self.log.as_ref()) else {
-            return;
-        };
-        if self.messages.len() >= PAGE_IN_BELOW {
+        if self.paged.is_none()
+            || self.messages.len() >= PAGE_IN_BELOW
+            || self.messages.bytes() >= self.memory_budget / 2
+        {
             return;
         }
-        let want = usize::try_from(count)
-            .unwrap_or(usize::MAX)
-            .min(PAGE_OUT_AT - self.messages.len());
-        let read = match d.log.read_from(from, want) {
-            Ok(read) => read,
-            Err(err) => {
-                tracing::error!(queue = %self.name, %err, "could not read paged-out messages");
+        // One message first, to learn their size; then batches that fill the budget.
+        let mut want = 1;
+        while let (Some((from, count)), Some(d)) = (self.paged, self.log.as_ref()) {
+            let room = PAGE_OUT_AT.saturating_sub(self.messages.len());
+            let want_now = want
+                .min(room)
+                .min(usize::try_from(count).unwrap_or(usize::MAX));
+            if want_now == 0 || self.messages.bytes() >= self.memory_budget {
                 return;
             }
-        };
-        let Some(last) = read.last().map(|m| m.location) else {
-            return;
-        };
-        let left = count.saturating_sub(read.len() as u64);
-        self.paged = (left > 0).then_some((
-            Location {
-                segment: last.segment,
-                offset: last.offset + 1,
-            },
-            left,
-        ));
-        for m in read {
-            self.messages.push_back(QueuedMessage::from_stored(m, now));
+            let read = match d.log.read_from(from, want_now) {
+                Ok(read) => read,
+                Err(err) => {
+                    tracing::error!(queue = %self.name, %err, "could not read paged-out messages");
+                    return;
+                }
+            };
+            let Some(last) = read.last().map(|m| m.location) else {
+                return;
+            };
+            let got = read.len();
+            let left = count.saturating_sub(got as u64);
+            self.paged = (left > 0).then_some((
+                Location {
+                    segment: last.segment,
+                    offset: last.offset + 1,
+                },
+                left,
+            ));
+            let before = self.messages.bytes();
+            for m in read {
+                self.messages.push_back(QueuedMessage::from_stored(m, now));
+            }
+            if got < want_now {
+                // The rest is not written yet: a later call reads it.
+                return;
+            }
+            let each = ((self.messages.bytes() - before) / got).max(1);
+            let left_in_budget = self.memory_budget.saturating_sub(self.messages.bytes());
+            want = (left_in_budget / each).clamp(1, PAGE_IN_BATCH);
         }
     }
 
@@ -304,7 +366,8 @@ impl Queue {
     }
 }
 
-fn plain(v: &AMQPValue) -> String {
+/// A field value as RabbitMQ prints it in reply texts.
+pub(crate) fn plain(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
@@ -314,7 +377,7 @@ fn plain(v: &AMQPValue) -> String {
 }
 
 /// RabbitMQ's name for a field type, as it appears in its reply texts.
-fn type_name(v: &AMQPValue) -> &'static str {
+pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
         AMQPValue::ShortShortInt(_) => "byte",
@@ -360,17 +423,70 @@ fn duration_arg(
     let Some(value) = args.inner().get(key) else {
         return Ok(None);
     };
+    let invalid = |why: &dyn std::fmt::Display| {
+        AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+        ))
+    };
     match int_value(value) {
-        Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(ms as u64))),
-        Some(0) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_zero,0}}"
+        Some(ms) if ms > i128::from(MAX_EXPIRY_MS) => {
+            Err(invalid(&format_args!("{{value_too_large,{ms}}}")))
+        }
+        Some(ms) if ms > 0 || (zero_ok && ms == 0) => Ok(Some(Duration::from_millis(
+            u64::try_from(ms).unwrap_or(MAX_EXPIRY_MS),
         ))),
-        Some(ms) => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{value_negative,{ms}}}"
+        Some(0) => Err(invalid(&"{value_zero,0}")),
+        Some(ms) => Err(invalid(&format_args!("{{value_negative,{ms}}}"))),
+        None => Err(invalid(&format_args!(
+            "\"expected integer, got {}\"",
+            type_name(value)
         ))),
-        None => Err(AmqpError::precondition(format_args!(
-            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {{unacceptable_type,{value:?}}}"
-        ))),
+    }
+}
+
+/// Checks the declare arguments the broker only validates, as RabbitMQ does:
+/// `x-max-length` and `x-max-length-bytes` are integers from 0, `x-queue-type` one of
+/// RabbitMQ's types. A stored queue is recovered without these checks, so a queue an
+/// earlier version accepted keeps its messages.
+pub fn check_declare_arguments(
+    vhost: &str,
+    queue: &str,
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
+    let invalid = |key: &str, why: &dyn std::fmt::Display| {
+        AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+        ))
+    };
+    for key in ["x-max-length", "x-max-length-bytes"] {
+        let Some(value) = args.inner().get(key) else {
+            continue;
+        };
+        match int_value(value) {
+            Some(n) if n >= 0 => {}
+            Some(n) => return Err(invalid(key, &format_args!("{{value_negative,{n}}}"))),
+            None => {
+                let why = format!("\"expected integer, got {}\"", type_name(value));
+                return Err(invalid(key, &why));
+            }
+        }
+    }
+    let key = "x-queue-type";
+    let kind = match args.inner().get(key) {
+        None => return Ok(()),
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        Some(other) => {
+            let why = format!("{{unacceptable_type,{}}}", type_name(other));
+            return Err(invalid(key, &why));
+        }
+    };
+    match kind.as_str() {
+        "classic" | "quorum" | "stream" => Ok(()),
+        _ => Err(invalid(
+            key,
+            &format_args!("\"unsupported queue type '{kind}'\""),
+        )),
     }
 }
 

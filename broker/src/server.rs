@@ -179,8 +179,10 @@ pub(crate) async fn run(
             _ = sweep.tick() => {
                 let now = std::time::Instant::now();
                 let (mut bytes, mut failing) = (0, false);
+                let [low_memory, _] = shared.alarm.state();
                 shared.vhosts.for_each(|entry| {
                     let mut vhost = entry.vhost.lock();
+                    vhost.set_memory_pressure(low_memory);
                     vhost.sweep(now);
                     bytes += vhost.store_bytes();
                     drop(vhost);

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use common::process::BrokerProcess;
 use common::raw;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
@@ -29,42 +27,6 @@ async fn connect(broker: &BrokerProcess) -> anyhow::Result<Connection> {
     )
     .await??;
     Ok(conn)
-}
-
-/// Publishes `count` messages of `size` bytes to queue `q` (declared here), all
-/// confirmed.
-async fn fill(ch: &Channel, q: &str, count: usize, size: usize) -> anyhow::Result<()> {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let body = vec![b'x'; size];
-    let mut in_flight = FuturesUnordered::new();
-    for _ in 0..count {
-        if in_flight.len() >= 256
-            && let Some(c) = in_flight.next().await
-        {
-            let c: lapin::Confirmation = c?;
-            anyhow::ensure!(c.is_ack(), "nacked");
-        }
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                q.into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default(),
-            )
-            .await?;
-        in_flight.push(confirm);
-    }
-    while let Some(c) = in_flight.next().await {
-        anyhow::ensure!(c?.is_ack(), "nacked");
-    }
-    Ok(())
 }
 
 /// Ready messages in `q`, by a passive declare.
@@ -92,17 +54,6 @@ async fn settled_ready(ch: &Channel, q: &str) -> anyhow::Result<u32> {
         last = now;
     }
     Ok(last)
-}
-
-/// The highest resident memory seen over `span`, sampled every 20 ms.
-async fn peak_rss(broker: &BrokerProcess, span: Duration) -> u64 {
-    let until = Instant::now() + span;
-    let mut peak = 0;
-    while Instant::now() < until {
-        peak = peak.max(broker.rss_bytes().unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    peak
 }
 
 /// Runs a case for at most a minute: a broker that lets a hostile client stall it
@@ -137,7 +88,7 @@ async fn a_consumer_that_does_not_read_leaves_the_queue_queued_case() -> anyhow:
     let broker = start()?;
     let conn = connect(&broker).await?;
     let ch = conn.create_channel().await?;
-    fill(&ch, "stalled", COUNT, SIZE).await?;
+    common::fill_queue(&ch, "stalled", COUNT, SIZE).await?;
     let before = broker.rss_bytes().context("rss")?;
 
     // A no_ack consumer (unlimited credit) that never reads its socket.
@@ -213,7 +164,7 @@ async fn basic_recover_from_a_client_that_does_not_read_is_not_amplified_case() 
     let broker = start()?;
     let conn = connect(&broker).await?;
     let ch = conn.create_channel().await?;
-    fill(&ch, "rec", 1000, 1024).await?;
+    common::fill_queue(&ch, "rec", 1000, 1024).await?;
     let before = broker.rss_bytes().context("rss")?;
 
     let mut s = common::open(broker.addr, 0).await?;
@@ -222,7 +173,7 @@ async fn basic_recover_from_a_client_that_does_not_read_is_not_amplified_case() 
     // 13 KB of recovers: each once requeued and resent every unacked message.
     let recovers: Vec<u8> = (0..1000).flat_map(|_| raw::recover(1)).collect();
     s.write_all(&recovers).await?;
-    let peak = peak_rss(&broker, Duration::from_secs(3)).await;
+    let peak = broker.peak_rss( Duration::from_secs(3)).await;
     let grown = peak.saturating_sub(before);
     assert!(
         grown < 48 * MIB,

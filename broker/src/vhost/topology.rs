@@ -111,9 +111,8 @@ impl VHost {
     pub(super) fn remove_bindings_to(&mut self, dest: &Destination) {
         let mut emptied = Vec::new();
         for x in self.exchanges.values_mut() {
-            let before = x.bindings.len();
-            x.bindings.retain(|b| &b.destination != dest);
-            if x.auto_delete && before > 0 && x.bindings.is_empty() {
+            let removed = x.bindings.remove_destination(dest);
+            if x.auto_delete && removed > 0 && x.bindings.is_empty() {
                 emptied.push(x.name.clone());
             }
         }
@@ -156,8 +155,7 @@ impl VHost {
             Destination::Exchange(destination.into()),
             routing_key,
             arguments,
-        );
-        Ok(())
+        )
     }
 
     /// `exchange.unbind`.
@@ -189,21 +187,20 @@ impl VHost {
         destination: Destination,
         routing_key: &str,
         arguments: FieldTable,
-    ) {
+    ) -> Result<(), AmqpError> {
         let durable = self.durable_exchange(source) && self.durable_destination(&destination);
         if let Some(x) = self.exchanges.get_mut(source) {
+            x.validate_binding(&arguments)?;
             let binding = Binding {
                 destination,
                 routing_key: routing_key.into(),
                 arguments,
             };
-            if !x.bindings.contains(&binding) {
-                x.bindings.push(binding);
-                if durable {
-                    self.definitions_changed();
-                }
+            if x.bindings.insert(binding) && durable {
+                self.definitions_changed();
             }
         }
+        Ok(())
     }
 
     pub(super) fn remove_binding(
@@ -217,19 +214,14 @@ impl VHost {
         let Some(x) = self.exchanges.get_mut(source) else {
             return;
         };
-        let before = x.bindings.len();
-        x.bindings.retain(|b| {
-            !(&b.destination == dest
-                && b.routing_key.as_str() == routing_key
-                && &b.arguments == arguments)
-        });
-        if durable && before > x.bindings.len() {
+        let removed = x.bindings.remove(dest, routing_key, arguments);
+        if durable && removed {
             self.definitions_changed();
         }
         let Some(x) = self.exchanges.get_mut(source) else {
             return;
         };
-        if x.auto_delete && before > x.bindings.len() && x.bindings.is_empty() {
+        if x.auto_delete && removed && x.bindings.is_empty() {
             let name = x.name.clone();
             self.remove_exchange(name.as_str());
         }
@@ -340,6 +332,7 @@ impl VHost {
         } else {
             name.into()
         };
+        crate::queue::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
         let owner = opts.exclusive.then_some(conn);
         let mut q = Queue::new(
             &self.name,
@@ -380,8 +373,7 @@ impl VHost {
             Destination::Queue(queue.into()),
             routing_key,
             arguments,
-        );
-        Ok(())
+        )
     }
 
     /// `queue.unbind`: unbinding what is not bound succeeds.

@@ -182,3 +182,39 @@ pub async fn publish_confirmed(
     .await
     .map(drop)
 }
+
+/// Publishes `count` messages of `size` bytes to queue `q` (declared here), all
+/// confirmed.
+pub async fn fill_queue(ch: &lapin::Channel, q: &str, count: usize, size: usize) -> anyhow::Result<()> {
+    ch.queue_declare(
+        q.into(),
+        lapin::options::QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+    let body = vec![b'x'; size];
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    for _ in 0..count {
+        if in_flight.len() >= 256
+            && let Some(c) = in_flight.next().await
+        {
+            let c: lapin::Confirmation = c?;
+            anyhow::ensure!(c.is_ack(), "nacked");
+        }
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                q.into(),
+                lapin::options::BasicPublishOptions::default(),
+                &body,
+                lapin::BasicProperties::default(),
+            )
+            .await?;
+        in_flight.push(confirm);
+    }
+    while let Some(c) = in_flight.next().await {
+        anyhow::ensure!(c?.is_ack(), "nacked");
+    }
+    Ok(())
+}

@@ -100,6 +100,17 @@ impl BrokerProcess {
         Some(kib * 1024)
     }
 
+    /// The highest resident memory seen over `span`, sampled every 20 ms.
+    pub async fn peak_rss(&self, span: Duration) -> u64 {
+        let until = Instant::now() + span;
+        let mut peak = 0;
+        while Instant::now() < until {
+            peak = peak.max(self.rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    }
+
     /// How many file descriptors it has open (Linux: `/proc/PID/fd`).
     pub fn fd_count(&self) -> Option<usize> {
         Some(

@@ -2,9 +2,19 @@
 //!
 //! Routing is a pure function of the exchange type, its bindings, the routing key and
 //! (for headers exchanges) the message headers; [`crate::vhost::VHost::route`] follows
-//! exchange-to-exchange bindings on top of it.
+//! exchange-to-exchange bindings on top of it. Bindings are indexed by kind
+//! ([`Bindings`]: a map for direct, a trie of patterns for topic), so a publish does
+//! not look at bindings that cannot match it.
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+
+use crate::error::AmqpError;
+
+mod bindings;
+mod topic;
+
+pub use bindings::{Bindings, Matched};
+pub use topic::topic_matches;
 
 /// The four exchange types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +87,8 @@ pub struct Exchange {
     pub internal: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
-    /// Outgoing bindings.
-    pub bindings: Vec<Binding>,
+    /// Outgoing bindings, indexed for this exchange's kind.
+    pub bindings: Bindings,
 }
 
 impl Exchange {
@@ -91,65 +101,44 @@ impl Exchange {
             auto_delete: false,
             internal: false,
             arguments: FieldTable::default(),
-            bindings: Vec::new(),
+            bindings: Bindings::new(kind),
         }
     }
 
-    /// Destinations whose bindings match, each at most once.
-    pub fn matching<'a, 'h>(
-        &'a self,
-        routing_key: &'h str,
-        headers: Option<&'h FieldTable>,
-    ) -> impl Iterator<Item = &'a Destination> + use<'a, 'h> {
-        self.bindings
-            .iter()
-            .filter(move |b| match self.kind {
-                ExchangeKind::Direct => b.routing_key.as_str() == routing_key,
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Topic => topic_matches(b.routing_key.as_str(), routing_key),
-                ExchangeKind::Headers => headers_match(&b.arguments, headers),
-            })
-            .map(|b| &b.destination)
+    /// The bindings that match a message with this routing key and headers; their
+    /// destinations come from [`Bindings::destinations`].
+    pub fn matching(&self, routing_key: &str, headers: Option<&FieldTable>) -> Matched {
+        self.bindings.matching(routing_key, headers)
     }
-}
 
-/// Whether a topic binding pattern matches a routing key.
-///
-/// Words are separated by `.`; `*` matches exactly one word, `#` zero or more.
-pub fn topic_matches(pattern: &str, key: &str) -> bool {
-    // As in RabbitMQ, the empty string is zero words (so `*` does not match `""`).
-    let pattern = words(pattern);
-    let key = words(key);
-    // Iterative matcher with one backtrack point per '#', like glob matching:
-    // O(len(pattern) * len(key)) in the worst case, no recursion.
-    let (mut p, mut k) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while k < key.len() {
-        if p < pattern.len() && pattern[p] == "#" {
-            star = Some((p, k));
-            p += 1;
-        } else if p < pattern.len() && (pattern[p] == "*" || pattern[p] == key[k]) {
-            p += 1;
-            k += 1;
-        } else if let Some((sp, sk)) = star {
-            p = sp + 1;
-            k = sk + 1;
-            star = Some((sp, sk + 1));
-        } else {
-            return false;
+    /// Checks the arguments of a new binding from this exchange, as RabbitMQ does: a
+    /// headers exchange refuses an `x-match` other than its four modes.
+    pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if self.kind != ExchangeKind::Headers {
+            return Ok(());
         }
-    }
-    while p < pattern.len() && pattern[p] == "#" {
-        p += 1;
-    }
-    p == pattern.len()
-}
-
-fn words(s: &str) -> Vec<&str> {
-    if s.is_empty() {
-        Vec::new()
-    } else {
-        s.split('.').collect()
+        let mode = match arguments.inner().get("x-match") {
+            None => return Ok(()),
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+            Some(other) => {
+                return Err(AmqpError::precondition(format_args!(
+                    "Invalid x-match field type {} (value {}); expected longstr",
+                    crate::queue::type_name(other),
+                    crate::queue::plain(other)
+                )));
+            }
+        };
+        match mode.as_str() {
+            "all" | "any" | "all-with-x" | "any-with-x" => Ok(()),
+            // Erlang prints an empty binary as `<<>>`.
+            "" => Err(AmqpError::precondition(
+                "Invalid x-match field value <<>>; expected all, any, all-with-x, or any-with-x",
+            )),
+            _ => Err(AmqpError::precondition(format_args!(
+                "Invalid x-match field value <<\"{mode}\">>; expected all, any, all-with-x, or any-with-x"
+            ))),
+        }
     }
 }
 
@@ -210,6 +199,7 @@ fn number(v: &AMQPValue) -> Option<i128> {
 
 #[cfg(test)]
 mod tests {
+    use super::topic::words;
     use super::*;
     use proptest::prelude::*;
 

@@ -1,0 +1,244 @@
+//! Publishing: a message is routed through the exchanges' binding indexes (following
+//! exchange-to-exchange bindings), appended to each queue it reaches (or to the disk
+//! only, for a durable queue that pages out) and handed to consumers at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use amq_protocol::types::{FieldTable, ShortString};
+
+use super::{REPLY_TO_PREFIX, Routed, VHost};
+use crate::error::AmqpError;
+use crate::exchange::{Destination, ExchangeKind};
+use crate::frame;
+use crate::message::{Message, QueuedMessage};
+use crate::queue::ChannelKey;
+use crate::store::log::Record;
+
+impl VHost {
+    /// Checks an exchange can be published to.
+    pub fn check_publish(&self, exchange: &str) -> Result<(), AmqpError> {
+        match self.exchanges.get(exchange) {
+            None => Err(AmqpError::not_found_exchange(&self.name, exchange)),
+            Some(x) if x.internal => Err(AmqpError::access_refused(format_args!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Queues a message routes to, following exchange-to-exchange bindings, each once.
+    ///
+    /// `headers` decodes the message's header table; it is called only if a headers
+    /// exchange is on the way.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &dyn Fn() -> Option<FieldTable>,
+    ) -> Vec<ShortString> {
+        let mut queues = Vec::new();
+        if exchange.is_empty() {
+            if let Some((name, _)) = self.queues.get_key_value(routing_key) {
+                queues.push(name.clone());
+            }
+            return queues;
+        }
+        let mut decoded: Option<Option<FieldTable>> = None;
+        // Exchange-to-exchange bindings are rare: the work list starts empty and only
+        // allocates when one is followed.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut todo: Vec<&str> = Vec::new();
+        let mut next = Some(exchange);
+        let mut once: Option<HashSet<ShortString>> = None;
+        while let Some(xname) = next.take().or_else(|| todo.pop()) {
+            if seen.contains(&xname) {
+                continue;
+            }
+            let Some(x) = self.exchanges.get(xname) else {
+                continue;
+            };
+            if !todo.is_empty() || !seen.is_empty() || x.bindings.has_exchange_destinations() {
+                seen.push(xname);
+            }
+            if x.kind == ExchangeKind::Headers && decoded.is_none() {
+                decoded = Some(headers());
+            }
+            let table = match x.kind {
+                ExchangeKind::Headers => decoded.as_ref().and_then(Option::as_ref),
+                _ => None,
+            };
+            let matched = x.matching(routing_key, table);
+            for dest in x.bindings.destinations(&matched) {
+                match dest {
+                    Destination::Queue(q) if self.queues.contains_key(q) => {
+                        // A short list is searched; a long one (fan-out to many
+                        // queues) gets a set, so routing stays linear in the matches.
+                        let new = match once.as_mut() {
+                            Some(set) => set.insert(q.clone()),
+                            None => !queues.contains(q),
+                        };
+                        if new {
+                            queues.push(q.clone());
+                            if once.is_none() && queues.len() > 16 {
+                                once = Some(queues.iter().cloned().collect());
+                            }
+                        }
+                    }
+                    Destination::Queue(_) => {}
+                    Destination::Exchange(e) => todo.push(e.as_str()),
+                }
+            }
+        }
+        queues
+    }
+
+    /// Whether `reply_to = amq.rabbitmq.reply-to` may be used on this channel, and the
+    /// name to rewrite it to.
+    pub fn reply_name(&self, key: ChannelKey) -> Result<String, AmqpError> {
+        match self
+            .channels
+            .get(&key)
+            .and_then(|c| c.reply_consumer.as_ref())
+        {
+            Some((_, token)) => Ok(format!("{REPLY_TO_PREFIX}{token}")),
+            None => Err(AmqpError::precondition(
+                "fast reply consumer does not exist",
+            )),
+        }
+    }
+
+    /// Routes a message into its queues (or to a direct reply-to consumer) and hands
+    /// it to consumers.
+    pub fn publish(
+        &mut self,
+        headers: &dyn Fn() -> Option<FieldTable>,
+        mut message: Message,
+    ) -> Routed {
+        let now = Instant::now();
+        self.stats.publish += 1;
+        message.expires_at = message.ttl.map(|ttl| now + ttl);
+        let returned = |message| Routed {
+            returned: Some(message),
+            ticket: None,
+        };
+        if message.exchange.as_str().is_empty() {
+            // The default exchange: the queue named by the routing key, found without
+            // building a route.
+            if let Some(token) = message.routing_key.as_str().strip_prefix(REPLY_TO_PREFIX) {
+                self.deliver_reply(token, &message);
+                return returned(message);
+            }
+            if !self.queues.contains_key(message.routing_key.as_str()) {
+                return returned(message);
+            }
+            let message = Arc::new(message);
+            let stored = self.enqueue(message.routing_key.as_str(), &message, now);
+            return Routed {
+                returned: None,
+                ticket: self.ticket_if(stored),
+            };
+        }
+        let queues = self.route(
+            message.exchange.as_str(),
+            message.routing_key.as_str(),
+            headers,
+        );
+        if queues.is_empty() {
+            return returned(message);
+        }
+        let message = Arc::new(message);
+        let mut stored = false;
+        for name in &queues {
+            stored |= self.enqueue(name.as_str(), &message, now);
+        }
+        Routed {
+            returned: None,
+            ticket: self.ticket_if(stored),
+        }
+    }
+
+    /// Appends a message to one queue (its expiry the earlier of the message's and the
+    /// queue's TTL) and dispatches. Returns whether it was written to the queue's log.
+    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> bool {
+        let mut stored = false;
+        if let Some(q) = self.queues.get_mut(name) {
+            let ttl_at = q.message_ttl.map(|ttl| now + ttl);
+            let expires_at = match (message.expires_at, ttl_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let pages_out = q.pages_out();
+            let loc = match q.log.as_mut() {
+                // A long queue keeps even transient messages on disk only, in order;
+                // they are not recovered after a restart.
+                Some(d) if message.persistent || pages_out => {
+                    stored = message.persistent;
+                    Some(d.log.append(&Record {
+                        exchange: message.exchange.as_str().as_bytes(),
+                        routing_key: message.routing_key.as_str().as_bytes(),
+                        properties: &message.properties,
+                        body: &message.body,
+                        expires_at_ms: expires_at.map(|at| crate::message::unix_ms(at, now)),
+                        persistent: message.persistent,
+                    }))
+                }
+                _ => None,
+            };
+            match loc {
+                Some(loc) if pages_out => q.paged_out(loc),
+                _ => q.messages.push_back(QueuedMessage {
+                    message: Arc::clone(message),
+                    redelivered: false,
+                    expires_at,
+                    loc,
+                }),
+            }
+        }
+        self.dispatch_at(name, now);
+        // A message that expires on arrival (TTL 0) lives only if it went out at once.
+        if let Some(q) = self.queues.get_mut(name) {
+            q.drop_expired(now);
+        }
+        stored
+    }
+
+    /// Delivers to the channel whose direct reply-to name carries `token`; a reply for
+    /// a channel that is gone is dropped, as in RabbitMQ.
+    fn deliver_reply(&mut self, token: &str, message: &Message) {
+        let Some(ch) = self
+            .reply_tokens
+            .get(token)
+            .and_then(|key| self.channels.get_mut(key).map(|ch| (*key, ch)))
+        else {
+            return;
+        };
+        let (key, ch) = ch;
+        let Some((tag, _)) = ch.reply_consumer.as_ref() else {
+            return;
+        };
+        if ch.outbox.pending() >= crate::outbox::REPLY_LIMIT {
+            // A reply cannot wait in a queue: to a client that does not read, it is
+            // dropped rather than buffered without bound.
+            tracing::debug!(conn = key.0, channel = key.1, "reply dropped: client not reading");
+            return;
+        }
+        ch.last_tag += 1;
+        let delivery_tag = ch.last_tag;
+        let frame_max = ch.frame_max;
+        ch.outbox.push(|out| {
+            frame::encode_deliver(
+                out,
+                key.1,
+                tag.as_str(),
+                delivery_tag,
+                false,
+                message.exchange.as_str(),
+                message.routing_key.as_str(),
+            );
+            frame::encode_content(out, key.1, &message.properties, &message.body, frame_max);
+        });
+    }
+}
