@@ -16,12 +16,20 @@ const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Consume { no_ack: bool },
-    Get { no_ack: bool },
+    Consume {
+        no_ack: bool,
+    },
+    Get {
+        no_ack: bool,
+    },
     Recover,
     /// Mandatory, to a routing key nothing is bound to: it comes back.
-    Unroutable { size: usize },
-    Qos { prefetch: u16 },
+    Unroutable {
+        size: usize,
+    },
+    Qos {
+        prefetch: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

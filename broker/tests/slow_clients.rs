@@ -173,7 +173,7 @@ async fn basic_recover_from_a_client_that_does_not_read_is_not_amplified_case() 
     // 13 KB of recovers: each once requeued and resent every unacked message.
     let recovers: Vec<u8> = (0..1000).flat_map(|_| raw::recover(1)).collect();
     s.write_all(&recovers).await?;
-    let peak = broker.peak_rss( Duration::from_secs(3)).await;
+    let peak = broker.peak_rss(Duration::from_secs(3)).await;
     let grown = peak.saturating_sub(before);
     assert!(
         grown < 48 * MIB,

@@ -13,6 +13,7 @@ use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::QueuedMessage;
 use crate::queue::{DurableLog, PAGE_OUT_BYTES, PAGE_OUT_BYTES_LOW_MEMORY, Queue};
 use crate::store::definitions::{BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::log::Location;
 use crate::store::writer::{Batch, Job};
 use crate::store::{Recovered, RecoveredQueue, Store};
 
@@ -79,15 +80,27 @@ impl VHost {
                 dir_id: def.dir_id,
                 log,
             });
-            q.messages.extend(
-                messages
-                    .into_iter()
-                    .map(|m| QueuedMessage::from_stored(m, now)),
-            );
-            q.paged = paged;
+            // The store loads a count of messages; keep only the bytes' worth. They are
+            // in log order and none is out with a consumer yet, so whatever is past the
+            // budget simply joins the paged-out run (even when a crash marked them all
+            // redelivered, which `Queue::page_out_excess` would leave in memory).
+            let mut excess: Option<(Location, u64)> = None;
+            for m in messages {
+                let qm = QueuedMessage::from_stored(m, now);
+                let room = q.messages.len() < crate::queue::PAGE_OUT_AT
+                    && q.messages.bytes() < q.memory_budget;
+                match (&mut excess, qm.loc) {
+                    (None, _) if room => q.messages.push_back(qm),
+                    (None, Some(loc)) => excess = Some((loc, 1)),
+                    (Some((_, n)), _) => *n += 1,
+                    (None, None) => q.messages.push_back(qm),
+                }
+            }
+            q.paged = match (excess, paged) {
+                (Some((first, n)), Some((_, more))) => Some((first, n + more)),
+                (excess, paged) => excess.or(paged),
+            };
             q.drop_expired(now);
-            // The store loads a count of messages; keep only the bytes' worth.
-            q.page_out_excess();
             durable.push(def.name.clone());
             v.queues.insert(def.name, q);
         }

@@ -222,7 +222,11 @@ impl VHost {
         if ch.outbox.pending() >= crate::outbox::REPLY_LIMIT {
             // A reply cannot wait in a queue: to a client that does not read, it is
             // dropped rather than buffered without bound.
-            tracing::debug!(conn = key.0, channel = key.1, "reply dropped: client not reading");
+            tracing::debug!(
+                conn = key.0,
+                channel = key.1,
+                "reply dropped: client not reading"
+            );
             return;
         }
         ch.last_tag += 1;

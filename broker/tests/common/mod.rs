@@ -185,14 +185,20 @@ pub async fn publish_confirmed(
 
 /// Publishes `count` messages of `size` bytes to queue `q` (declared here), all
 /// confirmed.
-pub async fn fill_queue(ch: &lapin::Channel, q: &str, count: usize, size: usize) -> anyhow::Result<()> {
+pub async fn fill_queue(
+    ch: &lapin::Channel,
+    q: &str,
+    count: usize,
+    size: usize,
+) -> anyhow::Result<()> {
     ch.queue_declare(
         q.into(),
         lapin::options::QueueDeclareOptions::default(),
         FieldTable::default(),
     )
     .await?;
-    ch.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
     let body = vec![b'x'; size];
     let mut in_flight = futures::stream::FuturesUnordered::new();
     for _ in 0..count {
