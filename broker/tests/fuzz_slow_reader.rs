@@ -65,14 +65,7 @@ fn encode(op: &Op) -> Vec<u8> {
 }
 
 async fn case(ops: Vec<(Op, usize)>) -> anyhow::Result<()> {
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "error",
-    ])?;
+    let broker = BrokerProcess::quiet(&[])?;
     let conn =
         lapin::Connection::connect(&broker.url, lapin::ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;

@@ -87,13 +87,7 @@ async fn publish_and_leave(addr: std::net::SocketAddr) -> anyhow::Result<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_persistent_messages_page_out_by_bytes_and_the_alarm_clears() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "warn",
+    let broker = BrokerProcess::quiet(&[
         "--memory-high-watermark",
         &format!("{WATERMARK_MIB}MiB"),
         "--data-dir",

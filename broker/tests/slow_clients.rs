@@ -66,17 +66,6 @@ async fn bounded(
         .context("the case did not finish within 60 s")?
 }
 
-fn start() -> anyhow::Result<BrokerProcess> {
-    BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "warn",
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_does_not_read_leaves_the_queue_queued() -> anyhow::Result<()> {
     bounded(a_consumer_that_does_not_read_leaves_the_queue_queued_case()).await
@@ -85,7 +74,7 @@ async fn a_consumer_that_does_not_read_leaves_the_queue_queued() -> anyhow::Resu
 async fn a_consumer_that_does_not_read_leaves_the_queue_queued_case() -> anyhow::Result<()> {
     const COUNT: usize = 4096;
     const SIZE: usize = 16 * 1024; // 64 MiB in all
-    let broker = start()?;
+    let broker = BrokerProcess::quiet(&[])?;
     let conn = connect(&broker).await?;
     let ch = conn.create_channel().await?;
     common::fill_queue(&ch, "stalled", COUNT, SIZE).await?;
@@ -161,7 +150,7 @@ async fn basic_recover_from_a_client_that_does_not_read_is_not_amplified() -> an
 
 async fn basic_recover_from_a_client_that_does_not_read_is_not_amplified_case() -> anyhow::Result<()>
 {
-    let broker = start()?;
+    let broker = BrokerProcess::quiet(&[])?;
     let conn = connect(&broker).await?;
     let ch = conn.create_channel().await?;
     common::fill_queue(&ch, "rec", 1000, 1024).await?;
@@ -191,16 +180,7 @@ async fn announced_body_sizes_reserve_nothing_and_raise_no_alarm() -> anyhow::Re
 }
 
 async fn announced_body_sizes_reserve_nothing_and_raise_no_alarm_case() -> anyhow::Result<()> {
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "warn",
-        "--memory-high-watermark",
-        "256MiB",
-    ])?;
+    let broker = BrokerProcess::quiet(&["--memory-high-watermark", "256MiB"])?;
     // 80 channels, each announcing a 128 MiB body and sending two bytes of it.
     let mut s = common::open_with(broker.addr, 0, 100).await?;
     let mut bytes = Vec::new();
@@ -252,14 +232,7 @@ async fn unfinished_bodies_on_one_connection_are_bounded() -> anyhow::Result<()>
 }
 
 async fn unfinished_bodies_on_one_connection_are_bounded_case() -> anyhow::Result<()> {
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--max-message-size",
-        "1048576",
-    ])?;
+    let broker = BrokerProcess::quiet(&["--max-message-size", "1048576"])?;
     let mut s = common::open(broker.addr, 0).await?;
     // Three channels each send all but one byte of a 1 MiB body: past the second the
     // connection holds more than two of the largest messages, and is closed.
@@ -296,16 +269,7 @@ async fn blocked_publishers_that_hang_up_are_gone_at_once() -> anyhow::Result<()
 
 async fn blocked_publishers_that_hang_up_are_gone_at_once_case() -> anyhow::Result<()> {
     // A mark below what the broker uses idle: the alarm is on from the start.
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "warn",
-        "--memory-high-watermark",
-        "1MiB",
-    ])?;
+    let broker = BrokerProcess::quiet(&["--memory-high-watermark", "1MiB"])?;
     let baseline = broker.fd_count().context("fds")?;
     let mut sockets = Vec::new();
     for _ in 0..50 {
@@ -338,16 +302,7 @@ async fn unread_returns_of_a_vanished_client_do_not_hold_the_alarm() -> anyhow::
 }
 
 async fn unread_returns_of_a_vanished_client_do_not_hold_the_alarm_case() -> anyhow::Result<()> {
-    let broker = BrokerProcess::start([
-        "--listen",
-        "127.0.0.1:0",
-        "--management-listen",
-        "off",
-        "--log",
-        "warn",
-        "--memory-high-watermark",
-        "64MiB",
-    ])?;
+    let broker = BrokerProcess::quiet(&["--memory-high-watermark", "64MiB"])?;
     // Mandatory publishes nothing routes: each comes back as basic.return, which this
     // client never reads. It writes until the broker stops taking its bytes (or 128
     // MiB have gone), then hangs up.

@@ -92,6 +92,21 @@ impl BrokerProcess {
         })
     }
 
+    /// `broker --listen 127.0.0.1:0 --management-listen off --log warn EXTRA...`: the
+    /// binary as the memory and slow-client tests run it.
+    pub fn quiet(extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            "off",
+            "--log",
+            "warn",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(args)
+    }
+
     /// Its resident memory (Linux: `VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
