@@ -340,6 +340,9 @@ impl VHost {
         } else {
             name.into()
         };
+        if !opts.durable && !opts.exclusive && !self.deprecated.transient_nonexcl_queues {
+            return Err(crate::deprecated::transient_nonexcl_queue_denied());
+        }
         let owner = opts.exclusive.then_some(conn);
         let mut q = Queue::new(
             &self.name,
