@@ -18,7 +18,11 @@ async fn main() -> Result<()> {
     consumer_ch
         .queue_declare(
             "hello".into(),
-            QueueDeclareOptions::default(),
+            // Durable: RabbitMQ 4.3 refuses a transient non-exclusive queue.
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await?;

@@ -22,7 +22,11 @@ async fn rpc_server(url: String) -> Result<()> {
     let ch = conn.create_channel().await?;
     ch.queue_declare(
         "rpc_queue".into(),
-        QueueDeclareOptions::default(),
+        // Durable: RabbitMQ 4.3 refuses a transient non-exclusive queue.
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
         Default::default(),
     )
     .await?;
@@ -137,7 +141,11 @@ async fn main() -> Result<()> {
     setup
         .queue_declare(
             "rpc_queue".into(),
-            QueueDeclareOptions::default(),
+            // Durable: RabbitMQ 4.3 refuses a transient non-exclusive queue.
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await?;

@@ -223,7 +223,10 @@ async fn requests_carry_the_documented_properties() {
     let ch = env.conn.create_channel().await.unwrap();
     ch.queue_declare(
         env.queue.as_str().into(),
-        QueueDeclareOptions::default(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
         FieldTable::default(),
     )
     .await
@@ -318,11 +321,15 @@ async fn requests_carry_the_documented_properties() {
 async fn a_rust_text_client_calls_a_seed_style_server() {
     let env = Env::new().await;
     // A seed-style server: reads the body as a number, replies with text, sets
-    // nothing but the correlation id (like the tutorial's rpc_server.py).
+    // nothing but the correlation id (like the tutorial's rpc_server.py; durable, as
+    // RabbitMQ 4.3 refuses a transient non-exclusive queue).
     let ch = env.conn.create_channel().await.unwrap();
     ch.queue_declare(
         env.queue.as_str().into(),
-        QueueDeclareOptions::default(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
         FieldTable::default(),
     )
     .await

@@ -4,7 +4,9 @@
 //! Nothing here knows the broker's flags: every flag of the clap command (except
 //! `--config`, `--print-config`, `--help` and `--version`) is a key, so a flag added
 //! later is a key with no extra code. Keys may be spelled with `-` or `_`
-//! (`max_connections = 100`, `management-listen = "off"`); repeatable flags take TOML
+//! (`max_connections = 100`, `management-listen = "off"`); a flag whose long name has
+//! dots is a dotted key (`deprecated_features.permit.global_qos = false`, or `global_qos`
+//! in a `[deprecated_features.permit]` table); repeatable flags take TOML
 //! arrays, on/off flags TOML booleans, numeric flags TOML numbers and every other flag
 //! a TOML string. Each value is checked with the flag's own value parser, so a bad
 //! value is refused naming the file and the key.
@@ -366,7 +368,10 @@ fn injections(
     let mut seen = BTreeSet::new();
     let mut applied = BTreeSet::new();
     let mut extra = Vec::new();
-    for (key, value) in &table {
+    let mut flat = Vec::new();
+    flatten("", &table, &by_long, &mut flat);
+    for (key, value) in flat {
+        let key = &key;
         let long = key.replace('_', "-");
         let Some(arg) = by_long.get(long.as_str()) else {
             return Err(ConfigError::UnknownKey {
@@ -398,6 +403,25 @@ fn injections(
         }
     }
     Ok((extra, applied))
+}
+
+/// `table`'s keys with tables opened: `a.b = 1` and `[a] b = 1` both give `a.b`. A
+/// table under a key of its own (`[listen]`) stays a value, refused by its type.
+fn flatten<'t>(
+    prefix: &str,
+    table: &'t toml::Table,
+    known: &BTreeMap<&str, &Arg>,
+    out: &mut Vec<(String, &'t toml::Value)>,
+) {
+    for (key, value) in table {
+        let key = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) if !known.contains_key(key.replace('_', "-").as_str()) => {
+                flatten(&format!("{key}."), inner, known, out);
+            }
+            other => out.push((key, other)),
+        }
+    }
 }
 
 /// `value` checked against `arg`: the values to inject (`None` is the bare flag).

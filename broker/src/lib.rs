@@ -54,6 +54,7 @@ pub mod auth;
 pub mod channel;
 pub mod connection;
 pub mod ctl;
+pub mod deprecated;
 pub mod error;
 pub mod exchange;
 pub mod frame;
@@ -78,6 +79,7 @@ use tokio::task::JoinHandle;
 
 pub use alarm::MemoryWatermark;
 pub use auth::Users;
+pub use deprecated::DeprecatedFeatures;
 pub use error::{AmqpError, Scope};
 pub use management::ManagementLimits;
 pub use server::Limits;
@@ -105,6 +107,7 @@ impl Broker {
             vhosts: Vec::new(),
             memory_high_watermark: MemoryWatermark::default(),
             memory_probe: alarm::resident_memory,
+            deprecated: DeprecatedFeatures::default(),
         }
     }
 }
@@ -126,9 +129,20 @@ pub struct BrokerBuilder {
     vhosts: Vec<String>,
     memory_high_watermark: MemoryWatermark,
     memory_probe: alarm::MemoryProbe,
+    deprecated: DeprecatedFeatures,
 }
 
 impl BrokerBuilder {
+    /// Which of RabbitMQ's deprecated features are permitted (default: both, as
+    /// RabbitMQ 3.x and 4.0 do). [`DeprecatedFeatures::denied`] runs the broker as
+    /// RabbitMQ 4.3 does: transient non-exclusive queues are refused with
+    /// `541 INTERNAL_ERROR` (closing the connection) and global QoS is applied per
+    /// consumer. See [`deprecated`].
+    pub fn deprecated_features(mut self, features: DeprecatedFeatures) -> Self {
+        self.deprecated = features;
+        self
+    }
+
     /// Also serves AMQP over TLS (`amqps`) with this certificate, on
     /// [`tls_listen`](Self::tls_listen) (see [`BrokerHandle::tls_addr`]). The plain
     /// port stays open. Off by default.
@@ -348,7 +362,7 @@ impl BrokerBuilder {
                 .min(store::SEGMENT_SIZE)
         });
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
-        let vhosts = vhosts::VHosts::open(data, &self.vhosts)?;
+        let vhosts = vhosts::VHosts::open(data, &self.vhosts, self.deprecated)?;
         let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
         let mut shared = server::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());

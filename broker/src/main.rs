@@ -169,6 +169,27 @@ struct Args {
     /// Serve the management API as HTTPS with the --tls-cert certificate.
     #[arg(long, env = "BROKER_MANAGEMENT_TLS", requires = "tls_cert")]
     management_tls: bool,
+    /// Permit queues that are neither durable nor exclusive (RabbitMQ's deprecated
+    /// feature `transient_nonexcl_queues`). `false` refuses declaring a new one as
+    /// RabbitMQ 4.3 does: 541 INTERNAL_ERROR, closing the connection.
+    #[arg(
+        long = "deprecated-features.permit.transient-nonexcl-queues",
+        env = "BROKER_DEPRECATED_FEATURES_PERMIT_TRANSIENT_NONEXCL_QUEUES",
+        value_name = "true|false",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    permit_transient_nonexcl_queues: bool,
+    /// Permit global QoS (`basic.qos` with global = true; RabbitMQ's deprecated
+    /// feature `global_qos`). `false` applies it per consumer, as RabbitMQ 4.3 does.
+    #[arg(
+        long = "deprecated-features.permit.global-qos",
+        env = "BROKER_DEPRECATED_FEATURES_PERMIT_GLOBAL_QOS",
+        value_name = "true|false",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    permit_global_qos: bool,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `broker=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -230,6 +251,10 @@ async fn serve(
     config::log(config_file, settings);
     let mut builder = broker::Broker::builder()
         .listen(args.listen)
+        .deprecated_features(broker::DeprecatedFeatures {
+            transient_nonexcl_queues: args.permit_transient_nonexcl_queues,
+            global_qos: args.permit_global_qos,
+        })
         .limits(broker::Limits {
             frame_max: args.frame_max.max(4096),
             channel_max: args.channel_max,

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::deprecated::DeprecatedFeatures;
 use crate::store::{self, Store};
 use crate::vhost::VHost;
 
@@ -77,18 +78,26 @@ pub(crate) struct VHosts {
     unavailable: Mutex<Vec<String>>,
     /// Serialises creations and deletions (which do file I/O outside the map's lock).
     admin: Mutex<()>,
+    /// The deprecated features every vhost permits.
+    deprecated: DeprecatedFeatures,
 }
 
 impl VHosts {
     /// Opens `/` and, with a data directory, every vhost kept there, reading back
     /// their durable state; then creates each of `extra` that does not exist yet.
-    pub(crate) fn open(data_dir: Option<(PathBuf, u32)>, extra: &[String]) -> io::Result<Self> {
+    /// Every vhost permits the `deprecated` features.
+    pub(crate) fn open(
+        data_dir: Option<(PathBuf, u32)>,
+        extra: &[String],
+        deprecated: DeprecatedFeatures,
+    ) -> io::Result<Self> {
         let data = data_dir.map(|(root, segment_size)| DataDir { root, segment_size });
         let vhosts = Self {
             map: RwLock::new(BTreeMap::new()),
             data,
             unavailable: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
+            deprecated,
         };
         let mut names = vec!["/".to_owned()];
         if let Some(d) = &vhosts.data {
@@ -125,7 +134,7 @@ impl VHosts {
     }
 
     fn open_one(&self, name: &str) -> io::Result<VHostEntry> {
-        let vhost = match &self.data {
+        let mut vhost = match &self.data {
             Some(d) => {
                 let dir = store::vhosts::store_dir(&d.root, name);
                 let (store, recovered) = Store::open_with_segment_size(&dir, d.segment_size)?;
@@ -133,6 +142,7 @@ impl VHosts {
             }
             None => VHost::named(name),
         };
+        vhost.deprecated = self.deprecated;
         Ok(VHostEntry::new(vhost))
     }
 
@@ -245,7 +255,8 @@ mod tests {
 
     #[test]
     fn create_get_delete_in_memory() {
-        let v = VHosts::open(None, &["extra".to_owned()]).expect("open");
+        let v =
+            VHosts::open(None, &["extra".to_owned()], DeprecatedFeatures::default()).expect("open");
         assert_eq!(v.names(), ["/", "extra"]);
         assert!(v.create("b").expect("create"));
         assert!(!v.create("b").expect("again"));

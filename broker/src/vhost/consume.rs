@@ -166,10 +166,18 @@ impl VHost {
         Ok(())
     }
 
-    /// `basic.qos`.
+    /// `basic.qos`. With global QoS denied (see [`crate::deprecated`]) a global one is
+    /// applied per consumer, as RabbitMQ 4.3 does.
     pub fn qos(&mut self, key: ChannelKey, prefetch: u16, global: bool) -> Result<(), AmqpError> {
+        let permitted = self.deprecated.global_qos;
+        if global && !permitted {
+            tracing::warn!(
+                prefetch,
+                "global QoS is denied (deprecated_features.permit.global_qos = false): applied per consumer"
+            );
+        }
         let ch = self.channel(key)?;
-        if global {
+        if global && permitted {
             ch.prefetch_global = prefetch;
         } else {
             ch.prefetch_consumer = prefetch;

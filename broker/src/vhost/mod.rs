@@ -185,6 +185,8 @@ pub struct VHost {
     store: Option<StoreState>,
     /// Message counters for the management API and `/metrics`.
     stats: MessageStats,
+    /// The deprecated features permitted here (see [`crate::deprecated`]).
+    pub(crate) deprecated: crate::deprecated::DeprecatedFeatures,
 }
 
 impl Default for VHost {
@@ -225,6 +227,7 @@ impl VHost {
             reply_tokens: HashMap::new(),
             store: None,
             stats: MessageStats::default(),
+            deprecated: crate::deprecated::DeprecatedFeatures::default(),
         }
     }
 

@@ -333,6 +333,9 @@ impl VHost {
             name.into()
         };
         crate::queue::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
+        if !opts.durable && !opts.exclusive && !self.deprecated.transient_nonexcl_queues {
+            return Err(crate::deprecated::transient_nonexcl_queue_denied());
+        }
         let owner = opts.exclusive.then_some(conn);
         let mut q = Queue::new(
             &self.name,

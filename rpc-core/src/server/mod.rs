@@ -7,6 +7,7 @@
 //! limit, spawns one task per delivery (`server::worker`) and, on shutdown, cancels the
 //! consumer, finishes what it holds, and closes its channel.
 
+mod declare;
 mod dispatch;
 mod request;
 mod worker;
@@ -14,15 +15,14 @@ mod worker;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::{Layer, Service};
 
+pub use declare::QueueType;
 pub use dispatch::{DecodeError, run_handler};
 pub use request::{Request, Response};
 
@@ -43,6 +43,7 @@ pub struct Server<S> {
     service: S,
     name: &'static str,
     queue: String,
+    queue_type: QueueType,
     concurrency: u16,
     shutdown_timeout: Duration,
 }
@@ -54,6 +55,7 @@ impl<S> Server<S> {
             service,
             name,
             queue: queue.into(),
+            queue_type: QueueType::default(),
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
@@ -80,6 +82,14 @@ impl<S> Server<S> {
         self
     }
 
+    /// The kind of service queue to declare: a durable classic queue (the default) or
+    /// a quorum queue for a RabbitMQ cluster. A queue that already exists is served
+    /// as it is, whatever its type.
+    pub fn queue_type(mut self, kind: QueueType) -> Self {
+        self.queue_type = kind;
+        self
+    }
+
     /// Wraps the service stack in a tower layer (concurrency limit, load shed,
     /// tracing, ...). The outermost layer is the last one added.
     pub fn layer<L: Layer<S>>(self, layer: L) -> Server<L::Service> {
@@ -87,6 +97,7 @@ impl<S> Server<S> {
             service: layer.layer(self.service),
             name: self.name,
             queue: self.queue,
+            queue_type: self.queue_type,
             concurrency: self.concurrency,
             shutdown_timeout: self.shutdown_timeout,
         }
@@ -137,19 +148,14 @@ where
     }
 
     async fn bind(self, conn: &Connection) -> Result<Bound<S>, RpcError> {
-        let channel = conn.create_channel().await?;
-        channel
-            .basic_qos(self.concurrency, BasicQosOptions::default())
-            .await?;
-        // The same arguments as the seed's `queue_declare(queue='rpc_queue')`, so
-        // servers in other languages can share the queue.
-        channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let channel = declare::service_queue(
+            conn,
+            self.name,
+            &self.queue,
+            self.queue_type,
+            self.concurrency,
+        )
+        .await?;
         let consumer = channel
             .basic_consume(
                 self.queue.as_str().into(),
