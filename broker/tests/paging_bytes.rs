@@ -5,7 +5,7 @@
 //! broker's resident memory is far below what the queue holds, and a consumer then
 //! gets every message, in order.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -128,12 +128,14 @@ async fn large_persistent_messages_page_out_by_bytes_and_the_alarm_clears() -> a
 
     // The queue holds 96 MiB; the broker's memory falls well below that.
     let bound = idle + (32 << 20);
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut rss = broker.rss_bytes().context("no RSS")?;
-    while rss >= bound && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        rss = broker.rss_bytes().context("no RSS")?;
-    }
+    let under = common::poll(Duration::from_secs(20), || async {
+        broker.rss_bytes().filter(|rss| *rss < bound)
+    })
+    .await;
+    let rss = match under {
+        Some(rss) => rss,
+        None => broker.rss_bytes().context("no RSS")?,
+    };
     assert!(
         rss < bound,
         "broker RSS {} MiB with the queue idle (idle broker {} MiB), bound {} MiB",

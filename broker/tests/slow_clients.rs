@@ -41,19 +41,20 @@ async fn ready(ch: &Channel, q: &str) -> anyhow::Result<u32> {
         .message_count())
 }
 
-/// Polls `ready(q)` until it has not moved for `still` samples 50 ms apart (at most
-/// 10 s): the broker has stopped handing the queue out.
+/// Polls `ready(q)` until it has not moved for 25 samples in a row (half a second; at
+/// most 10 s): the broker has stopped handing the queue out.
 async fn settled_ready(ch: &Channel, q: &str) -> anyhow::Result<u32> {
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut last = ready(ch, q).await?;
-    let mut same = 0;
-    while same < 10 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = ready(ch, q).await?;
-        same = if now == last { same + 1 } else { 0 };
-        last = now;
-    }
-    Ok(last)
+    // (last count, samples in a row it has stayed the same)
+    let state = std::cell::Cell::new((ready(ch, q).await?, 0u32));
+    common::poll(Duration::from_secs(10), || async {
+        let now = ready(ch, q).await.ok()?;
+        let (last, same) = state.get();
+        let same = if now == last { same + 1 } else { 0 };
+        state.set((now, same));
+        (same >= 25).then_some(())
+    })
+    .await;
+    Ok(state.get().0)
 }
 
 /// Runs a case for at most a minute: a broker that lets a hostile client stall it
@@ -282,16 +283,15 @@ async fn blocked_publishers_that_hang_up_are_gone_at_once_case() -> anyhow::Resu
     // Each got blocked; the broker holds a descriptor for each.
     assert!(broker.fd_count().context("fds")? >= baseline + 50);
     drop(sockets);
-    let until = Instant::now() + Duration::from_secs(5);
-    let mut open = broker.fd_count().context("fds")?;
-    while open > baseline + 2 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        open = broker.fd_count().context("fds")?;
-    }
+    let gone = common::poll(Duration::from_secs(5), || async {
+        broker.fd_count().filter(|open| *open <= baseline + 2)
+    })
+    .await;
+    let open = broker.fd_count().context("fds")?;
     assert!(
-        open <= baseline + 2,
+        gone.is_some(),
         "{} descriptors still open for publishers that hung up",
-        open - baseline
+        open.saturating_sub(baseline)
     );
     Ok(())
 }

@@ -104,6 +104,25 @@ pub fn deep_table(levels: usize, arrays: bool) -> Vec<u8> {
     }
 }
 
+/// Polls `check` every 20 ms until it yields `Some`, for at most `limit`. Only for what
+/// a test can look at but not wait on (a listing, a process's memory or descriptors).
+pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `connection.close` 200.
 pub fn close_frame() -> Vec<u8> {
     encode(&AMQPFrame::Method(
