@@ -315,6 +315,8 @@ impl<E> std::fmt::Display for DisplayKind<'_, E> {
             RpcError::Codec(e) => write!(f, "codec: {e}"),
             RpcError::Amqp(e) => write!(f, "amqp: {e}"),
             RpcError::Disconnected => f.write_str("disconnected"),
+            RpcError::ConnectionLost { .. } => f.write_str("connection lost"),
+            RpcError::Unreachable { .. } => f.write_str("broker unreachable"),
             RpcError::Middleware(e) => write!(f, "middleware: {e}"),
         }
     }
