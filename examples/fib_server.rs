@@ -7,7 +7,7 @@
 //! cargo run --release --example fib_server -- --exit-after 30   # exit after 30 s
 //! ```
 //!
-//! Connects to `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`: this
+//! Connects to `AMQP_URL` (a comma-separated list of nodes is tried in turn; default `amqp://guest:guest@127.0.0.1:5672/%2f`: this
 //! machine's RabbitMQ, or `cargo run --release -p broker` listening there). The limits
 //! can also come from `FIB_SERVER_MAX_REQUESTS` and `FIB_SERVER_EXIT_AFTER` (seconds).
 //! Either way the worker shuts down gracefully: it stops consuming, answers what it
@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fib_common::{Fib, FibError, FibServer};
-use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Notify;
 
 /// Counts requests and says when the limit is reached.
@@ -66,11 +65,6 @@ async fn main() -> anyhow::Result<()> {
     let max = option("--max-requests", "FIB_SERVER_MAX_REQUESTS")?;
     let exit_after = option("--exit-after", "FIB_SERVER_EXIT_AFTER")?;
     let url = fib_common::amqp_url();
-    let connecting = Connection::connect(&url, ConnectionProperties::default());
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
-        .with_context(|| format!("connecting to {url}"))?;
     let done = Arc::new(Notify::new());
     let worker = Worker {
         served: AtomicU64::new(0),
@@ -93,7 +87,11 @@ async fn main() -> anyhow::Result<()> {
     // Prefetch 1, like the seed: a second worker gets the next request.
     let server = FibServer::new(worker).into_server().concurrency(1);
     println!(" [x] Awaiting RPC requests on {} ({url})", server.queue());
-    server.serve_with_shutdown(&conn, stop).await?;
-    let _ = conn.close(200, "bye".into()).await;
+    // The server owns its connection and recovers it (broker restarted, connection
+    // closed): the next node of a comma-separated AMQP_URL, backoff, re-consume.
+    server
+        .serve_url_with_shutdown(&url, stop)
+        .await
+        .with_context(|| format!("serving on {url}"))?;
     Ok(())
 }
