@@ -82,6 +82,8 @@ impl Drop for Proc {
 pub struct Broker {
     bin: PathBuf,
     pub addr: SocketAddr,
+    /// The management API (for `broker ctl`), when started with one.
+    pub management: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub proc: Option<Proc>,
 }
@@ -89,12 +91,23 @@ pub struct Broker {
 impl Broker {
     /// Starts it on a free port with a fresh data dir.
     pub fn start() -> Broker {
+        Broker::start_with(false)
+    }
+
+    /// Starts it with its management API on a free port too (for `broker ctl`).
+    pub fn start_with_management() -> Broker {
+        Broker::start_with(true)
+    }
+
+    fn start_with(management: bool) -> Broker {
         let bin = binary("broker", &["-p", "broker", "--bin", "broker"]);
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let management = management.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let data_dir = std::env::temp_dir().join(format!("rpc-recovery-{}", uuid::Uuid::new_v4()));
         let mut broker = Broker {
             bin,
             addr,
+            management,
             data_dir,
             proc: None,
         };
@@ -121,7 +134,8 @@ impl Broker {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--management-listen", "off"])
+            .arg("--management-listen")
+            .arg(self.management.map_or("off".into(), |a| a.to_string()))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -129,6 +143,43 @@ impl Broker {
             .expect("start the broker");
         self.proc = Some(Proc(child));
         wait_listening(self.addr, Duration::from_secs(20));
+        if let Some(management) = self.management {
+            wait_listening(management, Duration::from_secs(20));
+        }
+    }
+
+    /// `broker ctl --url http://MANAGEMENT ARGS...`; its stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let management = self.management.expect("started with a management API");
+        let out = Command::new(&self.bin)
+            .arg("ctl")
+            .arg("--url")
+            .arg(format!("http://{management}"))
+            .args(args)
+            .output()
+            .expect("run broker ctl");
+        assert!(
+            out.status.success(),
+            "broker ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Closes every client connection (`broker ctl close-connection`, one by one as
+    /// `list-connections` names them); returns how many.
+    pub fn close_connections(&self) -> usize {
+        let names: Vec<String> = self
+            .ctl(&["list-connections", "name"])
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        for name in &names {
+            self.ctl(&["close-connection", name, "test"]);
+        }
+        names.len()
     }
 }
 
@@ -139,15 +190,54 @@ impl Drop for Broker {
     }
 }
 
-/// A `fib_server` example process on `url`.
-pub fn fib_server(url: &str) -> Proc {
+/// A `fib_server` example process on `url` serving `queue`, its connection named
+/// `connection_name`, printing each handled request id to the file `log`.
+pub fn fib_server(url: &str, queue: &str, connection_name: &str, log: &Path) -> Proc {
     let bin = binary("examples/fib_server", &["--example", "fib_server"]);
+    let stdout = std::fs::File::create(log).expect("create the server log");
     let child = Command::new(bin)
         .env("AMQP_URL", url)
+        .env("FIB_SERVER_QUEUE", queue)
+        .env("FIB_SERVER_CONNECTION_NAME", connection_name)
+        .env("FIB_SERVER_LOG_IDS", "1")
         .env("RUST_LOG", "warn,lapin=off")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start fib_server");
     Proc(child)
+}
+
+/// RabbitMQ's own connections whose client properties mention `tag` (their
+/// `connection_name`), as `rabbitmqctl list_connections pid client_properties` lists
+/// them: their pids.
+pub fn rabbitmq_connections(tag: &str) -> Vec<String> {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(tag))
+        .filter_map(|l| l.split('\t').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Closes only OUR RabbitMQ connections (`rabbitmqctl close_connection PID test`);
+/// the broker is shared, so never all of them. Returns how many.
+pub fn rabbitmq_close_connections(tag: &str) -> usize {
+    let pids = rabbitmq_connections(tag);
+    for pid in &pids {
+        let status = Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "test"])
+            .status()
+            .expect("run rabbitmqctl");
+        assert!(
+            status.success(),
+            "rabbitmqctl close_connection {pid} failed"
+        );
+    }
+    pids.len()
 }

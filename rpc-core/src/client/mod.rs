@@ -7,6 +7,7 @@
 
 mod pending;
 pub mod transport;
+mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -110,6 +110,16 @@ impl Pending {
 }
 
 impl Slot {
+    /// Resolves when the call is settled before the caller asked for its reply: a
+    /// reply that came early, the connection lost ([`Pending::fail_all`]), or the
+    /// table closed ([`RpcError::Disconnected`]). Once it resolved, the slot must not
+    /// be waited on again.
+    pub(crate) async fn settle(&mut self) -> Result<Reply, RpcError> {
+        let result = (&mut self.rx).await;
+        self.settled = true;
+        result.unwrap_or(Err(RpcError::Disconnected))
+    }
+
     /// Waits for the reply until `deadline`.
     pub(crate) async fn wait(mut self, deadline: Instant) -> Result<Reply, RpcError> {
         let result = tokio::time::timeout_at(deadline, &mut self.rx).await;

@@ -34,6 +34,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ErrorKind};
 use tokio::time::Instant;
 
 use super::pending::{Pending, Slot};
+use super::watch::Ready;
 use super::{Call, Reply};
 use crate::error::{Outcome, RpcError};
 use crate::recovery::{self, Backoff, Recovery};
@@ -172,6 +173,16 @@ impl TransportBuilder {
         };
         let pending = Pending::default();
         let recovery = Recovery::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let ready = Ready::default();
+        super::watch::spawn(
+            conn,
+            channel.clone(),
+            pending.clone(),
+            recovery.clone(),
+            ready.clone(),
+            stopped,
+        );
         tokio::spawn(read_replies(
             consumer,
             pending.clone(),
@@ -188,6 +199,8 @@ impl TransportBuilder {
                 seen_consumers: Mutex::new(HashMap::new()),
                 recovery,
                 connection: None,
+                ready,
+                _stop_watch: stop,
             }),
         })
     }
@@ -216,6 +229,10 @@ struct Inner {
     recovery: Recovery,
     /// Kept alive for transports built from a URL.
     connection: Option<Connection>,
+    /// Whether the reply channel may be published on (`client::watch`).
+    ready: Ready,
+    /// Dropped with the transport: ends the connection watch (`client::watch`).
+    _stop_watch: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Transport {
@@ -290,18 +307,27 @@ impl Inner {
         loop {
             // Registered before the publish, so that even an immediate reply finds it;
             // again after a reconnect, which forgets every registered call.
-            let slot = self.pending.register(&call.correlation_id)?;
+            // After a reconnect: until lapin has replayed the reply consumer.
+            self.ready.wait().await;
+            let mut slot = self.pending.register(&call.correlation_id)?;
             let confirm = match self.publish(&call).await {
                 Ok(confirm) => confirm,
                 Err(e) => {
                     // Not sent (the channel is recovering): wait for it, then send
                     // again. The caller's deadline bounds the wait (`Transport::send`).
                     drop(slot);
+                    self.ready.clear();
                     self.channel.wait_for_recovery(e).await?;
                     continue;
                 }
             };
-            let confirm = match confirm.await {
+            // The watch fails the slot when the connection drops: a call whose confirm
+            // can no longer come must not wait for it either.
+            let confirmed = tokio::select! {
+                confirmed = confirm => confirmed,
+                early = slot.settle() => return early,
+            };
+            let confirm = match confirmed {
                 Ok(confirm) => confirm,
                 // Sent, but the connection dropped before the broker confirmed it.
                 Err(e) if e.can_be_recovered() => {
@@ -462,11 +488,10 @@ async fn read_replies(
                 None => tracing::debug!("dropping a reply without correlation id"),
             },
             Err(e) => {
-                recovery.down("client", &e);
-                let lost = pending.fail_all();
-                recovery.lost(lost);
+                // Outages are counted by the watch (`client::watch`).
+                recovery.lost(pending.fail_all());
                 match channel.wait_for_recovery(e).await {
-                    Ok(()) => recovery.up("client"),
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "reply consumer failed; the transport is closed");
                         break;
