@@ -179,10 +179,17 @@ pub(crate) async fn connect_any(
         for _ in 0..urls.len() {
             let url = &urls[*next % urls.len()];
             *next = (*next + 1) % urls.len();
-            let connecting = Connection::connect(url, properties(connection_name));
+            let connecting = async {
+                // With auto-recover lapin retries even the first TCP connect with its
+                // backoff (seconds): find a node that refuses at once first.
+                reachable(url).await?;
+                Connection::connect(url, properties(connection_name))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
             match tokio::time::timeout(attempt_timeout, connecting).await {
                 Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => last = e.to_string(),
+                Ok(Err(e)) => last = e,
                 Err(_) => last = "connect timed out".into(),
             }
             tracing::debug!(target: "rpc_core::recovery", node = %redact(url), error = %last, "connect failed");
@@ -194,6 +201,19 @@ pub(crate) async fn connect_any(
         let delay = backoff.next_delay();
         tracing::debug!(target: "rpc_core::recovery", ?delay, attempt = backoff.attempts(), "retrying");
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Whether something accepts TCP at `url`'s host and port (an unparsable URL is left
+/// to lapin to report).
+async fn reachable(url: &str) -> Result<(), String> {
+    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+        return Ok(());
+    };
+    let addr = (uri.authority.host.as_str(), uri.authority.port);
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", redact(url))),
     }
 }
 

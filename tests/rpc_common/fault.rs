@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rpc_core::{RpcError, Transport};
@@ -100,8 +102,10 @@ impl Scenario {
         // fails exits, by design).
         wait_consumers(url, &queue, 2).await;
         let (stop, mut stopped) = watch::channel(false);
+        let answered = Arc::new(AtomicUsize::new(0));
         let looper = {
             let client = client.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut outcomes = Vec::new();
                 while !*stopped.borrow_and_update() {
@@ -114,7 +118,9 @@ impl Scenario {
                         kind,
                         result: r.map_err(|e| e.to_string()),
                     });
-                    if kind != Kind::Ok {
+                    if kind == Kind::Ok {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    } else {
                         // Do not spin on fast failures.
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -122,9 +128,10 @@ impl Scenario {
                 outcomes
             })
         };
+        // Some calls answered before the fault, and one in flight.
         let until = Instant::now() + Duration::from_secs(10);
-        while transport.pending_calls() == 0 {
-            assert!(Instant::now() < until, "the loop never calls");
+        while answered.load(Ordering::Relaxed) < 5 || transport.pending_calls() == 0 {
+            assert!(Instant::now() < until, "the loop gets no answers");
             tokio::task::yield_now().await;
         }
         Scenario {
@@ -168,11 +175,16 @@ impl Scenario {
             .collect();
         answers.push(first);
         answers.sort();
-        let from = answers
+        // From the last answer before the fault (or the fault itself).
+        let before = answers
             .iter()
-            .rposition(|t| *t <= fault_at)
-            .unwrap_or_default();
-        let longest_gap = answers[from..]
+            .copied()
+            .filter(|t| *t <= fault_at)
+            .max()
+            .unwrap_or(fault_at);
+        let mut after: Vec<Instant> = answers.into_iter().filter(|t| *t > fault_at).collect();
+        after.insert(0, before);
+        let longest_gap = after
             .windows(2)
             .map(|w| w[1] - w[0])
             .max()
