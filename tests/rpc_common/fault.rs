@@ -163,7 +163,24 @@ impl Scenario {
         let outcomes = (&mut self.looper).await.expect("loop task");
 
         for (i, s) in self.servers.iter_mut().enumerate() {
-            assert!(s.running(), "{}: fib_server {i} exited", self.label);
+            // Tracing writes to stdout, errors to stderr.
+            let log = [self.logs[i].clone(), self.logs[i].with_extension("err")]
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let log: String = log
+                .lines()
+                .filter(|l| !l.contains("[.]"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(s.running(), "{}: fib_server {i} exited: {log}", self.label);
+            // One line when the connection went, one when it came back.
+            assert!(
+                log.contains("connection lost; reconnecting") && log.contains("connection back"),
+                "{}: fib_server {i} logged no outage: {log}",
+                self.label
+            );
         }
         let count = |k: Kind| outcomes.iter().filter(|o| o.kind == k).count();
         // The outage as the client saw it: the longest time without an answer
@@ -292,6 +309,7 @@ impl Drop for Scenario {
     fn drop(&mut self) {
         for log in &self.logs {
             let _ = std::fs::remove_file(log);
+            let _ = std::fs::remove_file(log.with_extension("err"));
         }
     }
 }

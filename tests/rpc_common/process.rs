@@ -191,18 +191,20 @@ impl Drop for Broker {
 }
 
 /// A `fib_server` example process on `url` serving `queue`, its connection named
-/// `connection_name`, printing each handled request id to the file `log`.
+/// `connection_name`, printing each handled request id to the file `log` and its
+/// logs (warnings, and the recovery lines) to `log` with the extension `err`.
 pub fn fib_server(url: &str, queue: &str, connection_name: &str, log: &Path) -> Proc {
     let bin = binary("examples/fib_server", &["--example", "fib_server"]);
     let stdout = std::fs::File::create(log).expect("create the server log");
+    let stderr = std::fs::File::create(log.with_extension("err")).expect("create the server log");
     let child = Command::new(bin)
         .env("AMQP_URL", url)
         .env("FIB_SERVER_QUEUE", queue)
         .env("FIB_SERVER_CONNECTION_NAME", connection_name)
         .env("FIB_SERVER_LOG_IDS", "1")
-        .env("RUST_LOG", "warn,lapin=off")
+        .env("RUST_LOG", "warn,rpc_core::recovery=info,lapin=off")
         .stdout(stdout)
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start fib_server");
     Proc(child)

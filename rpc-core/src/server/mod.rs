@@ -356,6 +356,9 @@ impl Owned {
     }
 }
 
+/// How often a serve loop reads its channel's state (outage counters and logs).
+const RECOVERY_TICK: Duration = Duration::from_millis(50);
+
 /// How long one connect attempt of a URL entry point may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -391,6 +394,11 @@ where
         let mut tasks = JoinSet::new();
         let mut outcome = Ok(());
         let mut shutting_down = false;
+        // lapin's auto-recover tells the consumer nothing when the connection drops
+        // (`client::watch`): read the channel's state to count and log the outage.
+        let mut tick = tokio::time::interval(RECOVERY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -399,6 +407,20 @@ where
                     break;
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tick.tick() => {
+                    let status = channel.status();
+                    if status.reconnecting() && !down {
+                        down = true;
+                        if !server.recovery.is_down() {
+                            server.recovery.down("server", &"the connection dropped");
+                        }
+                    } else if status.connected() && down {
+                        down = false;
+                        if server.recovery.is_down() {
+                            server.recovery.up("server");
+                        }
+                    }
+                }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         tasks.spawn(worker::handle(
@@ -411,14 +433,20 @@ where
                     Some(Err(e)) => {
                         // The connection dropped: with auto-recover lapin replays the
                         // prefetch, the queue and this consumer; wait for that.
-                        server.recovery.down("server", &e);
+                        if !server.recovery.is_down() {
+                            server.recovery.down("server", &e);
+                        }
                         tokio::select! {
                             _ = &mut signal => {
                                 shutting_down = true;
                                 break;
                             }
                             recovered = channel.wait_for_recovery(e) => match recovered {
-                                Ok(()) => server.recovery.up("server"),
+                                Ok(()) => {
+                                    if server.recovery.is_down() {
+                                        server.recovery.up("server");
+                                    }
+                                }
                                 Err(e) => {
                                     outcome = Err(RpcError::Amqp(e));
                                     break;
