@@ -228,6 +228,29 @@ mod tests {
         assert_eq!(pending.len(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_for_its_confirm_fails_at_once_on_a_reconnect() {
+        let pending = Pending::default();
+        let start = Instant::now();
+        let mut slot = pending.register("c").expect("open");
+        // The confirm never comes (the connection dropped); the watch fails the call.
+        let confirm = std::future::pending::<()>();
+        let failing = async {
+            tokio::task::yield_now().await;
+            pending.fail_all();
+            std::future::pending::<()>().await
+        };
+        let result = tokio::select! {
+            _ = confirm => unreachable!(),
+            _ = failing => unreachable!(),
+            early = slot.settle() => early,
+        };
+        assert!(matches!(result, Err(RpcError::ConnectionLost { .. })));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(slot);
+        assert_eq!(pending.len(), 0);
+    }
+
     #[tokio::test]
     async fn closing_fails_waiting_and_new_calls() {
         let pending = Pending::default();

@@ -151,3 +151,24 @@ fn lost(pending: &Pending, recovery: &Recovery, why: &str) {
     recovery.down("client", &why);
     recovery.lost(pending.fail_all());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_wait_while_the_channel_is_not_ready() {
+        let ready = Ready::default();
+        // Ready from the start: no wait.
+        ready.wait().await;
+        ready.clear();
+        let waiting = tokio::spawn({
+            let ready = ready.clone();
+            async move { ready.wait().await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "a send went on before the replay");
+        ready.set();
+        waiting.await.expect("released once ready");
+    }
+}
