@@ -7,9 +7,12 @@
 //! cargo run --release --example fib_server -- --exit-after 30   # exit after 30 s
 //! ```
 //!
-//! Connects to `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`: this
+//! Connects to `AMQP_URL` (a comma-separated list of nodes is tried in turn; default `amqp://guest:guest@127.0.0.1:5672/%2f`: this
 //! machine's RabbitMQ, or `cargo run --release -p broker` listening there). The limits
 //! can also come from `FIB_SERVER_MAX_REQUESTS` and `FIB_SERVER_EXIT_AFTER` (seconds).
+//! For tests: `FIB_SERVER_QUEUE` (another queue than `rpc_queue`),
+//! `FIB_SERVER_CONNECTION_NAME` (the connection's `connection_name`) and
+//! `FIB_SERVER_LOG_IDS` (print each handled request's correlation id).
 //! Either way the worker shuts down gracefully: it stops consuming, answers what it
 //! holds, acks, and exits 0.
 
@@ -21,7 +24,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fib_common::{Fib, FibError, FibServer};
-use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Notify;
 
 /// Counts requests and says when the limit is reached.
@@ -29,11 +31,20 @@ struct Worker {
     served: AtomicU64,
     max: Option<u64>,
     done: Arc<Notify>,
+    /// `FIB_SERVER_LOG_IDS` set: print each handled request's correlation id (the
+    /// recovery tests count handler runs per request).
+    log_ids: bool,
 }
 
 impl Fib for Worker {
     async fn fib(&self, n: u64) -> Result<u64, FibError> {
         println!(" [.] fib({n})");
+        if self.log_ids
+            && let Some(ctx) = rpc_core::Context::current()
+        {
+            let id = ctx.correlation_id().unwrap_or("-");
+            println!(" [.] handled {id} redelivered={}", ctx.redelivered());
+        }
         let count = self.served.fetch_add(1, Ordering::SeqCst) + 1;
         if self.max.is_some_and(|max| count >= max) {
             self.done.notify_one();
@@ -66,16 +77,12 @@ async fn main() -> anyhow::Result<()> {
     let max = option("--max-requests", "FIB_SERVER_MAX_REQUESTS")?;
     let exit_after = option("--exit-after", "FIB_SERVER_EXIT_AFTER")?;
     let url = fib_common::amqp_url();
-    let connecting = Connection::connect(&url, ConnectionProperties::default());
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
-        .with_context(|| format!("connecting to {url}"))?;
     let done = Arc::new(Notify::new());
     let worker = Worker {
         served: AtomicU64::new(0),
         max,
         done: done.clone(),
+        log_ids: std::env::var_os("FIB_SERVER_LOG_IDS").is_some(),
     };
     let stop = async move {
         let exit_timer = async {
@@ -91,9 +98,23 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     // Prefetch 1, like the seed: a second worker gets the next request.
-    let server = FibServer::new(worker).into_server().concurrency(1);
+    let mut server = FibServer::new(worker).into_server().concurrency(1);
+    // Tests on a shared broker: a queue and a connection name of their own.
+    if let Some(queue) = std::env::var("FIB_SERVER_QUEUE")
+        .ok()
+        .filter(|q| !q.is_empty())
+    {
+        server = server.queue_name(queue);
+    }
+    if let Ok(name) = std::env::var("FIB_SERVER_CONNECTION_NAME") {
+        server = server.connection_name(name);
+    }
     println!(" [x] Awaiting RPC requests on {} ({url})", server.queue());
-    server.serve_with_shutdown(&conn, stop).await?;
-    let _ = conn.close(200, "bye".into()).await;
+    // The server owns its connection and recovers it (broker restarted, connection
+    // closed): the next node of a comma-separated AMQP_URL, backoff, re-consume.
+    server
+        .serve_url_with_shutdown(&url, stop)
+        .await
+        .with_context(|| format!("serving on {url}"))?;
     Ok(())
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// `broker` binary listening on 5672). Override with `AMQP_URL`.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// `AMQP_URL`, or [`DEFAULT_URL`].
+/// `AMQP_URL`, or [`DEFAULT_URL`]. It may list several nodes separated by commas
+/// (`amqp://a:5672,amqp://b:5672`): the URL entry points try them in turn and a
+/// reconnect moves to the next.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL")
         .ok()

@@ -73,9 +73,36 @@ pub enum RpcError<E = Infallible> {
     /// The connection or channel closed while the call waited for its reply.
     #[error("the connection closed before the reply arrived")]
     Disconnected,
+    /// The connection dropped while the call was in flight: the request may or may
+    /// not have run (`outcome` says what is known). The call fails at once instead of
+    /// waiting for its deadline; retry it only if the method is safe to run twice.
+    #[error(
+        "the connection was lost while the call was in flight; the request may or may not have run"
+    )]
+    ConnectionLost {
+        /// What is known of the request's fate.
+        outcome: Outcome,
+    },
+    /// The call could not be sent before its deadline: the broker was unreachable
+    /// (the connection was down and did not come back in time). The request never
+    /// left this process.
+    #[error("the broker was unreachable: {message}")]
+    Unreachable {
+        /// The last connection error.
+        message: String,
+    },
     /// A client middleware layer failed (rate limit, concurrency limit, retry, ...).
     #[error("client middleware: {0}")]
     Middleware(#[source] BoxError),
+}
+
+/// What is known of a request whose connection dropped before its reply came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It was published; it may have run, may run later (the broker redelivers an
+    /// unacked request), or may never run.
+    Unknown,
 }
 
 impl RpcError<Infallible> {
@@ -94,6 +121,8 @@ impl RpcError<Infallible> {
             RpcError::Codec(e) => RpcError::Codec(e),
             RpcError::Amqp(e) => RpcError::Amqp(e),
             RpcError::Disconnected => RpcError::Disconnected,
+            RpcError::ConnectionLost { outcome } => RpcError::ConnectionLost { outcome },
+            RpcError::Unreachable { message } => RpcError::Unreachable { message },
             RpcError::Middleware(e) => RpcError::Middleware(e),
         }
     }
@@ -142,6 +171,15 @@ impl<E> RpcError<E> {
     pub fn is_no_server(&self) -> bool {
         matches!(self, RpcError::NoRoute { .. } | RpcError::NoServer { .. })
     }
+
+    /// Whether the call failed because of the connection (lost mid-call, or the
+    /// broker unreachable): a retry after the connection is back may succeed.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            RpcError::ConnectionLost { .. } | RpcError::Unreachable { .. } | RpcError::Disconnected
+        )
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +221,10 @@ mod tests {
         assert_eq!(e.to_string(), "no server is consuming queue \"fib\"");
         let e: RpcError<String> = RpcError::Handler("too big".into());
         assert_eq!(e.to_string(), "the handler returned an error: too big");
+        let e: RpcError = RpcError::ConnectionLost {
+            outcome: Outcome::Unknown,
+        };
+        assert!(e.to_string().contains("may or may not have run"));
+        assert!(e.is_connection_error());
     }
 }

@@ -67,13 +67,15 @@ pub mod codec;
 pub mod context;
 pub mod error;
 pub mod layer;
+pub mod recovery;
 pub mod server;
 pub mod wire;
 
 pub use client::{Call, Reply, ReplyMode, Transport, TransportBuilder};
 pub use codec::{Codec, CodecError};
 pub use context::Context;
-pub use error::{BoxError, RpcError};
+pub use error::{BoxError, Outcome, RpcError};
+pub use recovery::Recovery;
 pub use rpc_macros::service;
 pub use server::{Server, ServerHandle};
 pub use wire::Status;

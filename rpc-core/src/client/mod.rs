@@ -7,6 +7,7 @@
 
 mod pending;
 pub mod transport;
+mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -315,6 +316,8 @@ impl<E> std::fmt::Display for DisplayKind<'_, E> {
             RpcError::Codec(e) => write!(f, "codec: {e}"),
             RpcError::Amqp(e) => write!(f, "amqp: {e}"),
             RpcError::Disconnected => f.write_str("disconnected"),
+            RpcError::ConnectionLost { .. } => f.write_str("connection lost"),
+            RpcError::Unreachable { .. } => f.write_str("broker unreachable"),
             RpcError::Middleware(e) => write!(f, "middleware: {e}"),
         }
     }

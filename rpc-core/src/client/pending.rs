@@ -5,6 +5,10 @@
 //! that was dropped) is discarded. Each entry is owned by a [`Slot`] guard, so a call
 //! future that is dropped or times out removes its own entry: the map never holds
 //! more than the calls in flight.
+//!
+//! When the connection drops, [`Pending::fail_all`] fails every waiting call at once
+//! with [`RpcError::ConnectionLost`] and forgets it, so a reply that arrives on the
+//! new connection for one of those calls finds no entry and is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Reply;
-use crate::error::RpcError;
+use crate::error::{Outcome, RpcError};
 
 /// The table of calls in flight.
 #[derive(Debug, Clone, Default)]
@@ -23,7 +27,7 @@ pub(crate) struct Pending {
 
 #[derive(Debug, Default)]
 struct Inner {
-    waiting: HashMap<Arc<str>, oneshot::Sender<Reply>>,
+    waiting: HashMap<Arc<str>, oneshot::Sender<Result<Reply, RpcError>>>,
     /// Set when the reply consumer has ended: new calls fail at once instead of
     /// waiting for replies that cannot arrive.
     closed: bool,
@@ -35,7 +39,7 @@ pub(crate) struct Slot {
     pending: Pending,
     /// Shared with the map key: one allocation per call.
     id: Arc<str>,
-    rx: oneshot::Receiver<Reply>,
+    rx: oneshot::Receiver<Result<Reply, RpcError>>,
     /// The entry is already gone (its reply came, or the table closed): dropping
     /// the slot need not take the lock again.
     settled: bool,
@@ -69,9 +73,27 @@ impl Pending {
     pub(crate) fn complete(&self, reply: Reply) -> Result<(), Reply> {
         let tx = self.lock().waiting.remove(reply.correlation_id.as_str());
         match tx {
-            Some(tx) => tx.send(reply),
+            Some(tx) => match tx.send(Ok(reply)) {
+                Ok(()) => Ok(()),
+                // The call gave up meanwhile: nobody waits for this reply.
+                Err(Ok(reply)) => Err(reply),
+                Err(Err(_)) => Ok(()),
+            },
             None => Err(reply),
         }
+    }
+
+    /// Fails every waiting call with [`RpcError::ConnectionLost`] (the connection
+    /// dropped; it may come back, so new calls are still accepted); returns how many.
+    pub(crate) fn fail_all(&self) -> usize {
+        let waiting = std::mem::take(&mut self.lock().waiting);
+        let n = waiting.len();
+        for (_, tx) in waiting {
+            let _ = tx.send(Err(RpcError::ConnectionLost {
+                outcome: Outcome::Unknown,
+            }));
+        }
+        n
     }
 
     /// Fails every waiting call with [`RpcError::Disconnected`] and refuses new ones.
@@ -88,13 +110,24 @@ impl Pending {
 }
 
 impl Slot {
+    /// Resolves when the call is settled before the caller asked for its reply: a
+    /// reply that came early, the connection lost ([`Pending::fail_all`]), or the
+    /// table closed ([`RpcError::Disconnected`]). Once it resolved, the slot must not
+    /// be waited on again.
+    pub(crate) async fn settle(&mut self) -> Result<Reply, RpcError> {
+        let result = (&mut self.rx).await;
+        self.settled = true;
+        result.unwrap_or(Err(RpcError::Disconnected))
+    }
+
     /// Waits for the reply until `deadline`.
     pub(crate) async fn wait(mut self, deadline: Instant) -> Result<Reply, RpcError> {
         let result = tokio::time::timeout_at(deadline, &mut self.rx).await;
         // A reply or a closed sender means the entry has been removed already.
         self.settled = result.is_ok();
         match result {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(RpcError::Disconnected),
             Err(_) => Err(RpcError::Timeout),
         }
@@ -164,6 +197,57 @@ mod tests {
         let fut = slot.wait(Instant::now() + Duration::from_secs(30));
         // Poll once, then drop: like a caller that gave up (select!, abort).
         let _ = tokio::time::timeout(Duration::from_millis(5), fut).await;
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_fails_pending_calls_at_once_and_drops_their_late_replies() {
+        let pending = Pending::default();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        let old = pending.register("old").expect("open");
+        let waiting = tokio::spawn(old.wait(deadline));
+        tokio::task::yield_now().await;
+        // The connection drops.
+        assert_eq!(pending.fail_all(), 1);
+        let err = waiting.await.expect("task").expect_err("lost");
+        assert!(matches!(
+            err,
+            RpcError::ConnectionLost {
+                outcome: Outcome::Unknown
+            }
+        ));
+        // At once, not at the deadline.
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(pending.len(), 0);
+        // On the new connection: a call made now works, the old call's reply is dropped.
+        let new = pending.register("new").expect("still open");
+        assert!(pending.complete(reply("old")).is_err());
+        assert!(pending.complete(reply("new")).is_ok());
+        assert_eq!(new.wait(deadline).await.expect("reply").body, b"1");
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_for_its_confirm_fails_at_once_on_a_reconnect() {
+        let pending = Pending::default();
+        let start = Instant::now();
+        let mut slot = pending.register("c").expect("open");
+        // The confirm never comes (the connection dropped); the watch fails the call.
+        let confirm = std::future::pending::<()>();
+        let failing = async {
+            tokio::task::yield_now().await;
+            pending.fail_all();
+            std::future::pending::<()>().await
+        };
+        let result = tokio::select! {
+            _ = confirm => unreachable!(),
+            _ = failing => unreachable!(),
+            early = slot.settle() => early,
+        };
+        assert!(matches!(result, Err(RpcError::ConnectionLost { .. })));
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(slot);
         assert_eq!(pending.len(), 0);
     }
 

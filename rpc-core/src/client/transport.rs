@@ -8,6 +8,15 @@
 //! nobody consumes fails with [`RpcError::NoServer`] instead of waiting for its
 //! deadline. `Transport` is a `tower::Service<Call>`, so client middleware stacks on
 //! it with `ServiceBuilder`.
+//!
+//! Recovery: on a connection opened with lapin's `enable_auto_recover()` (what
+//! [`TransportBuilder::connect_url`] does; `crate::recovery`) lapin reconnects and
+//! replays the channels, confirms and the reply consumer. Here, when the reply
+//! consumer reports the loss, every call waiting for a reply fails at once with
+//! [`RpcError::ConnectionLost`]; a call made while the connection is down waits for it
+//! within its own deadline and then fails with [`RpcError::Unreachable`]. On a
+//! connection without auto-recover, the loss ends the transport: waiting calls fail
+//! with `ConnectionLost`, later ones with [`RpcError::Disconnected`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,12 +30,14 @@ use lapin::options::{
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ErrorKind};
 use tokio::time::Instant;
 
-use super::pending::Pending;
+use super::pending::{Pending, Slot};
+use super::watch::Ready;
 use super::{Call, Reply};
-use crate::error::RpcError;
+use crate::error::{Outcome, RpcError};
+use crate::recovery::{self, Backoff, Recovery};
 use crate::wire;
 
 /// Where replies come back.
@@ -48,6 +59,7 @@ pub struct TransportBuilder {
     reply_mode: ReplyMode,
     consumer_check: Option<Duration>,
     connect_timeout: Duration,
+    connection_name: Option<String>,
 }
 
 impl Default for TransportBuilder {
@@ -56,6 +68,7 @@ impl Default for TransportBuilder {
             reply_mode: ReplyMode::default(),
             consumer_check: Some(Duration::from_secs(1)),
             connect_timeout: Duration::from_secs(10),
+            connection_name: None,
         }
     }
 }
@@ -84,18 +97,35 @@ impl TransportBuilder {
         self
     }
 
+    /// The `connection_name` client property of a connection opened by
+    /// [`TransportBuilder::connect_url`] (shown by `rabbitmqctl list_connections`).
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
     /// Builds the transport on a channel of `conn`.
     pub async fn connect(self, conn: &Connection) -> Result<Transport, RpcError> {
         self.build(conn).await
     }
 
     /// Connects to `url` and builds the transport; the connection lives as long as
-    /// the transport.
+    /// the transport and recovers by itself (lapin's auto-recover, see the module
+    /// docs). `url` may be a comma-separated list of nodes: they are tried in turn,
+    /// each for up to the connect timeout; none answering fails with
+    /// [`RpcError::Unreachable`].
     pub async fn connect_url(self, url: &str) -> Result<Transport, RpcError> {
-        let connecting = Connection::connect(url, ConnectionProperties::default());
-        let conn = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| RpcError::Timeout)??;
+        let urls = recovery::parse_urls(url);
+        let mut next = 0;
+        let conn = recovery::connect_any(
+            &urls,
+            &mut next,
+            self.connection_name.as_deref(),
+            self.connect_timeout,
+            &mut Backoff::default(),
+            Some(1),
+        )
+        .await?;
         let mut transport = self.build(&conn).await?;
         match Arc::get_mut(&mut transport.inner) {
             Some(inner) => inner.connection = Some(conn),
@@ -142,7 +172,23 @@ impl TransportBuilder {
             None => None,
         };
         let pending = Pending::default();
-        tokio::spawn(read_replies(consumer, pending.clone()));
+        let recovery = Recovery::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let ready = Ready::default();
+        super::watch::spawn(
+            conn,
+            channel.clone(),
+            pending.clone(),
+            recovery.clone(),
+            ready.clone(),
+            stopped,
+        );
+        tokio::spawn(read_replies(
+            consumer,
+            pending.clone(),
+            channel.clone(),
+            recovery.clone(),
+        ));
         Ok(Transport {
             inner: Arc::new(Inner {
                 channel,
@@ -151,7 +197,10 @@ impl TransportBuilder {
                 probe: tokio::sync::Mutex::new(probe),
                 consumer_check: self.consumer_check,
                 seen_consumers: Mutex::new(HashMap::new()),
+                recovery,
                 connection: None,
+                ready,
+                _stop_watch: stop,
             }),
         })
     }
@@ -176,8 +225,14 @@ struct Inner {
     consumer_check: Option<Duration>,
     /// Queues recently seen with consumers, so the probe runs at most once per TTL.
     seen_consumers: Mutex<HashMap<String, Instant>>,
+    /// Outage counters; `is_down` while the connection recovers.
+    recovery: Recovery,
     /// Kept alive for transports built from a URL.
     connection: Option<Connection>,
+    /// Whether the reply channel may be published on (`client::watch`).
+    ready: Ready,
+    /// Dropped with the transport: ends the connection watch (`client::watch`).
+    _stop_watch: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Transport {
@@ -207,6 +262,11 @@ impl Transport {
         &self.inner.reply_to
     }
 
+    /// The outage counters of this transport's connection.
+    pub fn recovery(&self) -> &Recovery {
+        &self.inner.recovery
+    }
+
     /// Whether this transport owns its connection (built from a URL).
     pub fn owns_connection(&self) -> bool {
         self.inner.connection.is_some()
@@ -217,6 +277,11 @@ impl Transport {
         let deadline = call.deadline;
         match tokio::time::timeout_at(deadline, self.inner.send(call)).await {
             Ok(result) => result,
+            // The request could not be sent: the deadline passed while the call
+            // waited for the connection to come back.
+            Err(_) if self.inner.recovery.is_down() => Err(RpcError::Unreachable {
+                message: "the connection did not come back before the deadline".into(),
+            }),
             Err(_) => Err(RpcError::Timeout),
         }
     }
@@ -239,7 +304,45 @@ impl tower::Service<Call> for Transport {
 
 impl Inner {
     async fn send(&self, call: Call) -> Result<Reply, RpcError> {
-        let slot = self.pending.register(&call.correlation_id)?;
+        loop {
+            // Registered before the publish, so that even an immediate reply finds it;
+            // again after a reconnect, which forgets every registered call.
+            // After a reconnect: until lapin has replayed the reply consumer.
+            self.ready.wait().await;
+            let mut slot = self.pending.register(&call.correlation_id)?;
+            let confirm = match self.publish(&call).await {
+                Ok(confirm) => confirm,
+                Err(e) => {
+                    // Not sent (the channel is recovering): wait for it, then send
+                    // again. The caller's deadline bounds the wait (`Transport::send`).
+                    drop(slot);
+                    self.ready.clear();
+                    self.channel.wait_for_recovery(e).await?;
+                    continue;
+                }
+            };
+            // The watch fails the slot when the connection drops: a call whose confirm
+            // can no longer come must not wait for it either.
+            let confirmed = tokio::select! {
+                confirmed = confirm => confirmed,
+                early = slot.settle() => return early,
+            };
+            let confirm = match confirmed {
+                Ok(confirm) => confirm,
+                // Sent, but the connection dropped before the broker confirmed it.
+                Err(e) if e.can_be_recovered() => {
+                    tracing::debug!(error = %e, "connection lost before the confirm");
+                    return Err(RpcError::ConnectionLost {
+                        outcome: Outcome::Unknown,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            return self.finish(call, slot, confirm).await;
+        }
+    }
+
+    async fn publish(&self, call: &Call) -> Result<lapin::PublisherConfirm, lapin::Error> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         let mut headers = call.headers.clone();
         headers.insert(
@@ -260,8 +363,7 @@ impl Inner {
         if !call.method.is_empty() {
             props = props.with_type(call.method.as_str().into());
         }
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 "".into(),
                 call.queue.as_ref().into(),
@@ -272,8 +374,15 @@ impl Inner {
                 &call.body,
                 props,
             )
-            .await?
-            .await?;
+            .await
+    }
+
+    async fn finish(
+        &self,
+        call: Call,
+        slot: Slot,
+        confirm: Confirmation,
+    ) -> Result<Reply, RpcError> {
         match confirm {
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
                 tracing::debug!(code = returned.reply_code, "request returned by the broker");
@@ -358,7 +467,16 @@ impl Inner {
 }
 
 /// Routes every reply to its call until the consumer ends, then fails the rest.
-async fn read_replies(mut consumer: lapin::Consumer, pending: Pending) {
+///
+/// A recoverable error from the consumer is the connection dropping: the calls in
+/// flight fail at once (their replies, if any, would come to the old connection),
+/// and the reader waits for lapin to replay the consumer, then goes on.
+async fn read_replies(
+    mut consumer: lapin::Consumer,
+    pending: Pending,
+    channel: Channel,
+    recovery: Recovery,
+) {
     while let Some(item) = consumer.next().await {
         match item {
             Ok(delivery) => match Reply::from_delivery(delivery) {
@@ -370,8 +488,15 @@ async fn read_replies(mut consumer: lapin::Consumer, pending: Pending) {
                 None => tracing::debug!("dropping a reply without correlation id"),
             },
             Err(e) => {
-                tracing::debug!(error = %e, "reply consumer failed");
-                break;
+                // Outages are counted by the watch (`client::watch`).
+                recovery.lost(pending.fail_all());
+                match channel.wait_for_recovery(e).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reply consumer failed; the transport is closed");
+                        break;
+                    }
+                }
             }
         }
     }

@@ -55,15 +55,8 @@ pub(super) async fn service_queue(
     prefetch: u16,
 ) -> Result<Channel, RpcError> {
     let channel = conn.create_channel().await?;
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    let channel = match channel
-        .queue_declare(queue.into(), options, kind.arguments())
-        .await
-    {
-        Ok(_) => channel,
+    match declare_on(&channel, queue, kind, prefetch).await {
+        Ok(()) => Ok(channel),
         Err(e) if is_precondition_failed(&e) => {
             let channel = conn.create_channel().await?;
             let passive = QueueDeclareOptions {
@@ -80,14 +73,35 @@ pub(super) async fn service_queue(
                 "the service queue exists with other properties; using it as it is"
             );
             channel
+                .basic_qos(prefetch, BasicQosOptions { global: false })
+                .await?;
+            Ok(channel)
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The durable declare of `queue` and the per-consumer prefetch on `channel`: at the
+/// start, and again on the same channel after a broker-sent `basic.cancel` (the queue
+/// was deleted, its node went down).
+pub(super) async fn declare_on(
+    channel: &Channel,
+    queue: &str,
+    kind: QueueType,
+    prefetch: u16,
+) -> Result<(), lapin::Error> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
     };
+    channel
+        .queue_declare(queue.into(), options, kind.arguments())
+        .await?;
     // Per consumer (global = false): RabbitMQ 4.3 does not apply global QoS.
     channel
         .basic_qos(prefetch, BasicQosOptions { global: false })
         .await?;
-    Ok(channel)
+    Ok(())
 }
 
 /// Whether `e` is the broker closing the channel with 406 PRECONDITION_FAILED.

@@ -6,6 +6,17 @@
 //! ([`Server::serve`], [`Server::start`]) sets the prefetch to the concurrency
 //! limit, spawns one task per delivery (`server::worker`) and, on shutdown, cancels the
 //! consumer, finishes what it holds, and closes its channel.
+//!
+//! Recovery: on a connection with lapin's `enable_auto_recover()` lapin replays the
+//! channel, its prefetch, the queue declaration and the consumer; the serve loop
+//! waits for that and goes on. Handlers running when the connection dropped finish,
+//! but their acks belong to the old channel: lapin refuses them (the acker is
+//! poisoned), so nothing is acked on the wrong channel and the broker redelivers those
+//! requests with `redelivered` set. A `basic.cancel` from the broker (queue deleted,
+//! node down) makes the loop declare the queue and consume again. Without
+//! auto-recover a lost connection ends [`Server::serve`] with an error; the URL entry
+//! points ([`Server::serve_url`], [`Server::start_url`]) own their connection and
+//! open a new one (next node of the list, with backoff) when lapin gives up.
 
 mod declare;
 mod dispatch;
@@ -27,6 +38,7 @@ pub use dispatch::{DecodeError, run_handler};
 pub use request::{Request, Response};
 
 use crate::error::{BoxError, RpcError};
+use crate::recovery::{self, Backoff, Recovery};
 
 /// How many requests a server runs at once unless told otherwise (its prefetch).
 pub const DEFAULT_CONCURRENCY: u16 = 32;
@@ -46,6 +58,8 @@ pub struct Server<S> {
     queue_type: QueueType,
     concurrency: u16,
     shutdown_timeout: Duration,
+    connection_name: Option<String>,
+    recovery: Recovery,
 }
 
 impl<S> Server<S> {
@@ -58,6 +72,8 @@ impl<S> Server<S> {
             queue_type: QueueType::default(),
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            connection_name: None,
+            recovery: Recovery::default(),
         }
     }
 
@@ -100,12 +116,26 @@ impl<S> Server<S> {
             queue_type: self.queue_type,
             concurrency: self.concurrency,
             shutdown_timeout: self.shutdown_timeout,
+            connection_name: self.connection_name,
+            recovery: self.recovery,
         }
     }
 
     /// The service queue.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// The `connection_name` client property of the connection that
+    /// [`Server::serve_url`] and [`Server::start_url`] open.
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// The outage counters of this server (shared with its clones and its handle).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 }
 
@@ -147,6 +177,46 @@ where
         })
     }
 
+    /// Serves on a connection of its own to `url` (a comma-separated list of nodes
+    /// is tried in turn), recovering it for ever: lapin's auto-recover first, then a
+    /// new connection to the next node, with a capped, jittered backoff. Returns only
+    /// on an error that a reconnect cannot fix (the first connect finds no node, a
+    /// channel error).
+    pub async fn serve_url(self, url: &str) -> Result<(), RpcError> {
+        self.serve_url_with_shutdown(url, std::future::pending())
+            .await
+    }
+
+    /// [`Server::serve_url`] until `signal` completes, then a graceful shutdown.
+    pub async fn serve_url_with_shutdown(
+        self,
+        url: &str,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), RpcError> {
+        let mut owned = Owned::connect(&self, url).await?;
+        let bound = self.clone().bind(&owned.conn).await?;
+        owned.serve(self, bound, signal).await
+    }
+
+    /// Starts [`Server::serve_url`] in the background once the consumer is
+    /// registered; stop it with [`ServerHandle::shutdown`].
+    pub async fn start_url(self, url: &str) -> Result<ServerHandle, RpcError> {
+        let mut owned = Owned::connect(&self, url).await?;
+        let bound = self.clone().bind(&owned.conn).await?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            owned
+                .serve(self, bound, async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(ServerHandle {
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
     async fn bind(self, conn: &Connection) -> Result<Bound<S>, RpcError> {
         let channel = declare::service_queue(
             conn,
@@ -156,20 +226,149 @@ where
             self.concurrency,
         )
         .await?;
-        let consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = consume(&self.queue, &channel).await?;
         tracing::info!(service = self.name, queue = %self.queue, concurrency = self.concurrency, "serving");
         Ok(Bound {
             server: self,
             channel,
             consumer,
         })
+    }
+}
+
+async fn consume(queue: &str, channel: &Channel) -> Result<Consumer, RpcError> {
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// After a broker-sent `basic.cancel`: declare the queue and consume again, with
+/// backoff while the channel stays open.
+async fn resubscribe(
+    queue: &str,
+    kind: QueueType,
+    concurrency: u16,
+    channel: &Channel,
+) -> Result<Consumer, RpcError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = async {
+            declare::declare_on(channel, queue, kind, concurrency).await?;
+            consume(queue, channel).await
+        };
+        match attempt.await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if channel.status().connected() && backoff.attempts() < 8 => {
+                tracing::debug!(error = %e, "consuming again failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The connection of a URL entry point and where in the node list it is.
+struct Owned {
+    urls: Vec<String>,
+    next: usize,
+    conn: Connection,
+}
+
+impl Owned {
+    /// The first connection: each node once; none answering is an error.
+    async fn connect<S>(server: &Server<S>, url: &str) -> Result<Owned, RpcError> {
+        let urls = recovery::parse_urls(url);
+        let mut next = 0;
+        let conn = recovery::connect_any(
+            &urls,
+            &mut next,
+            server.connection_name.as_deref(),
+            CONNECT_TIMEOUT,
+            &mut Backoff::default(),
+            Some(1),
+        )
+        .await?;
+        Ok(Owned { urls, next, conn })
+    }
+
+    /// Serves, and when the connection is lost for good (lapin gave up), connects
+    /// again (next node, backoff, for ever) and binds again.
+    async fn serve<S>(
+        &mut self,
+        server: Server<S>,
+        mut bound: Bound<S>,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), RpcError>
+    where
+        S: Service<Request, Response = Response> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let signal = futures::FutureExt::shared(Box::pin(signal));
+        loop {
+            let result = bound.run(signal.clone()).await;
+            let stopped = futures::FutureExt::now_or_never(signal.clone()).is_some();
+            match result {
+                Err(e) if !stopped && is_connection_loss(&e) => {
+                    if !server.recovery.is_down() {
+                        server.recovery.down("server", &e);
+                    }
+                }
+                other => return other,
+            }
+            let _ = self.conn.close(200, "reconnecting".into()).await;
+            let mut backoff = Backoff::default();
+            loop {
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = signal.clone() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let connected = recovery::connect_any(
+                    &self.urls,
+                    &mut self.next,
+                    server.connection_name.as_deref(),
+                    CONNECT_TIMEOUT,
+                    &mut backoff,
+                    Some(1),
+                )
+                .await;
+                let conn = match connected {
+                    Ok(conn) => conn,
+                    Err(_) => continue,
+                };
+                match server.clone().bind(&conn).await {
+                    Ok(b) => {
+                        self.conn = conn;
+                        bound = b;
+                        server.recovery.up("server");
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "binding again failed; retrying"),
+                }
+            }
+        }
+    }
+}
+
+/// How often a serve loop reads its channel's state (outage counters and logs).
+const RECOVERY_TICK: Duration = Duration::from_millis(50);
+
+/// How long one connect attempt of a URL entry point may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a serve loop ended because the connection went away (not a channel error
+/// that a reconnect would only repeat).
+fn is_connection_loss(e: &RpcError) -> bool {
+    match e {
+        RpcError::Disconnected => true,
+        RpcError::Amqp(e) => !matches!(e.kind(), lapin::ErrorKind::ProtocolError(_)),
+        _ => false,
     }
 }
 
@@ -195,6 +394,11 @@ where
         let mut tasks = JoinSet::new();
         let mut outcome = Ok(());
         let mut shutting_down = false;
+        // lapin's auto-recover tells the consumer nothing when the connection drops
+        // (`client::watch`): read the channel's state to count and log the outage.
+        let mut tick = tokio::time::interval(RECOVERY_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -203,6 +407,20 @@ where
                     break;
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tick.tick() => {
+                    let status = channel.status();
+                    if status.reconnecting() && !down {
+                        down = true;
+                        if !server.recovery.is_down() {
+                            server.recovery.down("server", &"the connection dropped");
+                        }
+                    } else if status.connected() && down {
+                        down = false;
+                        if server.recovery.is_down() {
+                            server.recovery.up("server");
+                        }
+                    }
+                }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         tasks.spawn(worker::handle(
@@ -213,8 +431,39 @@ where
                         ));
                     }
                     Some(Err(e)) => {
-                        outcome = Err(RpcError::Amqp(e));
-                        break;
+                        // The connection dropped: with auto-recover lapin replays the
+                        // prefetch, the queue and this consumer; wait for that.
+                        if !server.recovery.is_down() {
+                            server.recovery.down("server", &e);
+                        }
+                        tokio::select! {
+                            _ = &mut signal => {
+                                shutting_down = true;
+                                break;
+                            }
+                            recovered = channel.wait_for_recovery(e) => match recovered {
+                                Ok(()) => {
+                                    if server.recovery.is_down() {
+                                        server.recovery.up("server");
+                                    }
+                                }
+                                Err(e) => {
+                                    outcome = Err(RpcError::Amqp(e));
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                    None if channel.status().connected() => {
+                        // The broker cancelled the consumer (queue deleted, node down).
+                        tracing::warn!(service = server.name, queue = %server.queue, "the broker cancelled the consumer; consuming again");
+                        match resubscribe(&server.queue, server.queue_type, server.concurrency, &channel).await {
+                            Ok(c) => consumer = c,
+                            Err(e) => {
+                                outcome = Err(e);
+                                break;
+                            }
+                        }
                     }
                     None => {
                         outcome = Err(RpcError::Disconnected);

@@ -107,7 +107,14 @@ where
     } else {
         tracing::debug!("request has no reply_to; nothing to reply");
     }
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %e, "could not ack the request");
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
+        // The delivery came on a channel incarnation that is gone (the connection
+        // dropped and recovered meanwhile): its ack must not reach the new channel;
+        // the broker redelivers the request.
+        Ok(false) => {
+            tracing::debug!("the request's channel was lost; not acked, it will be redelivered")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not ack the request"),
     }
 }

@@ -1,0 +1,260 @@
+//! Connections that come back: broker URL lists, the reconnect backoff, and the
+//! counters a user reads to see outages.
+//!
+//! The URL entry points ([`crate::TransportBuilder::connect_url`],
+//! [`crate::Server::serve_url`], [`crate::Server::start_url`]) own their connection
+//! and open it with lapin's `enable_auto_recover()`: lapin reconnects to the same
+//! node and replays the channels, queues, QoS, confirms and consumers. This module
+//! adds what lapin does not: a comma-separated list of nodes tried in turn (a
+//! reconnect after lapin gives up moves to the next), an exponential backoff with
+//! jitter and a cap for those reconnects, and [`Recovery`], the outage counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::error::RpcError;
+
+/// First delay before a reconnect.
+pub const MIN_DELAY: Duration = Duration::from_millis(100);
+/// The cap of the reconnect delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(5);
+/// How many times lapin retries one node before rpc-core moves to the next.
+const LAPIN_ATTEMPTS: usize = 8;
+
+/// Splits `AMQP_URL`-style input into broker URLs: comma-separated, blanks dropped
+/// (Spring AMQP's `addresses` convention).
+pub fn parse_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Exponential backoff with "equal jitter": the n-th delay is uniformly drawn from
+/// `[d/2, d]` where `d = min(MIN_DELAY * 2^n, MAX_DELAY)`, so reconnecting peers do
+/// not stampede a node that comes back.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(MIN_DELAY, MAX_DELAY)
+    }
+}
+
+impl Backoff {
+    /// A backoff from `min` doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay; `jitter` in `[0, 1]` picks where in `[d/2, d]` it falls.
+    pub fn next_delay_with(&mut self, jitter: f64) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(20));
+        let ceiling = self.min.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+
+    /// The next delay with random jitter.
+    pub fn next_delay(&mut self) -> Duration {
+        let random = uuid::Uuid::new_v4().as_u128() as u32;
+        self.next_delay_with(f64::from(random) / f64::from(u32::MAX))
+    }
+
+    /// Starts over (after a successful reconnect).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// How many delays were handed out since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Outage counters of one transport or server; cheap to clone, all clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    inner: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    outages: AtomicU64,
+    recoveries: AtomicU64,
+    lost_calls: AtomicU64,
+}
+
+impl Recovery {
+    /// Connection losses seen so far.
+    pub fn outages(&self) -> u64 {
+        self.inner.outages.load(Ordering::Relaxed)
+    }
+
+    /// Times the connection came back.
+    pub fn recoveries(&self) -> u64 {
+        self.inner.recoveries.load(Ordering::Relaxed)
+    }
+
+    /// Calls failed with [`RpcError::ConnectionLost`] (clients only).
+    pub fn lost_calls(&self) -> u64 {
+        self.inner.lost_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is down right now.
+    pub fn is_down(&self) -> bool {
+        self.outages() > self.recoveries()
+    }
+
+    /// Records a loss: one warning line per outage.
+    pub(crate) fn down(&self, who: &str, error: &dyn std::fmt::Display) {
+        let n = self.inner.outages.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(target: "rpc_core::recovery", who, outage = n, %error, "connection lost; reconnecting");
+    }
+
+    /// Records a recovery: one info line per outage.
+    pub(crate) fn up(&self, who: &str) {
+        let n = self.inner.recoveries.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(target: "rpc_core::recovery", who, outage = n, "connection back");
+    }
+
+    pub(crate) fn lost(&self, calls: usize) {
+        self.inner
+            .lost_calls
+            .fetch_add(calls as u64, Ordering::Relaxed);
+    }
+}
+
+/// The properties of a connection owned by a URL entry point: lapin's auto-recover,
+/// with a capped, jittered backoff, and the `connection_name` the broker shows.
+pub(crate) fn properties(connection_name: Option<&str>) -> ConnectionProperties {
+    let props = ConnectionProperties::default()
+        .enable_auto_recover()
+        .configure_backoff(|b| {
+            b.with_min_delay(MIN_DELAY)
+                .with_max_delay(MAX_DELAY)
+                .with_jitter()
+                .with_max_times(LAPIN_ATTEMPTS)
+        });
+    match connection_name {
+        Some(name) => props.with_connection_name(name.into()),
+        None => props,
+    }
+}
+
+/// Connects to the first node of `urls` (starting at `*next`) that answers within
+/// `attempt_timeout`; `*next` moves past the node used. Each failure of a whole
+/// round waits for `backoff`. Gives up after `rounds` rounds with
+/// [`RpcError::Unreachable`] (`None`: never).
+pub(crate) async fn connect_any(
+    urls: &[String],
+    next: &mut usize,
+    connection_name: Option<&str>,
+    attempt_timeout: Duration,
+    backoff: &mut Backoff,
+    rounds: Option<u32>,
+) -> Result<Connection, RpcError> {
+    if urls.is_empty() {
+        return Err(RpcError::Unreachable {
+            message: "no broker URL given".into(),
+        });
+    }
+    let mut round = 0u32;
+    loop {
+        let mut last = String::new();
+        for _ in 0..urls.len() {
+            let url = &urls[*next % urls.len()];
+            *next = (*next + 1) % urls.len();
+            let connecting = async {
+                // With auto-recover lapin retries even the first TCP connect with its
+                // backoff (seconds): find a node that refuses at once first.
+                reachable(url).await?;
+                Connection::connect(url, properties(connection_name))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(attempt_timeout, connecting).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "connect timed out".into(),
+            }
+            tracing::debug!(target: "rpc_core::recovery", node = %redact(url), error = %last, "connect failed");
+        }
+        round += 1;
+        if rounds.is_some_and(|r| round >= r) {
+            return Err(RpcError::Unreachable { message: last });
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(target: "rpc_core::recovery", ?delay, attempt = backoff.attempts(), "retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Whether something accepts TCP at `url`'s host and port (an unparsable URL is left
+/// to lapin to report).
+async fn reachable(url: &str) -> Result<(), String> {
+    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+        return Ok(());
+    };
+    let addr = (uri.authority.host.as_str(), uri.authority.port);
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{}: {e}", redact(url))),
+    }
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_comma_separated_and_trimmed() {
+        assert_eq!(
+            parse_urls(" amqp://a:5672 ,amqp://b:5673,, "),
+            vec!["amqp://a:5672", "amqp://b:5673"]
+        );
+        assert!(parse_urls("").is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let top: Vec<_> = (0..6).map(|_| b.next_delay_with(1.0)).collect();
+        let ms: Vec<u128> = top.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_delay_with(0.0), Duration::from_millis(50));
+        for _ in 0..100 {
+            let d = b.next_delay();
+            assert!(d >= Duration::from_millis(500) || b.attempts() < 5);
+            assert!(d <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact("amqp://guest:pw@h:1/%2f"), "amqp://***@h:1/%2f");
+    }
+}

@@ -1,0 +1,93 @@
+//! Fault tests with real processes: two `fib_server` processes serve and a client
+//! calls in a loop while (1) the built-in `broker` binary is killed with SIGKILL and
+//! started again on its data dir and port, (2) the built-in broker closes every
+//! connection (`broker ctl close-connection`), (3) RabbitMQ closes our connections
+//! (`rabbitmqctl close_connection`; runs when `AMQP_URL` names a RabbitMQ and
+//! `rabbitmqctl` works). Each prints its outage figures (`--nocapture`).
+//!
+//! The binaries must be current: `cargo build -p broker --bin broker --example
+//! fib_server` first (they are built only when missing).
+
+#[path = "rpc_common/fault.rs"]
+mod fault;
+#[path = "../examples/fib_common/mod.rs"]
+mod fib_common;
+#[path = "rpc_common/process.rs"]
+mod process;
+
+use std::time::Duration;
+
+use fault::Scenario;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_and_client_recover_after_the_broker_is_killed_and_restarted() {
+    let mut broker = process::Broker::start();
+    let scenario = Scenario::start("built-in broker kill -9", &broker.url()).await;
+    let fault_at = Instant::now();
+    let (broker, back_at) = tokio::task::spawn_blocking(move || {
+        broker.kill();
+        // The outage itself: the scenario, not a synchronisation.
+        std::thread::sleep(Duration::from_secs(2));
+        broker.restart();
+        (broker, Instant::now())
+    })
+    .await
+    .expect("restart");
+    scenario.finish(fault_at, back_at).await;
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_and_client_recover_after_the_broker_closes_their_connections() {
+    let broker = process::Broker::start_with_management();
+    let scenario = Scenario::start("built-in broker close-connection", &broker.url()).await;
+    let fault_at = Instant::now();
+    let (broker, closed) = tokio::task::spawn_blocking(move || {
+        let closed = broker.close_connections();
+        (broker, closed)
+    })
+    .await
+    .expect("close");
+    // Two servers and the client.
+    assert!(closed >= 3, "closed {closed} connections");
+    scenario.finish(fault_at, Instant::now()).await;
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the RabbitMQ the host's rabbitmqctl manages: AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo test --test rpc_recovery -- --ignored"]
+async fn servers_and_client_recover_after_rabbitmq_closes_their_connections() {
+    let url = std::env::var("AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("set AMQP_URL to the RabbitMQ that rabbitmqctl manages");
+    let scenario = Scenario::start("RabbitMQ close_connection", &url).await;
+    let tag = scenario.tag.clone();
+    // Our three connections are listed (the servers' and the client's names carry
+    // the tag): only those are closed, the broker is shared.
+    let listed = {
+        let tag = tag.clone();
+        tokio::task::spawn_blocking(move || process::rabbitmq_connections(&tag).len())
+            .await
+            .expect("list")
+    };
+    assert!(listed >= 3, "listed {listed} of our connections");
+    let fault_at = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || process::rabbitmq_close_connections(&tag))
+        .await
+        .expect("close");
+    assert!(closed >= 3, "closed {closed} connections");
+    let closed_at = Instant::now();
+    let queue = scenario.queue.clone();
+    scenario.finish(fault_at, closed_at).await;
+    // Leave nothing behind on the shared broker.
+    if let Ok(conn) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        let _ = ch
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+        let _ = conn.close(200, "bye".into()).await;
+    }
+}
