@@ -19,7 +19,7 @@ pub(super) struct Chunk {
     pub(super) data: Vec<u8>,
 }
 
-/// A batch of writes and deletions taken from a [`QueueLog`], for a sync thread.
+/// A batch of writes and deletions taken from a [`QueueLog`](super::QueueLog), for a sync thread.
 pub struct PendingWrites {
     pub(super) chunks: Vec<Chunk>,
     pub(super) deletes: Vec<u32>,
