@@ -45,6 +45,12 @@ echo "$out"
 timeout 20 tail --pid="$server_pid" -f /dev/null || fail "fib_server did not exit after --max-requests"
 
 echo "== 3: Rust fib_client --text -> Python rpc_server.py"
+# The Rust server declared rpc_queue durable (RabbitMQ 4.3 refuses transient
+# non-exclusive queues); the seed's rpc_server.py declares it non-durable, which a broker
+# refuses for an existing durable queue (406). A Rust server meeting the seed's queue
+# uses it as it is; the other way round the queue has to go first.
+timeout 30 "$PY" -c "import os, pika; c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL'])); c.channel().queue_delete(queue='rpc_queue'); c.close()" \
+  || fail "could not delete rpc_queue"
 "$PY" "$here/rpc_server.py" &
 pids+=($!)
 sleep 1
