@@ -17,8 +17,14 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 PY="${PYTHON:-python3}"
 pids=()
+delete_rpc_queue() {
+  timeout 30 "$PY" -c "import os, pika; c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL'])); c.channel().queue_delete(queue='rpc_queue'); c.close()"
+}
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # rpc_server.py leaves a non-durable rpc_queue behind, which the durable declares of
+  # later runs (tut6_rpc, fib_server) would meet: leave the broker as we found it.
+  delete_rpc_queue >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -49,8 +55,7 @@ echo "== 3: Rust fib_client --text -> Python rpc_server.py"
 # non-exclusive queues); the seed's rpc_server.py declares it non-durable, which a broker
 # refuses for an existing durable queue (406). A Rust server meeting the seed's queue
 # uses it as it is; the other way round the queue has to go first.
-timeout 30 "$PY" -c "import os, pika; c = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL'])); c.channel().queue_delete(queue='rpc_queue'); c.close()" \
-  || fail "could not delete rpc_queue"
+delete_rpc_queue || fail "could not delete rpc_queue"
 "$PY" "$here/rpc_server.py" &
 pids+=($!)
 sleep 1
