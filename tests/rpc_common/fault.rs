@@ -164,11 +164,21 @@ impl Scenario {
 
         for (i, s) in self.servers.iter_mut().enumerate() {
             // Tracing writes to stdout, errors to stderr.
-            let log = [self.logs[i].clone(), self.logs[i].with_extension("err")]
-                .iter()
-                .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let read_log = || {
+                [self.logs[i].clone(), self.logs[i].with_extension("err")]
+                    .iter()
+                    .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            // The client may have been answered by the other server: this one logs
+            // "connection back" once its own channel has recovered (at most 10 s).
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut log = read_log();
+            while !log.contains("connection back") && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                log = read_log();
+            }
             let log: String = log
                 .lines()
                 .filter(|l| !l.contains("[.]"))
