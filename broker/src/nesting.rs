@@ -101,20 +101,15 @@ fn too_deep(buf: &[u8], prefixed: bool) -> bool {
             return false;
         };
         pos += 1;
-        // The same type octets and sizes as `crate::properties` (checked there
-        // against amq-protocol's decoder).
-        let fixed = match kind {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'U' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'L' | b'l' | b'd' | b'T' => 8,
-            b'D' => 5,
-            b'V' => 0,
-            b'S' | b'x' => match u32_at(buf, pos) {
+        // The type octets and sizes of `crate::properties` (checked there against
+        // amq-protocol's decoder).
+        let fixed = match (crate::properties::fixed_width(kind), kind) {
+            (Some(n), _) => n,
+            (None, b'S' | b'x') => match u32_at(buf, pos) {
                 Some(n) => 4usize.saturating_add(n),
                 None => return false,
             },
-            b'F' | b'A' => {
+            (None, b'F' | b'A') => {
                 let Some(len) = u32_at(buf, pos) else {
                     return false;
                 };

@@ -108,23 +108,18 @@ impl Reader<'_> {
             return Err(Malformed);
         }
         let kind = self.u8()?;
-        let fixed = match kind {
-            b't' | b'b' | b'B' => 1,
-            b's' | b'U' | b'u' => 2,
-            b'I' | b'i' | b'f' => 4,
-            b'L' | b'l' | b'd' | b'T' => 8,
-            b'D' => 5,
-            b'V' => 0,
-            b'S' | b'x' => {
+        let fixed = match (fixed_width(kind), kind) {
+            (Some(n), _) => n,
+            (None, b'S' | b'x') => {
                 let n = self.u32()?;
                 self.take(n)?;
                 return Ok(());
             }
-            b'F' => {
+            (None, b'F') => {
                 self.table(depth)?;
                 return Ok(());
             }
-            b'A' => {
+            (None, b'A') => {
                 let len = self.u32()?;
                 let body = self.take(len)?;
                 let mut inner = Reader {
@@ -141,6 +136,20 @@ impl Reader<'_> {
         self.take(fixed)?;
         Ok(())
     }
+}
+
+/// The size of a field value of type `kind` whose size is fixed (`None` for strings,
+/// tables, arrays and unknown types): one table for this scan and `crate::nesting`'s.
+pub(crate) fn fixed_width(kind: u8) -> Option<usize> {
+    Some(match kind {
+        b't' | b'b' | b'B' => 1,
+        b's' | b'U' | b'u' => 2,
+        b'I' | b'i' | b'f' => 4,
+        b'L' | b'l' | b'd' | b'T' => 8,
+        b'D' => 5,
+        b'V' => 0,
+        _ => return None,
+    })
 }
 
 impl Properties {
