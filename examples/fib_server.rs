@@ -11,7 +11,8 @@
 //! machine's RabbitMQ, or `cargo run --release -p broker` listening there). The limits
 //! can also come from `FIB_SERVER_MAX_REQUESTS` and `FIB_SERVER_EXIT_AFTER` (seconds).
 //! For tests: `FIB_SERVER_QUEUE` (another queue than `rpc_queue`),
-//! `FIB_SERVER_CONNECTION_NAME` (the connection's `connection_name`) and
+//! `FIB_SERVER_CONNECTION_NAME` (the connection's `connection_name`),
+//! `FIB_SERVER_QUEUE_TYPE=quorum` (a quorum service queue, for a cluster) and
 //! `FIB_SERVER_LOG_IDS` (print each handled request's correlation id).
 //! Either way the worker shuts down gracefully: it stops consuming, answers what it
 //! holds, acks, and exits 0.
@@ -105,6 +106,10 @@ async fn main() -> anyhow::Result<()> {
         .filter(|q| !q.is_empty())
     {
         server = server.queue_name(queue);
+    }
+    // A RabbitMQ cluster: a replicated (quorum) service queue.
+    if std::env::var("FIB_SERVER_QUEUE_TYPE").is_ok_and(|t| t == "quorum") {
+        server = server.queue_type(rpc_core::QueueType::Quorum);
     }
     if let Ok(name) = std::env::var("FIB_SERVER_CONNECTION_NAME") {
         server = server.connection_name(name);

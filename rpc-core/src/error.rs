@@ -91,6 +91,13 @@ pub enum RpcError<E = Infallible> {
         /// The last connection error.
         message: String,
     },
+    /// A broker URL (or list of node URLs) the entry point was given cannot be used:
+    /// unparsable, or nodes of one list differing in scheme, user or vhost.
+    #[error("invalid broker URL: {message}")]
+    InvalidUrl {
+        /// What is wrong with it.
+        message: String,
+    },
     /// A client middleware layer failed (rate limit, concurrency limit, retry, ...).
     #[error("client middleware: {0}")]
     Middleware(#[source] BoxError),
@@ -123,6 +130,7 @@ impl RpcError<Infallible> {
             RpcError::Disconnected => RpcError::Disconnected,
             RpcError::ConnectionLost { outcome } => RpcError::ConnectionLost { outcome },
             RpcError::Unreachable { message } => RpcError::Unreachable { message },
+            RpcError::InvalidUrl { message } => RpcError::InvalidUrl { message },
             RpcError::Middleware(e) => RpcError::Middleware(e),
         }
     }

@@ -3,16 +3,19 @@
 //!
 //! The URL entry points ([`crate::TransportBuilder::connect_url`],
 //! [`crate::Server::serve_url`], [`crate::Server::start_url`]) own their connection
-//! and open it with lapin's `enable_auto_recover()`: lapin reconnects to the same
-//! node and replays the channels, queues, QoS, confirms and consumers. This module
-//! adds what lapin does not: a comma-separated list of nodes tried in turn (a
-//! reconnect after lapin gives up moves to the next), an exponential backoff with
-//! jitter and a cap for those reconnects, and [`Recovery`], the outage counters.
+//! and open it with lapin's `enable_auto_recover()`: lapin reconnects and replays
+//! the channels, queues, QoS, confirms and consumers. This module adds what lapin
+//! does not: a comma-separated list of nodes ([`Nodes`]), where lapin's every
+//! reconnect goes to the next node (a cluster node stopping moves its clients to
+//! another), an exponential, jittered, capped backoff, and
+//! [`Recovery`], the outage counters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lapin::tcp::AMQPUriTcpExt;
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
 use crate::error::RpcError;
@@ -21,8 +24,10 @@ use crate::error::RpcError;
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 /// The cap of the reconnect delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
-/// How many times lapin retries one node before rpc-core moves to the next.
-const LAPIN_ATTEMPTS: usize = 8;
+/// TCP connects lapin tries after a loss before it gives up (lapin's own default;
+/// each goes to the next node; about a minute with [`MAX_DELAY`]). A server then
+/// opens a new connection itself; a client transport is closed (`Disconnected`).
+const LAPIN_ATTEMPTS: usize = 16;
 
 /// Splits `AMQP_URL`-style input into broker URLs: comma-separated, blanks dropped
 /// (Spring AMQP's `addresses` convention).
@@ -156,43 +161,127 @@ pub(crate) fn properties(connection_name: Option<&str>) -> ConnectionProperties 
     }
 }
 
-/// Connects to the first node of `urls` (starting at `*next`) that answers within
-/// `attempt_timeout`; `*next` moves past the node used. Each failure of a whole
-/// round waits for `backoff`. Gives up after `rounds` rounds with
-/// [`RpcError::Unreachable`] (`None`: never).
+/// The nodes of one URL entry point, and which one the next TCP connect goes to.
+///
+/// lapin's recovery reconnects through the `connect` function given to
+/// `Connection::connector`; ours takes the next node of the list on every call, so a
+/// reconnect after a node stops (or closes our connection) goes to the next node, and
+/// lapin then replays the channels, queues, QoS and consumers there. The AMQP
+/// handshake (user, vhost, `frame_max`/`heartbeat` query) is the first URL's: nodes
+/// of one list must agree on scheme, user and vhost ([`Nodes::parse`] checks).
+#[derive(Debug)]
+pub(crate) struct Nodes {
+    uris: Vec<AMQPUri>,
+    next: AtomicUsize,
+}
+
+impl Nodes {
+    /// Parses a comma-separated list ([`parse_urls`]).
+    pub(crate) fn parse(urls: &str) -> Result<Arc<Nodes>, RpcError> {
+        let mut uris: Vec<AMQPUri> = Vec::new();
+        for url in parse_urls(urls) {
+            let uri: AMQPUri = url.parse().map_err(|e| RpcError::InvalidUrl {
+                message: format!("{}: {e}", redact(&url)),
+            })?;
+            if let Some(first) = uris.first()
+                && (first.scheme != uri.scheme
+                    || first.authority.userinfo != uri.authority.userinfo
+                    || first.vhost != uri.vhost)
+            {
+                return Err(RpcError::InvalidUrl {
+                    message: format!(
+                        "{}: the nodes of one list must have the first node's scheme, user and vhost",
+                        redact(&url)
+                    ),
+                });
+            }
+            uris.push(uri);
+        }
+        if uris.is_empty() {
+            return Err(RpcError::InvalidUrl {
+                message: "no broker URL given".into(),
+            });
+        }
+        Ok(Arc::new(Nodes {
+            uris,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    /// How many nodes.
+    pub(crate) fn len(&self) -> usize {
+        self.uris.len()
+    }
+
+    /// The node the next connect goes to, moving on by one.
+    fn take(&self) -> &AMQPUri {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.uris[i % self.uris.len()]
+    }
+
+    fn peek(&self) -> &AMQPUri {
+        &self.uris[self.next.load(Ordering::Relaxed) % self.uris.len()]
+    }
+
+    fn skip(&self) {
+        self.next.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Opens a recovering connection whose first (and every later) TCP connect goes
+    /// to [`Nodes::take`].
+    async fn open(
+        self: &Arc<Self>,
+        connection_name: Option<&str>,
+    ) -> Result<Connection, lapin::Error> {
+        let runtime = lapin::runtime::default_runtime()?;
+        let nodes = self.clone();
+        let handshake = self.uris[0].clone();
+        Connection::connector(
+            handshake,
+            runtime,
+            async move |_, runtime| {
+                let node = nodes.take();
+                tracing::debug!(target: "rpc_core::recovery", node = %display(node), "connecting");
+                Ok(AMQPUriTcpExt::connect_async(node, &runtime).await?)
+            },
+            properties(connection_name),
+        )
+        .await
+    }
+}
+
+/// Connects to the first node of `nodes` (from its current one on) that answers
+/// within `attempt_timeout`. Each failure of a whole round waits for `backoff`.
+/// Gives up after `rounds` rounds with [`RpcError::Unreachable`] (`None`: never).
 pub(crate) async fn connect_any(
-    urls: &[String],
-    next: &mut usize,
+    nodes: &Arc<Nodes>,
     connection_name: Option<&str>,
     attempt_timeout: Duration,
     backoff: &mut Backoff,
     rounds: Option<u32>,
 ) -> Result<Connection, RpcError> {
-    if urls.is_empty() {
-        return Err(RpcError::Unreachable {
-            message: "no broker URL given".into(),
-        });
-    }
     let mut round = 0u32;
     loop {
         let mut last = String::new();
-        for _ in 0..urls.len() {
-            let url = &urls[*next % urls.len()];
-            *next = (*next + 1) % urls.len();
+        for _ in 0..nodes.len() {
+            let node = display(nodes.peek());
+            let before = nodes.next.load(Ordering::Relaxed);
             let connecting = async {
-                // With auto-recover lapin retries even the first TCP connect with its
-                // backoff (seconds): find a node that refuses at once first.
-                reachable(url).await?;
-                Connection::connect(url, properties(connection_name))
-                    .await
-                    .map_err(|e| e.to_string())
+                // lapin retries even the first TCP connect with its backoff (a minute):
+                // find a node that refuses at once first.
+                reachable(nodes.peek()).await?;
+                nodes.open(connection_name).await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(attempt_timeout, connecting).await {
                 Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => last = e,
-                Err(_) => last = "connect timed out".into(),
+                Ok(Err(e)) => last = format!("{node}: {e}"),
+                Err(_) => last = format!("{node}: connect timed out"),
             }
-            tracing::debug!(target: "rpc_core::recovery", node = %redact(url), error = %last, "connect failed");
+            // A node refused by the pre-check was only peeked at: move on from it.
+            if nodes.next.load(Ordering::Relaxed) == before {
+                nodes.skip();
+            }
+            tracing::debug!(target: "rpc_core::recovery", error = %last, "connect failed");
         }
         round += 1;
         if rounds.is_some_and(|r| round >= r) {
@@ -204,17 +293,18 @@ pub(crate) async fn connect_any(
     }
 }
 
-/// Whether something accepts TCP at `url`'s host and port (an unparsable URL is left
-/// to lapin to report).
-async fn reachable(url: &str) -> Result<(), String> {
-    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
-        return Ok(());
-    };
+/// Whether something accepts TCP at the node's host and port.
+async fn reachable(uri: &AMQPUri) -> Result<(), String> {
     let addr = (uri.authority.host.as_str(), uri.authority.port);
     match tokio::net::TcpStream::connect(addr).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(format!("{}: {e}", redact(url))),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// `host:port` of a node, for logs and errors (never the password).
+fn display(uri: &AMQPUri) -> String {
+    format!("{}:{}", uri.authority.host, uri.authority.port)
 }
 
 /// A URL without its password, for logs.
@@ -250,6 +340,32 @@ mod tests {
             let d = b.next_delay();
             assert!(d >= Duration::from_millis(500) || b.attempts() < 5);
             assert!(d <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn each_connect_goes_to_the_next_node() {
+        let nodes = Nodes::parse("amqp://u:p@a:1/v, amqp://u:p@b:2/v,amqp://u:p@c:3/v")
+            .expect("one cluster");
+        let seen: Vec<String> = (0..4).map(|_| display(nodes.take())).collect();
+        assert_eq!(seen, vec!["a:1", "b:2", "c:3", "a:1"]);
+    }
+
+    #[test]
+    fn node_lists_must_agree_on_user_and_vhost() {
+        for bad in [
+            "amqp://u:p@a:1/v,amqp://x:p@b:2/v",
+            "amqp://u:p@a:1/v,amqp://u:p@b:2/w",
+            "amqp://u:p@a:1/v,amqps://u:p@b:2/v",
+            "",
+            "not a url at all:://",
+        ] {
+            match Nodes::parse(bad) {
+                Err(RpcError::InvalidUrl { message }) => {
+                    assert!(!message.contains(":p@"), "password in {message}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 

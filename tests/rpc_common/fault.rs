@@ -73,6 +73,16 @@ impl Scenario {
     /// Starts two servers and a client on `url` and the call loop; returns once calls
     /// succeed and one is in flight.
     pub async fn start(label: &'static str, url: &str) -> Scenario {
+        Scenario::start_with(label, url, &[]).await
+    }
+
+    /// [`Scenario::start`] with extra environment for the server processes (e.g.
+    /// `FIB_SERVER_QUEUE_TYPE=quorum` on a cluster).
+    pub async fn start_with(
+        label: &'static str,
+        url: &str,
+        server_env: &[(&str, &str)],
+    ) -> Scenario {
         // `RUST_LOG=rpc_core=debug` shows the client's side of the outage.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -87,7 +97,7 @@ impl Scenario {
             .collect();
         let servers = logs
             .iter()
-            .map(|log| process::fib_server(url, &queue, &format!("{tag} server"), log))
+            .map(|log| process::fib_server(url, &queue, &format!("{tag} server"), log, server_env))
             .collect();
         let transport = Transport::builder()
             .connection_name(format!("{tag} client"))
@@ -150,8 +160,9 @@ impl Scenario {
     /// After the fault (from `fault_at`; the broker back, or done closing
     /// connections, at `back_at`):
     /// waits for an answer, stops the loop, checks every outcome, the servers and
-    /// the handler runs, and prints the figures.
-    pub async fn finish(mut self, fault_at: Instant, back_at: Instant) {
+    /// the handler runs, and prints the figures. Returns the longest time without an
+    /// answer.
+    pub async fn finish(mut self, fault_at: Instant, back_at: Instant) -> Duration {
         let first = first_success(&self.client, Duration::from_secs(20)).await;
         let to_first = first.saturating_duration_since(back_at);
         // A few more calls after the recovery.
@@ -274,6 +285,7 @@ impl Scenario {
             "{}: more answers than requests handled",
             self.label
         );
+        longest_gap
     }
 
     /// Handler runs and distinct request ids in the servers' logs (lines

@@ -193,7 +193,13 @@ impl Drop for Broker {
 /// A `fib_server` example process on `url` serving `queue`, its connection named
 /// `connection_name`, printing each handled request id to the file `log` and its
 /// logs (warnings, and the recovery lines) to `log` with the extension `err`.
-pub fn fib_server(url: &str, queue: &str, connection_name: &str, log: &Path) -> Proc {
+pub fn fib_server(
+    url: &str,
+    queue: &str,
+    connection_name: &str,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Proc {
     let bin = binary("examples/fib_server", &["--example", "fib_server"]);
     let stdout = std::fs::File::create(log).expect("create the server log");
     let stderr = std::fs::File::create(log.with_extension("err")).expect("create the server log");
@@ -203,6 +209,7 @@ pub fn fib_server(url: &str, queue: &str, connection_name: &str, log: &Path) -> 
         .env("FIB_SERVER_CONNECTION_NAME", connection_name)
         .env("FIB_SERVER_LOG_IDS", "1")
         .env("RUST_LOG", "warn,rpc_core::recovery=info,lapin=off")
+        .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
@@ -210,11 +217,21 @@ pub fn fib_server(url: &str, queue: &str, connection_name: &str, log: &Path) -> 
     Proc(child)
 }
 
+/// `rabbitmqctl`, or the command line in `RABBITMQCTL` (e.g. RabbitMQ 4's in its
+/// chroot: `RABBITMQCTL="../shared/rabbitmq4/ctl.sh rabbitmqctl -n rabbit4a@localhost"`).
+fn rabbitmqctl() -> Command {
+    let line = std::env::var("RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    let mut words = line.split_whitespace();
+    let mut cmd = Command::new(words.next().unwrap_or("rabbitmqctl"));
+    cmd.args(words);
+    cmd
+}
+
 /// RabbitMQ's own connections whose client properties mention `tag` (their
 /// `connection_name`), as `rabbitmqctl list_connections pid client_properties` lists
 /// them: their pids.
 pub fn rabbitmq_connections(tag: &str) -> Vec<String> {
-    let out = Command::new("rabbitmqctl")
+    let out = rabbitmqctl()
         .args(["-q", "list_connections", "pid", "client_properties"])
         .output()
         .expect("run rabbitmqctl");
@@ -232,7 +249,7 @@ pub fn rabbitmq_connections(tag: &str) -> Vec<String> {
 pub fn rabbitmq_close_connections(tag: &str) -> usize {
     let pids = rabbitmq_connections(tag);
     for pid in &pids {
-        let status = Command::new("rabbitmqctl")
+        let status = rabbitmqctl()
             .args(["-q", "close_connection", pid, "test"])
             .status()
             .expect("run rabbitmqctl");

@@ -318,6 +318,7 @@ impl<E> std::fmt::Display for DisplayKind<'_, E> {
             RpcError::Disconnected => f.write_str("disconnected"),
             RpcError::ConnectionLost { .. } => f.write_str("connection lost"),
             RpcError::Unreachable { .. } => f.write_str("broker unreachable"),
+            RpcError::InvalidUrl { .. } => f.write_str("invalid broker URL"),
             RpcError::Middleware(e) => write!(f, "middleware: {e}"),
         }
     }

@@ -111,15 +111,14 @@ impl TransportBuilder {
 
     /// Connects to `url` and builds the transport; the connection lives as long as
     /// the transport and recovers by itself (lapin's auto-recover, see the module
-    /// docs). `url` may be a comma-separated list of nodes: they are tried in turn,
-    /// each for up to the connect timeout; none answering fails with
-    /// [`RpcError::Unreachable`].
+    /// docs). `url` may be a comma-separated list of nodes (one cluster: same user and
+    /// vhost): they are tried in turn, each for up to the connect timeout, none
+    /// answering fails with [`RpcError::Unreachable`]; after a loss lapin's reconnect
+    /// goes to the next node.
     pub async fn connect_url(self, url: &str) -> Result<Transport, RpcError> {
-        let urls = recovery::parse_urls(url);
-        let mut next = 0;
+        let nodes = recovery::Nodes::parse(url)?;
         let conn = recovery::connect_any(
-            &urls,
-            &mut next,
+            &nodes,
             self.connection_name.as_deref(),
             self.connect_timeout,
             &mut Backoff::default(),

@@ -15,8 +15,9 @@
 //! requests with `redelivered` set. A `basic.cancel` from the broker (queue deleted,
 //! node down) makes the loop declare the queue and consume again. Without
 //! auto-recover a lost connection ends [`Server::serve`] with an error; the URL entry
-//! points ([`Server::serve_url`], [`Server::start_url`]) own their connection and
-//! open a new one (next node of the list, with backoff) when lapin gives up.
+//! points ([`Server::serve_url`], [`Server::start_url`]) own their connection: lapin's
+//! reconnects go to the next node of the list (`crate::recovery::Nodes`), and when
+//! lapin gives up the server opens a new connection itself (backoff, for ever).
 
 mod declare;
 mod dispatch;
@@ -274,26 +275,23 @@ async fn resubscribe(
 
 /// The connection of a URL entry point and where in the node list it is.
 struct Owned {
-    urls: Vec<String>,
-    next: usize,
+    nodes: std::sync::Arc<recovery::Nodes>,
     conn: Connection,
 }
 
 impl Owned {
     /// The first connection: each node once; none answering is an error.
     async fn connect<S>(server: &Server<S>, url: &str) -> Result<Owned, RpcError> {
-        let urls = recovery::parse_urls(url);
-        let mut next = 0;
+        let nodes = recovery::Nodes::parse(url)?;
         let conn = recovery::connect_any(
-            &urls,
-            &mut next,
+            &nodes,
             server.connection_name.as_deref(),
             CONNECT_TIMEOUT,
             &mut Backoff::default(),
             Some(1),
         )
         .await?;
-        Ok(Owned { urls, next, conn })
+        Ok(Owned { nodes, conn })
     }
 
     /// Serves, and when the connection is lost for good (lapin gave up), connects
@@ -330,8 +328,7 @@ impl Owned {
                     _ = tokio::time::sleep(delay) => {}
                 }
                 let connected = recovery::connect_any(
-                    &self.urls,
-                    &mut self.next,
+                    &self.nodes,
                     server.connection_name.as_deref(),
                     CONNECT_TIMEOUT,
                     &mut backoff,
