@@ -55,8 +55,9 @@ async fn callback_queue_mode_works_like_the_seed() {
         .connect(&env.conn)
         .await
         .unwrap();
+    // An exclusive queue of the client's naming (declared again after a reconnect).
     assert!(
-        transport.reply_to().starts_with("amq.gen-"),
+        transport.reply_to().starts_with("rpc-reply-"),
         "{}",
         transport.reply_to()
     );

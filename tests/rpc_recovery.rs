@@ -91,3 +91,68 @@ async fn servers_and_client_recover_after_rabbitmq_closes_their_connections() {
         let _ = conn.close(200, "bye".into()).await;
     }
 }
+
+/// A client whose replies come to an exclusive callback queue (`ReplyMode::CallbackQueue`)
+/// gets answers again after the broker closed its connection: lapin replays the queue's
+/// declaration and consumer on the new connection, which must work for the queue's name.
+async fn callback_queue_client_recovers(url: &str, close: impl FnOnce() -> usize + Send + 'static) {
+    let tag = format!("rpc-recovery-cb-{}", uuid::Uuid::new_v4().simple());
+    let queue = format!("{tag}-fib");
+    let log = std::env::temp_dir().join(format!("{tag}-server.log"));
+    let _server = process::fib_server(url, &queue, &format!("{tag} server"), &log, &[]);
+    let transport = rpc_core::Transport::builder()
+        .reply_mode(rpc_core::ReplyMode::CallbackQueue)
+        .connection_name(format!("{tag} client"))
+        .connect_url(url)
+        .await
+        .expect("connect");
+    let client = fib_common::FibClient::new(transport.clone())
+        .with_deadline(Duration::from_secs(2))
+        .with_queue(&queue);
+    let answered = |within: Duration| {
+        let client = client.clone();
+        async move {
+            let until = Instant::now() + within;
+            loop {
+                match client.fib(10).await {
+                    Ok(v) => return v,
+                    Err(e) => assert!(Instant::now() < until, "no answer within {within:?}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(answered(Duration::from_secs(30)).await, 55);
+    let closed = tokio::task::spawn_blocking(close).await.expect("close");
+    assert!(closed >= 2, "closed {closed} connections");
+    assert_eq!(answered(Duration::from_secs(10)).await, 55);
+    assert!(
+        transport.recovery().recoveries() >= 1,
+        "the client saw no outage"
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(log.with_extension("err"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_queue_client_recovers_after_the_broker_closes_its_connection() {
+    let broker = std::sync::Arc::new(process::Broker::start_with_management());
+    let url = broker.url();
+    let b = broker.clone();
+    callback_queue_client_recovers(&url, move || b.close_connections()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the RabbitMQ the host's rabbitmqctl manages: AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo test --test rpc_recovery -- --ignored"]
+async fn a_callback_queue_client_recovers_after_rabbitmq_closes_its_connection() {
+    let url = std::env::var("AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("set AMQP_URL to the RabbitMQ that rabbitmqctl manages");
+    // Only this test's connections: their names carry the tag the helper makes, so
+    // close every connection whose name says "rpc-recovery-cb-".
+    callback_queue_client_recovers(&url, || {
+        process::rabbitmq_close_connections("rpc-recovery-cb-")
+    })
+    .await;
+}

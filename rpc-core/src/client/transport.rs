@@ -2,7 +2,7 @@
 //!
 //! One AMQP channel carries every call of a [`Transport`] and all its clones: requests
 //! go out with `mandatory` set and publisher confirms on, replies come back on one
-//! consumer (direct reply-to by default, or an exclusive server-named callback queue)
+//! consumer (direct reply-to by default, or an exclusive callback queue named `rpc-reply-<uuid>`)
 //! and are matched to their call by correlation id (`client::pending`). A second
 //! channel probes the service queue's consumer count, so that a call to a queue
 //! nobody consumes fails with [`RpcError::NoServer`] instead of waiting for its
@@ -48,7 +48,8 @@ pub enum ReplyMode {
     /// broker hands replies straight to this channel's consumer. The default.
     #[default]
     DirectReplyTo,
-    /// An exclusive, server-named callback queue, as in the seed tutorial; deleted
+    /// An exclusive callback queue, as in the seed tutorial, named `rpc-reply-<uuid>`
+    /// by the client (so that it can be declared again after a reconnect); deleted
     /// with the connection.
     CallbackQueue,
 }
@@ -141,9 +142,14 @@ impl TransportBuilder {
             .await?;
         let reply_queue = match self.reply_mode {
             ReplyMode::DirectReplyTo => wire::DIRECT_REPLY_TO.to_owned(),
+            // Named here, not by the broker: lapin's recovery declares the queue again
+            // by its name, and a broker-made `amq.gen-*` name is refused (403) when a
+            // client declares it, which would end the transport at the first reconnect.
             ReplyMode::CallbackQueue => channel
                 .queue_declare(
-                    "".into(),
+                    format!("rpc-reply-{}", uuid::Uuid::new_v4().simple())
+                        .as_str()
+                        .into(),
                     QueueDeclareOptions {
                         exclusive: true,
                         auto_delete: true,
