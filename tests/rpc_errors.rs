@@ -146,6 +146,24 @@ async fn panic_is_caught_and_the_worker_survives() {
 }
 
 #[tokio::test]
+async fn bad_reply_when_the_handler_value_does_not_encode() {
+    let env = Env::new().await;
+    let handler = Handler::default();
+    let server = env.serve(handler.clone()).await;
+    let client = env.client().await;
+    // MessagePack has maps with any keys; JSON only string keys.
+    assert_eq!(client.pairs().await.unwrap().get(&(1, 2)), Some(&3));
+    match client.with_codec(rpc_core::Codec::Json).pairs().await {
+        Err(RpcError::BadReply { message }) => assert!(message.contains("key"), "{message}"),
+        other => panic!("expected a bad reply, got {other:?}"),
+    }
+    // The handler ran both times (not a panic, not a bad request).
+    assert_eq!(handler.calls(), 2);
+    server.shutdown().await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn unknown_method() {
     let env = Env::new().await;
     let server = env.serve(Handler::default()).await;

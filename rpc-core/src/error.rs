@@ -91,6 +91,14 @@ pub enum RpcError<E = Infallible> {
         /// The last connection error.
         message: String,
     },
+    /// The handler ran, but the server could not encode its reply in the request's
+    /// codec (a value serde cannot represent there, such as a map with non-string
+    /// keys in JSON). The handler's effects happened; retrying will fail the same way.
+    #[error("the handler ran but its reply did not encode: {message}")]
+    BadReply {
+        /// The encoder's message.
+        message: String,
+    },
     /// A broker URL (or list of node URLs) the entry point was given cannot be used:
     /// unparsable, or nodes of one list differing in scheme, user or vhost.
     #[error("invalid broker URL: {message}")]
@@ -131,6 +139,7 @@ impl RpcError<Infallible> {
             RpcError::ConnectionLost { outcome } => RpcError::ConnectionLost { outcome },
             RpcError::Unreachable { message } => RpcError::Unreachable { message },
             RpcError::InvalidUrl { message } => RpcError::InvalidUrl { message },
+            RpcError::BadReply { message } => RpcError::BadReply { message },
             RpcError::Middleware(e) => RpcError::Middleware(e),
         }
     }
@@ -160,6 +169,7 @@ impl<E> RpcError<E> {
             Status::Internal => RpcError::Panicked { message },
             Status::DeadlineExceeded => RpcError::DeadlineExceeded,
             Status::Unavailable => RpcError::Unavailable { message },
+            Status::BadReply => RpcError::BadReply { message },
             Status::Ok | Status::Error => {
                 RpcError::Codec(CodecError::UnknownStatus(status.as_str().to_owned()))
             }

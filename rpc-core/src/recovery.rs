@@ -5,7 +5,7 @@
 //! [`crate::Server::serve_url`], [`crate::Server::start_url`]) own their connection
 //! and open it with lapin's `enable_auto_recover()`: lapin reconnects and replays
 //! the channels, queues, QoS, confirms and consumers. This module adds what lapin
-//! does not: a comma-separated list of nodes ([`Nodes`]), where lapin's every
+//! does not: a comma-separated list of nodes (`Nodes`), where lapin's every
 //! reconnect goes to the next node (a cluster node stopping moves its clients to
 //! another), an exponential, jittered, capped backoff, and
 //! [`Recovery`], the outage counters.

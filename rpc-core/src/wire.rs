@@ -41,6 +41,9 @@ pub enum Status {
     /// A server middleware refused the request (load shed, overload); the body is a
     /// message.
     Unavailable,
+    /// The handler ran, but its return value (or its error) did not encode in the
+    /// request's codec; the body is the encoder's message.
+    BadReply,
 }
 
 impl Status {
@@ -54,6 +57,7 @@ impl Status {
             Status::Internal => "internal",
             Status::DeadlineExceeded => "deadline_exceeded",
             Status::Unavailable => "unavailable",
+            Status::BadReply => "bad_reply",
         }
     }
 
@@ -67,6 +71,7 @@ impl Status {
             "internal" => Status::Internal,
             "deadline_exceeded" => Status::DeadlineExceeded,
             "unavailable" => Status::Unavailable,
+            "bad_reply" => Status::BadReply,
             _ => return None,
         })
     }
@@ -199,6 +204,7 @@ mod tests {
             Status::Internal,
             Status::DeadlineExceeded,
             Status::Unavailable,
+            Status::BadReply,
         ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }

@@ -64,6 +64,8 @@ pub trait Probe {
     async fn small(&self, n: Small) -> u8;
     /// How many calls this handler ran.
     async fn count(&self) -> usize;
+    /// A map with tuple keys: MessagePack encodes it, JSON cannot.
+    async fn pairs(&self) -> std::collections::BTreeMap<(u8, u8), u8>;
 }
 
 /// The test handler; counts calls.
@@ -132,6 +134,10 @@ impl Probe for Handler {
     }
     async fn count(&self) -> usize {
         self.calls()
+    }
+    async fn pairs(&self) -> std::collections::BTreeMap<(u8, u8), u8> {
+        self.tick();
+        std::collections::BTreeMap::from([((1, 2), 3)])
     }
 }
 

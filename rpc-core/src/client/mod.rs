@@ -319,6 +319,7 @@ impl<E> std::fmt::Display for DisplayKind<'_, E> {
             RpcError::ConnectionLost { .. } => f.write_str("connection lost"),
             RpcError::Unreachable { .. } => f.write_str("broker unreachable"),
             RpcError::InvalidUrl { .. } => f.write_str("invalid broker URL"),
+            RpcError::BadReply { .. } => f.write_str("bad reply"),
             RpcError::Middleware(e) => write!(f, "middleware: {e}"),
         }
     }

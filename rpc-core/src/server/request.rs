@@ -59,19 +59,45 @@ impl Response {
         }
     }
 
-    /// `ok` with `value` encoded, or `internal` if it does not encode.
+    /// `ok` with `value` encoded, or `bad_reply` if it does not encode.
     pub fn ok<T: serde::Serialize>(codec: Codec, value: &T) -> Self {
         match codec.encode(value) {
             Ok(body) => Response::new(Status::Ok, body),
-            Err(e) => Response::message(Status::Internal, codec, &e.to_string()),
+            Err(e) => Response::message(Status::BadReply, codec, &e.to_string()),
         }
     }
 
-    /// `error` with the handler's error encoded, or `internal` if it does not encode.
+    /// `error` with the handler's error encoded, or `bad_reply` if it does not encode.
     pub fn error<E: serde::Serialize>(codec: Codec, error: &E) -> Self {
         match codec.encode(error) {
             Ok(body) => Response::new(Status::Error, body),
-            Err(e) => Response::message(Status::Internal, codec, &e.to_string()),
+            Err(e) => Response::message(Status::BadReply, codec, &e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::error::RpcError;
+
+    #[test]
+    fn a_reply_that_does_not_encode_is_not_reported_as_a_panic() {
+        // JSON object keys must be strings: this value cannot be encoded as JSON.
+        let value: BTreeMap<(u8, u8), u8> = BTreeMap::from([((1, 2), 3)]);
+        for r in [
+            Response::ok(Codec::Json, &value),
+            Response::error(Codec::Json, &value),
+        ] {
+            assert_eq!(r.status, Status::BadReply);
+            let message = Codec::Json.decode_message(&r.body);
+            let e: RpcError = RpcError::from_status(r.status, message);
+            assert!(
+                matches!(&e, RpcError::BadReply { message } if message.contains("key")),
+                "{e:?}"
+            );
         }
     }
 }
