@@ -27,6 +27,9 @@ use crate::vhost::{
 
 /// RabbitMQ's default `max_message_size` (128 MiB); see [`crate::Limits`].
 pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+/// The largest `max_message_size` the broker accepts (RabbitMQ's cap, 512 MiB): a
+/// stored record's length is a `u32`, with room for the properties and names.
+pub const MAX_MESSAGE_SIZE_CAP: u64 = 512 * 1024 * 1024;
 
 /// Bodies at least this large are kept as slices of the read buffer, not copied. A
 /// slice pins the whole buffer allocation it came from (64 KiB or more) for as long as

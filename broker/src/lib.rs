@@ -303,7 +303,7 @@ impl BrokerBuilder {
     }
 
     /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`,
-    /// default 128 MiB).
+    /// default 128 MiB, at most 512 MiB: [`BrokerBuilder::start`] refuses more).
     pub fn max_message_size(mut self, bytes: u64) -> Self {
         self.limits.max_message_size = bytes;
         self
@@ -331,6 +331,16 @@ impl BrokerBuilder {
     /// Binds the listener and starts serving in the background on the current tokio
     /// runtime. The returned handle knows the bound address.
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
+        if self.limits.max_message_size > channel::MAX_MESSAGE_SIZE_CAP {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "max_message_size {} is larger than {} bytes (512 MiB, RabbitMQ's cap)",
+                    self.limits.max_message_size,
+                    channel::MAX_MESSAGE_SIZE_CAP
+                ),
+            ));
+        }
         if self.management_tls && self.tls.is_none() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,

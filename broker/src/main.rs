@@ -102,7 +102,7 @@ struct Args {
     /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at
     /// most 512 MiB). Larger publishes get 406 PRECONDITION_FAILED.
     #[arg(long, env = "BROKER_MAX_MESSAGE_SIZE", default_value_t = broker::channel::MAX_MESSAGE_SIZE,
-          value_parser = clap::value_parser!(u64).range(1..=512 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(1..=broker::channel::MAX_MESSAGE_SIZE_CAP))]
     max_message_size: u64,
     /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
     /// connections wait unaccepted until one closes. Unlimited by default.

@@ -339,6 +339,33 @@ async fn max_message_size_is_406_and_the_connection_survives() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn max_message_size_above_512_mib_is_refused_at_start() {
+    // RabbitMQ caps `max_message_size` at 512 MiB; the store's record length is a u32.
+    for bytes in [512 * 1024 * 1024 + 1, 5 * 1024 * 1024 * 1024] {
+        match broker::Broker::builder()
+            .max_message_size(bytes)
+            .start()
+            .await
+        {
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+                assert!(e.to_string().contains("max_message_size"), "{e}");
+            }
+            Ok(b) => panic!(
+                "started with max_message_size {bytes} on {}",
+                b.local_addr()
+            ),
+        }
+    }
+    let ok = broker::Broker::builder()
+        .max_message_size(512 * 1024 * 1024)
+        .start()
+        .await
+        .expect("512 MiB is allowed");
+    drop(ok);
+}
+
+#[tokio::test]
 async fn oversized_body_is_refused_from_its_header_alone() -> anyhow::Result<()> {
     use amq_protocol::frame::AMQPFrame;
     use amq_protocol::protocol::{AMQPClass, basic, channel};
