@@ -92,17 +92,6 @@ async fn servers_and_client_fail_over_when_their_node_stops() {
     );
     assert!(longest < MAX_GAP, "no answer for {longest:?}");
     // Leave nothing behind: the queue, via a node that runs.
-    if let Ok(conn) = lapin::Connection::connect(
-        "amqp://guest:guest@127.0.0.1:5683/%2f",
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-        && let Ok(ch) = conn.create_channel().await
-    {
-        let _ = ch
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await;
-        let _ = conn.close(200, "bye".into()).await;
-    }
+    fault::delete_queue("amqp://guest:guest@127.0.0.1:5683/%2f", &queue).await;
     drop(restore);
 }

@@ -58,10 +58,7 @@ async fn servers_and_client_recover_after_the_broker_closes_their_connections() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the RabbitMQ the host's rabbitmqctl manages: AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo test --test rpc_recovery -- --ignored"]
 async fn servers_and_client_recover_after_rabbitmq_closes_their_connections() {
-    let url = std::env::var("AMQP_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect("set AMQP_URL to the RabbitMQ that rabbitmqctl manages");
+    let url = fault::rabbitmq_url();
     let scenario = Scenario::start("RabbitMQ close_connection", &url).await;
     let tag = scenario.tag.clone();
     // Our three connections are listed (the servers' and the client's names carry
@@ -81,15 +78,7 @@ async fn servers_and_client_recover_after_rabbitmq_closes_their_connections() {
     let closed_at = Instant::now();
     let queue = scenario.queue.clone();
     scenario.finish(fault_at, closed_at).await;
-    // Leave nothing behind on the shared broker.
-    if let Ok(conn) = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
-        && let Ok(ch) = conn.create_channel().await
-    {
-        let _ = ch
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await;
-        let _ = conn.close(200, "bye".into()).await;
-    }
+    fault::delete_queue(&url, &queue).await;
 }
 
 /// A client whose replies come to an exclusive callback queue (`ReplyMode::CallbackQueue`)
@@ -109,23 +98,12 @@ async fn callback_queue_client_recovers(url: &str, close: impl FnOnce() -> usize
     let client = fib_common::FibClient::new(transport.clone())
         .with_deadline(Duration::from_secs(2))
         .with_queue(&queue);
-    let answered = |within: Duration| {
-        let client = client.clone();
-        async move {
-            let until = Instant::now() + within;
-            loop {
-                match client.fib(10).await {
-                    Ok(v) => return v,
-                    Err(e) => assert!(Instant::now() < until, "no answer within {within:?}: {e}"),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    assert_eq!(answered(Duration::from_secs(30)).await, 55);
+    let (_, v) = fault::answered(&client, Duration::from_secs(30)).await;
+    assert_eq!(v, 55);
     let closed = tokio::task::spawn_blocking(close).await.expect("close");
     assert!(closed >= 2, "closed {closed} connections");
-    assert_eq!(answered(Duration::from_secs(10)).await, 55);
+    let (_, v) = fault::answered(&client, Duration::from_secs(10)).await;
+    assert_eq!(v, 55);
     assert!(
         transport.recovery().recoveries() >= 1,
         "the client saw no outage"
@@ -145,10 +123,7 @@ async fn a_callback_queue_client_recovers_after_the_broker_closes_its_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the RabbitMQ the host's rabbitmqctl manages: AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo test --test rpc_recovery -- --ignored"]
 async fn a_callback_queue_client_recovers_after_rabbitmq_closes_its_connection() {
-    let url = std::env::var("AMQP_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .expect("set AMQP_URL to the RabbitMQ that rabbitmqctl manages");
+    let url = fault::rabbitmq_url();
     // Only this test's connections: their names carry the tag the helper makes, so
     // close every connection whose name says "rpc-recovery-cb-".
     callback_queue_client_recovers(&url, || {

@@ -219,12 +219,13 @@ impl Nodes {
         &self.uris[i % self.uris.len()]
     }
 
-    fn peek(&self) -> &AMQPUri {
-        &self.uris[self.next.load(Ordering::Relaxed) % self.uris.len()]
+    /// Which node the next connect goes to, and a way to set it.
+    fn next(&self) -> usize {
+        self.next.load(Ordering::Relaxed) % self.uris.len()
     }
 
-    fn skip(&self) {
-        self.next.fetch_add(1, Ordering::Relaxed);
+    fn set_next(&self, i: usize) {
+        self.next.store(i % self.uris.len(), Ordering::Relaxed);
     }
 
     /// Opens a recovering connection whose first (and every later) TCP connect goes
@@ -264,23 +265,23 @@ pub(crate) async fn connect_any(
     loop {
         let mut last = String::new();
         for _ in 0..nodes.len() {
-            let node = display(nodes.peek());
-            let before = nodes.next.load(Ordering::Relaxed);
+            let i = nodes.next();
+            let uri = &nodes.uris[i];
             let connecting = async {
                 // lapin retries even the first TCP connect with its backoff (a minute):
                 // find a node that refuses at once first.
-                reachable(nodes.peek()).await?;
+                reachable(uri).await?;
+                // `open`'s first connect takes node `i`.
+                nodes.set_next(i);
                 nodes.open(connection_name).await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(attempt_timeout, connecting).await {
                 Ok(Ok(conn)) => return Ok(conn),
-                Ok(Err(e)) => last = format!("{node}: {e}"),
-                Err(_) => last = format!("{node}: connect timed out"),
+                Ok(Err(e)) => last = format!("{}: {e}", display(uri)),
+                Err(_) => last = format!("{}: connect timed out", display(uri)),
             }
-            // A node refused by the pre-check was only peeked at: move on from it.
-            if nodes.next.load(Ordering::Relaxed) == before {
-                nodes.skip();
-            }
+            // Each node once per round, whatever lapin tried meanwhile.
+            nodes.set_next(i + 1);
             tracing::debug!(target: "rpc_core::recovery", error = %last, "connect failed");
         }
         round += 1;
@@ -349,6 +350,38 @@ mod tests {
             .expect("one cluster");
         let seen: Vec<String> = (0..4).map(|_| display(nodes.take())).collect();
         assert_eq!(seen, vec!["a:1", "b:2", "c:3", "a:1"]);
+    }
+
+    #[tokio::test]
+    async fn a_round_tries_each_refusing_node_once_then_is_unreachable() {
+        // Two loopback ports nothing listens on (bound, then released).
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (a, b) = (free(), free());
+        let nodes = Nodes::parse(&format!(
+            "amqp://guest:guest@127.0.0.1:{a}/%2f,amqp://guest:guest@127.0.0.1:{b}/%2f"
+        ))
+        .expect("nodes");
+        let result = connect_any(
+            &nodes,
+            None,
+            Duration::from_secs(5),
+            &mut Backoff::default(),
+            Some(1),
+        )
+        .await;
+        match result {
+            Err(RpcError::Unreachable { message }) => {
+                assert!(message.contains(&format!("127.0.0.1:{b}")), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Back at the first node for the next round.
+        assert_eq!(nodes.next(), 0);
     }
 
     #[test]

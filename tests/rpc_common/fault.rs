@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rpc_core::{RpcError, Transport};
@@ -66,6 +64,7 @@ pub struct Scenario {
     pub servers: Vec<Proc>,
     logs: Vec<PathBuf>,
     stop: watch::Sender<bool>,
+    answers: watch::Receiver<usize>,
     looper: JoinHandle<Vec<Outcome>>,
 }
 
@@ -107,12 +106,13 @@ impl Scenario {
         let client = FibClient::new(transport.clone())
             .with_deadline(DEADLINE)
             .with_queue(&queue);
-        first_success(&client, Duration::from_secs(30)).await;
+        answered(&client, Duration::from_secs(30)).await;
         // Both servers consume before the fault (a server whose very first connect
         // fails exits, by design).
         wait_consumers(url, &queue, 2).await;
         let (stop, mut stopped) = watch::channel(false);
-        let answered = Arc::new(AtomicUsize::new(0));
+        // How many calls of the loop were answered: the checks below wait on it.
+        let (answered, mut answers) = watch::channel(0usize);
         let looper = {
             let client = client.clone();
             let answered = answered.clone();
@@ -129,7 +129,7 @@ impl Scenario {
                         result: r.map_err(|e| e.to_string()),
                     });
                     if kind == Kind::Ok {
-                        answered.fetch_add(1, Ordering::Relaxed);
+                        answered.send_modify(|n| *n += 1);
                     } else {
                         // Do not spin on fast failures.
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -138,10 +138,15 @@ impl Scenario {
                 outcomes
             })
         };
-        // Some calls answered before the fault, and one in flight.
+        // Some calls answered before the fault, and one in flight (the loop sends the
+        // next call right after an answer).
+        tokio::time::timeout(Duration::from_secs(10), answers.wait_for(|n| *n >= 5))
+            .await
+            .expect("the loop gets answers")
+            .expect("loop alive");
         let until = Instant::now() + Duration::from_secs(10);
-        while answered.load(Ordering::Relaxed) < 5 || transport.pending_calls() == 0 {
-            assert!(Instant::now() < until, "the loop gets no answers");
+        while transport.pending_calls() == 0 {
+            assert!(Instant::now() < until, "the loop sends no call");
             tokio::task::yield_now().await;
         }
         Scenario {
@@ -153,6 +158,7 @@ impl Scenario {
             servers,
             logs,
             stop,
+            answers,
             looper,
         }
     }
@@ -163,13 +169,17 @@ impl Scenario {
     /// the handler runs, and prints the figures. Returns the longest time without an
     /// answer.
     pub async fn finish(mut self, fault_at: Instant, back_at: Instant) -> Duration {
-        let first = first_success(&self.client, Duration::from_secs(20)).await;
+        let (first, _) = answered(&self.client, Duration::from_secs(20)).await;
         let to_first = first.saturating_duration_since(back_at);
-        // A few more calls after the recovery.
-        let after = Instant::now();
-        while self.transport.pending_calls() == 0 || after.elapsed() < Duration::from_millis(300) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // A few more of the loop's calls answered after the recovery.
+        let now = *self.answers.borrow_and_update();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.answers.wait_for(|n| *n >= now + 3),
+        )
+        .await
+        .expect("the loop gets answers after the recovery")
+        .expect("loop alive");
         self.stop.send(true).expect("loop alive");
         let outcomes = (&mut self.looper).await.expect("loop task");
 
@@ -336,6 +346,24 @@ impl Drop for Scenario {
     }
 }
 
+/// Deletes `queue` via `url` (best effort: the tests leave nothing on a shared broker).
+pub async fn delete_queue(url: &str, queue: &str) {
+    if let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        let _ = ch.queue_delete(queue.into(), Default::default()).await;
+        let _ = conn.close(200, "bye".into()).await;
+    }
+}
+
+/// The RabbitMQ the `#[ignore]`d tests run against: `AMQP_URL`, required.
+pub fn rabbitmq_url() -> String {
+    std::env::var("AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("set AMQP_URL to the RabbitMQ that rabbitmqctl manages")
+}
+
 /// Polls (bounded) until `queue` has `n` consumers.
 async fn wait_consumers(url: &str, queue: &str, n: u32) {
     let first = url.split(',').next().unwrap_or(url);
@@ -365,12 +393,12 @@ async fn wait_consumers(url: &str, queue: &str, n: u32) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
-/// Calls until one succeeds, bounded; when it ended.
-async fn first_success(client: &FibClient, within: Duration) -> Instant {
+/// Calls `fib(10)` until one succeeds, bounded; when it ended, and its answer.
+pub async fn answered(client: &FibClient, within: Duration) -> (Instant, u64) {
     let start = Instant::now();
     loop {
         let last = match client.fib(10).await {
-            Ok(_) => return Instant::now(),
+            Ok(v) => return (Instant::now(), v),
             Err(e) => e.to_string(),
         };
         assert!(
