@@ -25,12 +25,6 @@ use crate::vhost::{
     ConsumeOptions, ExchangeOptions, QueueOptions, REPLY_TO, VHost, generated_name,
 };
 
-/// RabbitMQ's default `max_message_size` (128 MiB); see [`crate::Limits`].
-pub const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
-/// The largest `max_message_size` the broker accepts (RabbitMQ's cap, 512 MiB): a
-/// stored record's length is a `u32`, with room for the properties and names.
-pub const MAX_MESSAGE_SIZE_CAP: u64 = 512 * 1024 * 1024;
-
 /// Bodies at least this large are kept as slices of the read buffer, not copied. A
 /// slice pins the whole buffer allocation it came from (64 KiB or more) for as long as
 /// the message waits in a queue, so below that size a copy costs less memory: the
@@ -894,7 +888,7 @@ mod tests {
             store: None,
             users: &users,
             vhost_name: "/",
-            max_message_size: MAX_MESSAGE_SIZE,
+            max_message_size: crate::Limits::DEFAULT_MAX_MESSAGE_SIZE,
         };
         let mut ch = Channel::new(1);
         let x = ShortString::from("app.x");

@@ -58,6 +58,7 @@ pub mod deprecated;
 pub mod error;
 pub mod exchange;
 pub mod frame;
+mod limits;
 pub mod management;
 pub mod message;
 mod nesting;
@@ -65,6 +66,7 @@ pub mod outbox;
 pub mod properties;
 pub mod queue;
 mod server;
+mod shared;
 pub mod store;
 pub mod tls;
 pub mod vhost;
@@ -81,8 +83,8 @@ pub use alarm::MemoryWatermark;
 pub use auth::Users;
 pub use deprecated::DeprecatedFeatures;
 pub use error::{AmqpError, Scope};
+pub use limits::Limits;
 pub use management::ManagementLimits;
-pub use server::Limits;
 pub use tls::{TlsConfig, TlsError};
 
 /// Entry point: `Broker::builder().listen(addr).start().await`.
@@ -331,13 +333,13 @@ impl BrokerBuilder {
     /// Binds the listener and starts serving in the background on the current tokio
     /// runtime. The returned handle knows the bound address.
     pub async fn start(self) -> std::io::Result<BrokerHandle> {
-        if self.limits.max_message_size > channel::MAX_MESSAGE_SIZE_CAP {
+        if self.limits.max_message_size > Limits::MAX_MESSAGE_SIZE_CAP {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!(
                     "max_message_size {} is larger than {} bytes (512 MiB, RabbitMQ's cap)",
                     self.limits.max_message_size,
-                    channel::MAX_MESSAGE_SIZE_CAP
+                    Limits::MAX_MESSAGE_SIZE_CAP
                 ),
             ));
         }
@@ -374,7 +376,7 @@ impl BrokerBuilder {
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts = vhosts::VHosts::open(data, &self.vhosts, self.deprecated)?;
         let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
-        let mut shared = server::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
+        let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
             Some(bytes) => tracing::info!(bytes, "memory high-water mark"),

@@ -101,8 +101,8 @@ struct Args {
     heartbeat: u16,
     /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`; at
     /// most 512 MiB). Larger publishes get 406 PRECONDITION_FAILED.
-    #[arg(long, env = "BROKER_MAX_MESSAGE_SIZE", default_value_t = broker::channel::MAX_MESSAGE_SIZE,
-          value_parser = clap::value_parser!(u64).range(1..=broker::channel::MAX_MESSAGE_SIZE_CAP))]
+    #[arg(long, env = "BROKER_MAX_MESSAGE_SIZE", default_value_t = broker::Limits::DEFAULT_MAX_MESSAGE_SIZE,
+          value_parser = clap::value_parser!(u64).range(1..=broker::Limits::MAX_MESSAGE_SIZE_CAP))]
     max_message_size: u64,
     /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
     /// connections wait unaccepted until one closes. Unlimited by default.

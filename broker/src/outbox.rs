@@ -17,9 +17,11 @@
 //! A writer that fails (the peer is gone) marks the outbox failed and wakes the
 //! connection, which then ends: nothing more is buffered for a dead socket.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 /// Unwritten bytes at which an outbox is full. Large enough that a fast consumer
@@ -125,6 +127,35 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+}
+
+/// The connection's writer task: flushes the outbox with one write per wake-up until
+/// it is closed (then shuts the socket down) or a write fails (then marks it failed,
+/// which ends the connection).
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        outbox.take_into(&mut spare);
+        if spare.is_empty() {
+            if outbox.is_closed() {
+                break;
+            }
+            outbox.wait().await;
+            continue;
+        }
+        if let Err(err) = wr.write_all(&spare).await {
+            // The peer is gone: the connection ends rather than buffer for it.
+            tracing::debug!(%err, "write failed");
+            outbox.fail();
+            return;
+        }
+        outbox.written(spare.len());
+        spare.clear();
+        if spare.capacity() > 4 * 1024 * 1024 {
+            spare = Vec::with_capacity(64 * 1024);
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //!
 //! Deleting a vhost empties it (queues, messages, exchanges), stops its store's sync
 //! thread and removes its data; connections still holding its entry see it marked
-//! deleted and are closed by the caller (see `crate::server::Shared::delete_vhost`).
+//! deleted and are closed by the caller (see `crate::shared::Shared::delete_vhost`).
 
 use std::collections::BTreeMap;
 use std::io;

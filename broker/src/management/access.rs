@@ -23,7 +23,7 @@ use base64::Engine;
 
 use super::{ADMIN_TAG, ApiError, ConnInfo};
 use crate::auth::Credentials;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The tags that let a user into the management API at all.
 pub const MANAGEMENT_TAGS: [&str; 4] = ["management", "policymaker", "monitoring", ADMIN_TAG];

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Escapes a label value (backslash, double quote, newline).
 fn label(v: &str) -> String {

@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The product name the API reports.
 pub const PRODUCT_NAME: &str = "amqp-rpc broker";

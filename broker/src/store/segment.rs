@@ -64,7 +64,7 @@ pub(crate) fn parse_name(name: &str) -> Option<(u32, FileKind)> {
 /// # Panics
 /// If the exchange or routing key is longer than 255 bytes (AMQP short strings never
 /// are) or the payload would not fit a `u32` (bodies are at most
-/// `channel::MAX_MESSAGE_SIZE_CAP`, 512 MiB, which `BrokerBuilder::start` enforces).
+/// `Limits::MAX_MESSAGE_SIZE_CAP`, 512 MiB, which `BrokerBuilder::start` enforces).
 pub(crate) fn payload_len(rec: &Record<'_>) -> u32 {
     assert!(
         rec.exchange.len() <= 255 && rec.routing_key.len() <= 255,

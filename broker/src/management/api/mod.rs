@@ -27,7 +27,7 @@ use super::registry::ConnInfo;
 use super::{ApiError, NODE_NAME, PRODUCT_NAME, metrics};
 use crate::auth::AuthError;
 use crate::error::code;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::vhosts::VHostEntry;
 use objects::*;
 use vhosts::*;

@@ -14,7 +14,7 @@ use super::{
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
 use crate::management::json as j;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The connection id API declarations act as: no connection has it, so exclusive
 /// queues of connections stay theirs.

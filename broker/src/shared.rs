@@ -1,0 +1,103 @@
+//! The state every connection of one broker shares: the vhosts, the user table, the
+//! limits, the alarms and the registry of live connections. The server owns it, every
+//! connection task and the management API hold an `Arc` of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::alarm::Alarms;
+use crate::auth::Users;
+use crate::limits::Limits;
+use crate::vhosts::VHosts;
+
+/// State shared by every connection of a broker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The vhosts, each with its own lock and (with a data directory) its own store.
+    pub(crate) vhosts: VHosts,
+    /// Users, vhosts and permissions; changed at run time by the management side.
+    pub(crate) users: parking_lot::RwLock<Users>,
+    pub(crate) config: Limits,
+    /// On while publishers must be blocked (see [`crate::alarm`]).
+    pub(crate) alarm: Alarms,
+    /// Live connections, for the management API.
+    pub(crate) registry: crate::management::registry::Registry,
+    /// With a data directory: where the user table is saved, and the generation of the
+    /// table last written (see [`Shared::save_users`]).
+    users_file: Option<(std::path::PathBuf, parking_lot::Mutex<u64>)>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state; with `data_dir`, run-time changes to `users` are saved there
+    /// by [`Shared::save_users`] (`users` as given is taken as already saved).
+    pub(crate) fn new(
+        mut users: Users,
+        config: Limits,
+        vhosts: VHosts,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        for name in vhosts.names() {
+            users.add_vhost(&name);
+        }
+        let users_file = data_dir.map(|dir| (dir, parking_lot::Mutex::new(users.generation())));
+        Self {
+            users_file,
+            vhosts,
+            users: parking_lot::RwLock::new(users),
+            config,
+            alarm: Alarms::default(),
+            registry: Default::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a vhost (persisted with a data directory); `false` if it existed.
+    pub(crate) fn create_vhost(&self, name: &str) -> std::io::Result<bool> {
+        let created = self.vhosts.create(name)?;
+        self.users.write().add_vhost(name);
+        Ok(created)
+    }
+
+    /// Saves the user table with a data directory (a no-op without one, or if it has
+    /// not changed since it was last saved). Call it after every run-time change to
+    /// users or permissions; it does file I/O (blocking).
+    ///
+    /// The save lock is taken before the table is read, so whichever call writes last
+    /// writes the newest table.
+    pub(crate) fn save_users(&self) -> std::io::Result<()> {
+        let Some((dir, written)) = &self.users_file else {
+            return Ok(());
+        };
+        let mut written = written.lock();
+        let (generation, bytes) = {
+            let users = self.users.read();
+            (users.generation(), users.encode())
+        };
+        if generation == *written {
+            return Ok(());
+        }
+        crate::auth::save_file(dir, &bytes)?;
+        *written = generation;
+        Ok(())
+    }
+
+    /// Deletes a vhost as RabbitMQ does: its permissions go first (no new
+    /// connection gets in; saved with a data directory), then its queues, exchanges and
+    /// data, and its connections are closed with 320 CONNECTION_FORCED "vhost 'NAME'
+    /// is deleted". `false` if there was no such vhost.
+    pub(crate) fn delete_vhost(&self, name: &str) -> std::io::Result<bool> {
+        // Unknown to the user table is fine: the map decides.
+        let _ = self.users.write().delete_vhost(name);
+        self.save_users()?;
+        let deleted = self.vhosts.delete(name)?;
+        if deleted.is_some() {
+            self.registry
+                .close_vhost(name, &format!("vhost '{name}' is deleted"));
+        }
+        Ok(deleted.is_some())
+    }
+}
