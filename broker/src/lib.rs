@@ -41,7 +41,7 @@
 //! - [`tls`]: certificates, and the TLS handshake of the `amqps` port and of the
 //!   management API over HTTPS.
 //! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
-//!   [`ctl`] is the `broker ctl` client of it.
+//!   the binary's `broker ctl` (under `src/bin/broker/`) is a client of it.
 //! - `allocator` (with the `jemalloc` feature): the binary's allocator, which gives
 //!   memory back after a load and tells the memory alarm what is allocated.
 //!
@@ -53,7 +53,6 @@ pub mod allocator;
 pub mod auth;
 pub mod channel;
 pub mod connection;
-pub mod ctl;
 pub mod deprecated;
 pub mod error;
 pub mod exchange;

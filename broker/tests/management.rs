@@ -386,7 +386,7 @@ async fn closing_a_connection_sends_320_to_the_client() -> anyhow::Result<()> {
     let _ch = conn.create_channel().await?;
     let conns = get_json(&base, "/api/connections").await?;
     let name = conns[0]["name"].as_str().unwrap_or_default().to_owned();
-    let path = broker::ctl::encode_segment(&name);
+    let path = common::encode_segment(&name);
     let (status, body) = http(
         "DELETE",
         format!("{base}/api/connections/{path}"),

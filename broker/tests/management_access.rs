@@ -149,10 +149,7 @@ async fn listings_follow_the_users_tags_and_vhosts() -> anyhow::Result<()> {
     let guest_conn = conns_named(&base, "guest").await?;
     let (status, _) = get_as(
         &base,
-        &format!(
-            "/api/connections/{}",
-            broker::ctl::encode_segment(&guest_conn)
-        ),
+        &format!("/api/connections/{}", common::encode_segment(&guest_conn)),
         "mia",
     )
     .await?;

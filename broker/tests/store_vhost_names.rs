@@ -18,7 +18,7 @@ async fn start(dir: &Path) -> anyhow::Result<(broker::BrokerHandle, String)> {
 
 /// `PUT /api/vhosts/NAME` as guest; the status.
 async fn create_vhost(base: &str, name: &str) -> anyhow::Result<u16> {
-    let path = broker::ctl::encode_segment(name);
+    let path = common::encode_segment(name);
     let (status, _) = http("PUT", format!("{base}/api/vhosts/{path}"), GUEST, None).await?;
     Ok(status)
 }
@@ -98,7 +98,7 @@ async fn a_listed_vhost_without_a_directory_does_not_stop_the_start() -> anyhow:
     let long = "B".repeat(86);
     broker::store::vhosts::write_list(dir.path(), std::slice::from_ref(&long))?;
     let (b, api) = start(dir.path()).await?;
-    let path = broker::ctl::encode_segment(&long);
+    let path = common::encode_segment(&long);
     let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
     let (status, body) = http(
         "PUT",

@@ -31,7 +31,7 @@ async fn start(dir: Option<&Path>) -> anyhow::Result<(broker::BrokerHandle, Stri
 
 /// `PUT /api/vhosts/NAME` as guest (who then has full permissions on it).
 async fn create_vhost(base: &str, name: &str) -> anyhow::Result<()> {
-    let path = broker::ctl::encode_segment(name);
+    let path = common::encode_segment(name);
     let (status, body) = http("PUT", format!("{base}/api/vhosts/{path}"), GUEST, None).await?;
     anyhow::ensure!(status == 201, "PUT vhost {name}: {status} {body}");
     Ok(())

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod ctl;
 
 /// jemalloc gives freed memory back to the system, so the broker's resident memory
 /// falls again after a load (see `broker::allocator`).
@@ -46,7 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Talk to a running broker's management API, as rabbitmqctl does.
-    Ctl(broker::ctl::CtlArgs),
+    Ctl(ctl::CtlArgs),
 }
 
 /// Serving options.
@@ -207,10 +208,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = loaded.cli;
     if let Some(Command::Ctl(ctl)) = cli.command {
         let mut stdout = std::io::stdout().lock();
-        if let Err(e) = broker::ctl::run(&ctl, &mut stdout) {
+        if let Err(e) = ctl::run(&ctl, &mut stdout) {
             eprintln!("Error: {e}");
             std::process::exit(match e {
-                broker::ctl::CtlError::Unreachable { .. } => 69,
+                ctl::CtlError::Unreachable { .. } => 69,
                 _ => 1,
             });
         }
@@ -362,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_example_config_loads_and_documents_every_key() {
-        let example = include_str!("../broker.example.toml");
+        let example = include_str!("../../../broker.example.toml");
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         std::io::Write::write_all(&mut f, example.as_bytes()).expect("write");
         let argv = vec!["broker".into(), "--config".into(), f.path().into()];
