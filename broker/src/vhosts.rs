@@ -101,7 +101,7 @@ impl VHosts {
         };
         let mut names = vec!["/".to_owned()];
         if let Some(d) = &vhosts.data {
-            store::writer::create_dir_private(&d.root)?;
+            store::fs::create_dir_private(&d.root)?;
             names.extend(store::vhosts::read_list(&d.root)?);
             store::vhosts::remove_orphans(&d.root, &names);
         }

@@ -3,8 +3,7 @@
 
 use amq_protocol::protocol::{AMQPClass, basic};
 
-use super::tx::TxOp;
-use super::{Channel, Ctx, unexpected};
+use super::{Channel, Ctx, TxOp, unexpected};
 use crate::auth::{Access, Resource};
 use crate::error::{AmqpError, code};
 use crate::vhost::{ConsumeOptions, REPLY_TO};

@@ -35,8 +35,7 @@ mod publish;
 mod queue;
 mod tx;
 
-use publish::Pending;
-use tx::TxOp;
+use publish::{Pending, Publish};
 
 /// What a channel needs from its connection to apply a method.
 #[derive(Debug)]
@@ -59,6 +58,21 @@ pub struct Ctx<'a> {
     pub vhost_name: &'a str,
     /// Largest message body accepted.
     pub max_message_size: u64,
+}
+
+/// Work a transaction defers until `tx.commit`.
+#[derive(Debug)]
+enum TxOp {
+    Publish(Box<Publish>),
+    Ack {
+        tag: u64,
+        multiple: bool,
+    },
+    Reject {
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    },
 }
 
 /// Connection-local state of one open channel.

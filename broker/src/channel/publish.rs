@@ -6,8 +6,7 @@
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::{Bytes, BytesMut};
 
-use super::tx::TxOp;
-use super::{Channel, Ctx};
+use super::{Channel, Ctx, TxOp};
 use crate::error::{AmqpError, code};
 use crate::frame::{self, ContentHeader};
 use crate::message::{Message, parse_expiration};

@@ -3,24 +3,8 @@
 
 use amq_protocol::protocol::{AMQPClass, tx};
 
-use super::publish::Publish;
-use super::{Channel, Ctx, unexpected};
+use super::{Channel, Ctx, TxOp, unexpected};
 use crate::error::AmqpError;
-
-/// Work a transaction defers until `tx.commit`.
-#[derive(Debug)]
-pub(super) enum TxOp {
-    Publish(Box<Publish>),
-    Ack {
-        tag: u64,
-        multiple: bool,
-    },
-    Reject {
-        tag: u64,
-        multiple: bool,
-        requeue: bool,
-    },
-}
 
 impl Channel {
     /// Applies `tx.select`, `tx.commit` and `tx.rollback`.

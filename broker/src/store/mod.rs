@@ -32,6 +32,7 @@
 //! `redelivered` set. After a clean shutdown the flags are exact.
 
 pub mod definitions;
+pub(crate) mod fs;
 pub mod log;
 mod segment;
 pub mod snapshot;
@@ -97,7 +98,7 @@ impl Store {
     /// segment at a time, so smaller segments give space back sooner (the disk alarm
     /// with a small `max_disk_bytes` needs that).
     pub fn open_with_segment_size(root: &Path, segment_size: u32) -> io::Result<(Self, Recovered)> {
-        writer::create_dir_private(&root.join("queues"))?;
+        fs::create_dir_private(&root.join("queues"))?;
         let definitions = match std::fs::read(root.join("definitions")) {
             Ok(bytes) => Definitions::decode(&bytes).map_err(|e| {
                 io::Error::new(
@@ -112,7 +113,7 @@ impl Store {
         if clean {
             // From now on a crash must be seen as one.
             std::fs::remove_file(root.join(CLEAN))?;
-            writer::sync_dir(root)?;
+            fs::sync_dir_if_exists(root)?;
         }
         let mut queues = Vec::with_capacity(definitions.queues.len());
         let mut messages = 0u64;
@@ -183,8 +184,8 @@ impl Store {
     /// [`open`](Self::open) trusts the delivery markers. Submit the last batch first.
     pub fn close(&self) {
         self.syncer.shutdown();
-        let marked = writer::create_private(&self.root.join(CLEAN))
-            .and_then(|_| writer::sync_dir(&self.root));
+        let marked = fs::create_private(&self.root.join(CLEAN))
+            .and_then(|_| fs::sync_dir_if_exists(&self.root));
         if let Err(err) = marked {
             tracing::warn!(%err, dir = %self.root.display(), "could not mark the clean shutdown; the next start marks every message redelivered");
         }

@@ -1,12 +1,57 @@
 //! Byte layout of segment and ack files: encoding records, decoding them, and scanning
-//! a whole file for the valid prefix (see the format description in [`super::log`]).
+//! a whole file for the valid prefix; [`super::log`] does the I/O and the recovery.
 //!
 //! Everything here is pure (no I/O) so that recovery decisions can be tested on bytes.
+//!
+//! # On-disk format
+//!
+//! A queue's directory holds, for each live segment `n` (numbered from 1 up):
+//!
+//! - `{n:010}.seg`: the 8-byte magic `b"AMQRSEG\x01"`, then records:
+//!
+//!   | field         | bytes                                            |
+//!   |---------------|--------------------------------------------------|
+//!   | `payload_len` | u32 LE                                           |
+//!   | `crc`         | u32 LE, CRC-32 (IEEE) of the payload             |
+//!   | payload       | `flags` u8 (bit 0 persistent, bit 1 has expiry)  |
+//!   |               | `expires_at_ms` u64 LE, only with bit 1          |
+//!   |               | exchange: u8 length + bytes                      |
+//!   |               | routing key: u8 length + bytes                   |
+//!   |               | properties: u32 LE length + bytes                |
+//!   |               | body: u32 LE length + bytes                      |
+//!
+//!   A segment is never appended to again after a restart: new records go to a new
+//!   segment, so a cut tail is never overwritten by records that acks could mistake.
+//!   A record larger than the segment size gets a segment of its own.
+//!
+//! - `{n:010}.ack`: 4-byte LE entries, each a record's offset in `{n:010}.seg`; with
+//!   the top bit set the entry means "delivered" (recovery marks it redelivered),
+//!   clear means "acked" (gone). Entries that name no record are ignored.
+//!
+//! When every record of a segment other than the current one is acked, both files
+//! are deleted (the `.seg` first, so a crash in between never brings messages back;
+//! an `.ack` without its `.seg` is deleted on open).
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::log::Record;
+/// A message to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Exchange it was published to (an AMQP short string, at most 255 bytes).
+    pub exchange: &'a [u8],
+    /// Routing key it was published with (at most 255 bytes).
+    pub routing_key: &'a [u8],
+    /// Raw content-header property flags and fields; opaque here.
+    pub properties: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+    /// When it expires, in unix epoch milliseconds.
+    pub expires_at_ms: Option<u64>,
+    /// Persistent records come back after a restart; others may be written (paged out)
+    /// but are not returned by recovery.
+    pub persistent: bool,
+}
 
 /// The first 8 bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"AMQRSEG\x01";
@@ -35,6 +80,11 @@ pub(crate) enum FileKind {
     Seg,
     /// `{n:010}.ack`: ack and delivered entries.
     Ack,
+}
+
+/// The path of segment `n`'s file of this kind in a queue's directory.
+pub(crate) fn path_of(dir: &Path, n: u32, kind: FileKind) -> PathBuf {
+    dir.join(file_name(n, kind))
 }
 
 /// The file name of segment `n`'s file of `kind`.

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use super::writer::{replace_file, sync_dir};
+use super::fs::{replace_file, sync_dir_if_exists};
 
 /// Why a snapshot's framing was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +64,7 @@ pub fn unseal<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], Snapshot
 /// Atomically replaces `dir/name` with `bytes` and syncs `dir`.
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     replace_file(&dir.join(name), bytes)?;
-    sync_dir(dir)
+    sync_dir_if_exists(dir)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +29,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::fs::{create_dir_private, replace_file, sync_dir_if_exists};
 use super::log::PendingWrites;
 
 /// One unit of work for the sync thread.
@@ -258,45 +259,7 @@ fn write_all(root: &Path, batches: &[Batch]) -> io::Result<()> {
         file.sync_data()?;
     }
     for d in &dirs {
-        sync_dir(d)?;
+        sync_dir_if_exists(d)?;
     }
     Ok(())
-}
-
-/// Replaces `path` atomically: a temporary file, synced, renamed over it.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = create_private(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
-}
-
-/// Syncs a directory, so file creations, renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir) {
-        Ok(d) => d.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Creates (or truncates) `path` for writing, readable by the broker's user only.
-pub fn create_private(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Creates `dir` and its missing parents, each accessible to the broker's user only.
-pub fn create_dir_private(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }

@@ -7,34 +7,7 @@
 //! byte's position is fixed when it is buffered, so a failed write (say `ENOSPC`) is
 //! retried by writing the same batch again; batches must be written in order.
 //!
-//! # On-disk format
-//!
-//! A queue's directory holds, for each live segment `n` (numbered from 1 up):
-//!
-//! - `{n:010}.seg`: the 8-byte magic `b"AMQRSEG\x01"`, then records:
-//!
-//!   | field         | bytes                                            |
-//!   |---------------|--------------------------------------------------|
-//!   | `payload_len` | u32 LE                                           |
-//!   | `crc`         | u32 LE, CRC-32 (IEEE) of the payload             |
-//!   | payload       | `flags` u8 (bit 0 persistent, bit 1 has expiry)  |
-//!   |               | `expires_at_ms` u64 LE, only with bit 1          |
-//!   |               | exchange: u8 length + bytes                      |
-//!   |               | routing key: u8 length + bytes                   |
-//!   |               | properties: u32 LE length + bytes                |
-//!   |               | body: u32 LE length + bytes                      |
-//!
-//!   A segment is never appended to again after a restart: new records go to a new
-//!   segment, so a cut tail is never overwritten by records that acks could mistake.
-//!   A record larger than the segment size gets a segment of its own.
-//!
-//! - `{n:010}.ack`: 4-byte LE entries, each a record's offset in `{n:010}.seg`; with
-//!   the top bit set the entry means "delivered" (recovery marks it redelivered),
-//!   clear means "acked" (gone). Entries that name no record are ignored.
-//!
-//! When every record of a segment other than the current one is acked, both files
-//! are deleted (the `.seg` first, so a crash in between never brings messages back;
-//! an `.ack` without its `.seg` is deleted on open).
+//! The files' format is described in `super::segment`.
 //!
 //! # Recovery
 //!
@@ -48,18 +21,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 mod pending;
+mod recovery;
 
 use pending::Chunk;
 pub use pending::{PendingWrites, Written};
 
+pub use super::segment::Record;
 use super::segment::{
     self, AckEntry, Fields, FileKind, HEADER_LEN, MAGIC, MAX_OFFSET, RECORD_HEADER,
 };
@@ -71,24 +44,6 @@ pub struct Location {
     pub segment: u32,
     /// Offset of the record's header in the segment file.
     pub offset: u32,
-}
-
-/// A message to append.
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    /// Exchange it was published to (an AMQP short string, at most 255 bytes).
-    pub exchange: &'a [u8],
-    /// Routing key it was published with (at most 255 bytes).
-    pub routing_key: &'a [u8],
-    /// Raw content-header property flags and fields; opaque here.
-    pub properties: &'a [u8],
-    /// The body.
-    pub body: &'a [u8],
-    /// When it expires, in unix epoch milliseconds.
-    pub expires_at_ms: Option<u64>,
-    /// Persistent records come back after a restart; others may be written (paged out)
-    /// but are not returned by recovery.
-    pub persistent: bool,
 }
 
 /// Live messages left on disk by [`QueueLog::open_paged`]: the first one's location
@@ -209,191 +164,7 @@ const MAX_SEGMENT_SIZE: u32 = MAX_OFFSET / 2;
 /// Initial capacity of a segment's write buffer.
 const BUFFER_RESERVE: usize = 16 * 1024;
 
-fn path_of(dir: &Path, n: u32, kind: FileKind) -> PathBuf {
-    dir.join(segment::file_name(n, kind))
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn read_if_exists(path: &Path) -> io::Result<Vec<u8>> {
-    match fs::read(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        r => r,
-    }
-}
-
-fn cut_file(path: &Path, len: usize) -> io::Result<()> {
-    let f = OpenOptions::new().write(true).open(path)?;
-    f.set_len(len as u64)?;
-    f.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl QueueLog {
-    /// Opens (creating `dir` if needed) the log in `dir`, recovers it (see the module
-    /// docs), and returns it with the live persistent messages in log order. New
-    /// appends go to a new segment. `segment_size` is clamped to 64 B ..= 1 GiB.
-    pub fn open(dir: &Path, segment_size: u32) -> io::Result<(QueueLog, Vec<StoredMessage>)> {
-        Self::open_paged(dir, segment_size, usize::MAX).map(|(log, messages, _)| (log, messages))
-    }
-
-    /// [`QueueLog::open`] that reads back at most `keep` messages; the rest stay on
-    /// disk, and the third value says where they start and how many there are (for
-    /// [`QueueLog::read_from`]).
-    pub fn open_paged(
-        dir: &Path,
-        segment_size: u32,
-        keep: usize,
-    ) -> io::Result<(QueueLog, Vec<StoredMessage>, Option<Paged>)> {
-        if !dir.is_dir() {
-            super::writer::create_dir_private(dir)?;
-            // Make the new directory's own entry durable.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
-            }
-        }
-        let mut segs = BTreeSet::new();
-        let mut acks = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            match name.to_str().and_then(segment::parse_name) {
-                Some((n, FileKind::Seg)) => {
-                    segs.insert(n);
-                }
-                Some((n, FileKind::Ack)) => acks.push(n),
-                None => {}
-            }
-        }
-        let mut log = QueueLog {
-            dir: dir.to_path_buf(),
-            segment_size: segment_size.clamp(MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE),
-            segments: BTreeMap::new(),
-            current: None,
-            next_segment: segs
-                .iter()
-                .chain(acks.iter())
-                .max()
-                .map_or(1, |n| n.saturating_add(1)),
-            dirty: Vec::new(),
-            deletes: Vec::new(),
-            live: 0,
-            disk_bytes: 0,
-        };
-        let mut removed = false;
-        for n in acks {
-            if !segs.contains(&n) {
-                tracing::warn!(segment = n, "ack file without its segment; deleting it");
-                remove_if_exists(&path_of(dir, n, FileKind::Ack))?;
-                removed = true;
-            }
-        }
-        let mut messages = Vec::new();
-        let mut rest = None;
-        for &n in &segs {
-            removed |= log.recover_segment(n, &mut messages, keep, &mut rest)?;
-        }
-        if removed {
-            sync_dir(dir)?;
-        }
-        Ok((log, messages, rest))
-    }
-
-    /// Recovers segment `n`, pushing its live persistent messages. Returns whether it
-    /// was deleted.
-    fn recover_segment(
-        &mut self,
-        n: u32,
-        out: &mut Vec<StoredMessage>,
-        keep: usize,
-        rest: &mut Option<(Location, u64)>,
-    ) -> io::Result<bool> {
-        let seg_path = path_of(&self.dir, n, FileKind::Seg);
-        let ack_path = path_of(&self.dir, n, FileKind::Ack);
-        let data = fs::read(&seg_path)?;
-        let scan = segment::scan(&data, &seg_path)?;
-        if scan.valid_len < data.len() {
-            cut_file(&seg_path, scan.valid_len)?;
-        }
-        let mut records: Vec<Rec> = scan
-            .records
-            .iter()
-            .map(|s| Rec {
-                offset: s.offset,
-                payload_len: s.payload_len,
-                flags: if s.fields.persistent {
-                    PERSISTENT
-                } else {
-                    ACKED
-                },
-            })
-            .collect();
-        let ack_data = read_if_exists(&ack_path)?;
-        let ack_len = ack_data.len() / 4 * 4;
-        if ack_len < ack_data.len() {
-            tracing::warn!(
-                file = %ack_path.display(),
-                offset = ack_len,
-                cut = ack_data.len() - ack_len,
-                "ack file has a torn entry; cutting it"
-            );
-            cut_file(&ack_path, ack_len)?;
-        }
-        for AckEntry { offset, delivered } in segment::ack_entries(&ack_data) {
-            if let Ok(i) = records.binary_search_by_key(&offset, |r| r.offset) {
-                records[i].flags |= if delivered { DELIVERED } else { ACKED };
-            }
-        }
-        let mut live = Vec::with_capacity(records.len());
-        for (r, s) in records.iter().zip(scan.records) {
-            if r.flags & ACKED != 0 {
-                continue;
-            }
-            let location = Location {
-                segment: n,
-                offset: s.offset,
-            };
-            live.push(*r);
-            if out.len() >= keep {
-                // Left on disk: counted, read back later.
-                rest.get_or_insert((location, 0)).1 += 1;
-                continue;
-            }
-            let start = s.offset as usize + RECORD_HEADER;
-            let payload = Bytes::copy_from_slice(&data[start..start + s.payload_len as usize]);
-            out.push(StoredMessage::new(
-                location,
-                &payload,
-                s.fields,
-                r.flags & DELIVERED != 0,
-            ));
-        }
-        if live.is_empty() {
-            remove_if_exists(&seg_path)?;
-            remove_if_exists(&ack_path)?;
-            return Ok(true);
-        }
-        let seg = Segment {
-            live: live.len() as u64,
-            records: live,
-            len: scan.valid_len as u64,
-            ack_len: ack_len as u64,
-            ..Segment::default()
-        };
-        self.live += seg.live;
-        self.disk_bytes += seg.len + seg.ack_len;
-        self.segments.insert(n, seg);
-        Ok(false)
-    }
-
     /// Encodes the record into the write buffer and returns where it will live. Rolls
     /// over to a new segment when the current one would grow past the segment size (a
     /// record bigger than that gets a segment of its own). No I/O.
@@ -617,66 +388,6 @@ impl QueueLog {
             self.ack(loc);
         }
         locs.len() as u64
-    }
-
-    /// Reads up to `max` records not acked, from `from` (inclusive) on in log order,
-    /// to page messages back into memory. Only reads what is already in the files: it
-    /// stops early at the first record not yet written. Errs if a record read back is
-    /// damaged.
-    pub fn read_from(&self, from: Location, max: usize) -> io::Result<Vec<StoredMessage>> {
-        let mut out = Vec::new();
-        if max == 0 {
-            return Ok(out);
-        }
-        for (&n, seg) in self.segments.range(from.segment..) {
-            let first = if n == from.segment {
-                seg.records.partition_point(|r| r.offset < from.offset)
-            } else {
-                0
-            };
-            let path = path_of(&self.dir, n, FileKind::Seg);
-            let mut file = None;
-            for r in &seg.records[first..] {
-                if r.flags & ACKED != 0 {
-                    continue;
-                }
-                let f = match &mut file {
-                    Some(f) => f,
-                    None => match File::open(&path) {
-                        Ok(f) => file.insert(f),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                        Err(e) => return Err(e),
-                    },
-                };
-                let mut buf = vec![0; RECORD_HEADER + r.payload_len as usize];
-                match f.read_exact_at(&mut buf, u64::from(r.offset)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(out),
-                    Err(e) => return Err(e),
-                }
-                let Some(fields) = segment::check_record(&buf) else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: damaged record at offset {}", path.display(), r.offset),
-                    ));
-                };
-                let payload = Bytes::from(buf).slice(RECORD_HEADER..);
-                let location = Location {
-                    segment: n,
-                    offset: r.offset,
-                };
-                out.push(StoredMessage::new(
-                    location,
-                    &payload,
-                    fields,
-                    r.flags & DELIVERED != 0,
-                ));
-                if out.len() == max {
-                    return Ok(out);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 

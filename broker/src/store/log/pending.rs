@@ -8,8 +8,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{path_of, remove_if_exists, sync_dir};
-use crate::store::segment::FileKind;
+use crate::store::fs::{remove_if_exists, sync_dir};
+use crate::store::segment::{FileKind, path_of};
 
 /// Bytes for one file at a fixed position.
 pub(super) struct Chunk {

@@ -1,8 +1,11 @@
 //! Tests of the queue log: round trips, acks, recovery from every kind of damage, and a
 //! property test against a model.
 
-use super::*;
+use std::fs::{self, OpenOptions};
+
 use proptest::prelude::*;
+
+use super::*;
 
 /// An owned record for tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
