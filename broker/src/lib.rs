@@ -50,6 +50,7 @@
 pub mod alarm;
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
 pub mod allocator;
+mod args;
 pub mod auth;
 pub mod channel;
 pub mod connection;

@@ -103,7 +103,7 @@ fn too_deep(buf: &[u8], prefixed: bool) -> bool {
         pos += 1;
         // The type octets and sizes of `crate::properties` (checked there against
         // amq-protocol's decoder).
-        let fixed = match (crate::properties::fixed_width(kind), kind) {
+        let fixed = match (fixed_width(kind), kind) {
             (Some(n), _) => n,
             (None, b'S' | b'x') => match u32_at(buf, pos) {
                 Some(n) => 4usize.saturating_add(n),
@@ -126,6 +126,20 @@ fn too_deep(buf: &[u8], prefixed: bool) -> bool {
         pos = pos.saturating_add(fixed);
     }
     false
+}
+
+/// The size of a field value of type `kind` whose size is fixed (`None` for strings,
+/// tables, arrays and unknown types): one table for this scan and `crate::properties`'.
+pub(crate) fn fixed_width(kind: u8) -> Option<usize> {
+    Some(match kind {
+        b't' | b'b' | b'B' => 1,
+        b's' | b'U' | b'u' => 2,
+        b'I' | b'i' | b'f' => 4,
+        b'L' | b'l' | b'd' | b'T' => 8,
+        b'D' => 5,
+        b'V' => 0,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ const CLUSTER_ID: u16 = 1 << 2;
 
 // How deep tables and arrays may nest before the header is refused: the same limit as
 // for method frames.
-use crate::nesting::MAX_DEPTH;
+use crate::nesting::{MAX_DEPTH, fixed_width};
 
 /// Where the fields the broker acts on are, within the raw property bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,20 +136,6 @@ impl Reader<'_> {
         self.take(fixed)?;
         Ok(())
     }
-}
-
-/// The size of a field value of type `kind` whose size is fixed (`None` for strings,
-/// tables, arrays and unknown types): one table for this scan and `crate::nesting`'s.
-pub(crate) fn fixed_width(kind: u8) -> Option<usize> {
-    Some(match kind {
-        b't' | b'b' | b'B' => 1,
-        b's' | b'U' | b'u' => 2,
-        b'I' | b'i' | b'f' => 4,
-        b'L' | b'l' | b'd' | b'T' => 8,
-        b'D' => 5,
-        b'V' => 0,
-        _ => return None,
-    })
 }
 
 impl Properties {

@@ -124,8 +124,8 @@ impl Exchange {
             Some(other) => {
                 return Err(AmqpError::precondition(format_args!(
                     "Invalid x-match field type {} (value {}); expected longstr",
-                    crate::queue::type_name(other),
-                    crate::queue::plain(other)
+                    crate::args::type_name(other),
+                    crate::args::plain(other)
                 )));
             }
         };
@@ -193,7 +193,7 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
 fn number(v: &AMQPValue) -> Option<i128> {
     match *v {
         AMQPValue::Timestamp(x) => Some(x.into()),
-        _ => crate::queue::int_value(v),
+        _ => crate::args::int_value(v),
     }
 }
 

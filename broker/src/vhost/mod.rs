@@ -459,15 +459,6 @@ fn unknown_tag(tag: u64) -> AmqpError {
     AmqpError::precondition(format_args!("unknown delivery tag {tag}"))
 }
 
-pub(crate) fn locked(vhost: &str, name: &str) -> AmqpError {
-    AmqpError::channel(
-        code::RESOURCE_LOCKED,
-        format_args!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
-        ),
-    )
-}
-
 /// A server-generated name: `prefix` + 22 URL-safe random characters, as RabbitMQ's.
 pub fn generated_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

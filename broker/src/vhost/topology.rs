@@ -7,12 +7,12 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::{FieldTable, ShortString};
 
 use super::{
-    ExchangeOptions, QueueInfo, QueueOptions, REPLY_TO, VHost, generated_name, locked, unknown_type,
+    ExchangeOptions, QueueInfo, QueueOptions, REPLY_TO, VHost, generated_name, unknown_type,
 };
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::frame;
-use crate::queue::Queue;
+use crate::queue::{Queue, locked};
 
 impl VHost {
     // ----- exchanges ------------------------------------------------------------------
@@ -332,7 +332,7 @@ impl VHost {
         } else {
             name.into()
         };
-        crate::queue::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
+        crate::args::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
         if !opts.durable && !opts.exclusive && !self.deprecated.transient_nonexcl_queues {
             return Err(crate::deprecated::transient_nonexcl_queue_denied());
         }
