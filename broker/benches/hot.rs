@@ -8,9 +8,9 @@ use std::hint::black_box;
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::FieldTable;
-use broker::exchange::topic_matches;
-use broker::frame;
-use broker::vhost::{ExchangeOptions, QueueOptions, VHost};
+use broker::internals::frame;
+use broker::internals::topic_matches;
+use broker::internals::vhost::{ExchangeOptions, QueueOptions, VHost};
 use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
 

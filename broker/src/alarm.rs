@@ -42,7 +42,7 @@ impl Resource {
 
 /// Measures the memory the broker uses, in bytes (`None`: cannot tell right now).
 ///
-/// The default, [`resident_memory`], is the process's resident set; the `broker`
+/// The default is the process's resident set (from `/proc/self/statm`); the `broker`
 /// binary, whose allocator is jemalloc, passes the bytes jemalloc has allocated, which
 /// fall as soon as messages are freed.
 pub type MemoryProbe = fn() -> Option<u64>;

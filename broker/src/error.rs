@@ -4,6 +4,9 @@
 //! Every handler in [`crate::channel`] and [`crate::connection`] returns
 //! `Result<_, AmqpError>`; the connection turns an error into `channel.close` or
 //! `connection.close` with exactly these fields, so clients see what RabbitMQ would send.
+//!
+//! [`StartError`] is the other kind: why [`crate::BrokerBuilder::start`] could not start
+//! a broker, for the embedder.
 
 use std::fmt;
 
@@ -149,8 +152,63 @@ impl AmqpError {
     }
 }
 
-/// Result of a protocol operation.
-pub type Result<T, E = AmqpError> = std::result::Result<T, E>;
+/// Why a broker did not start ([`crate::BrokerBuilder::start`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `max_message_size` is over RabbitMQ's cap ([`crate::Limits::MAX_MESSAGE_SIZE_CAP`]).
+    #[error("max_message_size {requested} is larger than {cap} bytes (512 MiB, RabbitMQ's cap)")]
+    MaxMessageSize {
+        /// The size asked for.
+        requested: u64,
+        /// The largest accepted.
+        cap: u64,
+    },
+    /// The management API over HTTPS was asked for without a TLS certificate.
+    #[error("management over HTTPS needs a TLS certificate and key")]
+    ManagementTlsWithoutCertificate,
+    /// A listener could not be bound (the port is taken, or the address is not local).
+    #[error("cannot listen for {listener} on {addr}: {source}")]
+    Listen {
+        /// Which listener: `AMQP`, `AMQPS` or `the management API`.
+        listener: &'static str,
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory could not be created, read or recovered (the message names
+    /// the file).
+    #[error("data directory: {0}")]
+    Store(#[source] std::io::Error),
+    /// A configured permission names a user that is not configured.
+    #[error("configured users and permissions: no such user '{0}'")]
+    UnknownUser(String),
+    /// A configured permission names a vhost that is not configured.
+    #[error("configured users and permissions: no such vhost '{0}'")]
+    UnknownVhost(String),
+    /// A configured permission is not a valid regular expression.
+    #[error("configured users and permissions: invalid pattern '{pattern}': {reason}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why the regex engine refused it.
+        reason: String,
+    },
+}
+
+impl From<StartError> for std::io::Error {
+    /// For callers that return `io::Result`: the kind says whether the input or the
+    /// system was at fault, the message is the error's.
+    fn from(e: StartError) -> Self {
+        let kind = match &e {
+            StartError::Listen { source, .. } | StartError::Store(source) => source.kind(),
+            _ => std::io::ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,549 +2,111 @@
 //! RabbitMQ, small enough to start in-process for every test.
 //!
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> Result<(), broker::StartError> {
 //! let broker = broker::Broker::builder().start().await?;   // 127.0.0.1:0
 //! println!("connect to {}", broker.amqp_url());
 //! broker.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
+//! The public API is what an embedder needs: [`Broker::builder`] and its
+//! [`BrokerBuilder`], the running [`BrokerHandle`], [`Endpoint`] for examples and tests,
+//! the settings types ([`Limits`], [`TlsConfig`], [`MemoryWatermark`],
+//! [`ManagementLimits`], [`DeprecatedFeatures`]) and [`StartError`]. Everything else is
+//! private to the crate.
+//!
 //! # Layout
+//!
+//! Starting: `builder` (the settings, [`BrokerBuilder::start`]), `handle` (the
+//! running broker), `endpoint`, `limits`, and `shared` (what every connection shares:
+//! vhosts, users, limits, alarms, the registry of connections).
 //!
 //! The data path of a publish, from socket to socket:
 //!
 //! - `server`: accepts sockets and spawns one connection task each; sweeps TTLs and
-//!   checks the memory and disk alarms ([`alarm`]), which block publishing
-//!   connections while memory is over its high-water mark or the store is failing or
-//!   full.
-//! - [`connection`]: handshake (start, tune, open), heartbeats, the read loop; hands
+//!   checks the memory and disk alarms (`alarm`), which block publishing connections
+//!   while memory is over its high-water mark or the store is failing or full.
+//! - `connection/`: handshake (start, tune, open), heartbeats, the read loop; hands
 //!   each frame to its channel and turns errors into `channel.close` or
 //!   `connection.close` as RabbitMQ does.
-//! - [`frame`]: cuts frames off the read buffer (refusing oversized ones from the
-//!   header alone) and encodes outgoing ones; [`properties`] checks a content
-//!   header's properties in place and finds the few fields the broker acts on;
-//!   `nesting` refuses field tables nested too deep before anything decodes them.
-//! - [`channel`]: applies a channel's methods; assembles `basic.publish` content;
-//!   coalesces publisher confirms; buffers transactions.
-//! - `vhosts`: the vhosts by name, each with its own lock and store; a connection
+//! - `frame`: cuts frames off the read buffer (refusing oversized ones from the header
+//!   alone) and encodes outgoing ones; `properties` checks a content header's
+//!   properties in place and finds the few fields the broker acts on; `nesting`
+//!   refuses field tables nested too deep before anything decodes them.
+//! - `channel/`: applies a channel's methods, one file per class; assembles
+//!   `basic.publish` content; coalesces publisher confirms; buffers transactions.
+//! - `vhost/table`: the vhosts by name, each with its own lock and store; a connection
 //!   picks its vhost once, at `connection.open`.
-//! - [`vhost`]: exchanges, queues and every channel's delivery state behind one lock;
-//!   routes ([`exchange`]), enqueues ([`queue`], [`message`]) and delivers by writing
-//!   `basic.deliver` straight into the consumer connection's [`outbox`].
-//! - [`outbox`]: a connection's pending bytes, flushed by its writer task in one write.
-//! - [`store`]: with a data directory, durable topology and persistent messages of
+//! - `vhost/`: exchanges, queues and every channel's delivery state behind one lock;
+//!   routes (`exchange/`), enqueues (`queue`, `message`, with `args` checking declare
+//!   arguments) and delivers by writing `basic.deliver` straight into the consumer
+//!   connection's `outbox`, whose writer task flushes it in one write.
+//! - `store/`: with a data directory, durable topology and persistent messages of
 //!   durable queues go to per-queue segment files; a sync thread group-commits them
 //!   and only then are their publisher confirms sent.
-//! - [`auth`] and [`error`]: logins, users and permissions (kept in `DATA_DIR/users`
+//! - `auth/` and `error`: logins, users and permissions (kept in `DATA_DIR/users`
 //!   with a data directory, configuration applied on top at each start), and errors
 //!   that carry AMQP reply codes.
-//! - [`tls`]: certificates, and the TLS handshake of the `amqps` port and of the
+//! - `tls`: certificates, and the TLS handshake of the `amqps` port and of the
 //!   management API over HTTPS.
-//! - [`management`]: the HTTP management API and `/metrics` (optional, own port);
-//!   the binary's `broker ctl` (under `src/bin/broker/`) is a client of it.
-//! - `allocator` (with the `jemalloc` feature): the binary's allocator, which gives
+//! - `management/`: the HTTP management API and `/metrics` (optional, own port); the
+//!   binary's `broker ctl` (under `src/bin/broker/`) is a client of it.
+//! - [`allocator`] (with the `jemalloc` feature): the binary's allocator, which gives
 //!   memory back after a load and tells the memory alarm what is allocated.
 //!
 //! Without a data directory everything lives in memory and nothing survives a restart.
 
-pub mod alarm;
+mod alarm;
 #[cfg(all(feature = "jemalloc", unix, not(target_env = "msvc")))]
 pub mod allocator;
 mod args;
-pub mod auth;
-pub mod channel;
-pub mod connection;
-pub mod deprecated;
-pub mod error;
-pub mod exchange;
-pub mod frame;
+mod auth;
+mod builder;
+mod channel;
+mod connection;
+mod deprecated;
+mod endpoint;
+mod error;
+mod exchange;
+mod frame;
+mod handle;
 mod limits;
-pub mod management;
-pub mod message;
+mod management;
+mod message;
 mod nesting;
-pub mod outbox;
-pub mod properties;
-pub mod queue;
+mod outbox;
+mod properties;
+mod queue;
 mod server;
 mod shared;
-pub mod store;
-pub mod tls;
-pub mod vhost;
-mod vhosts;
+mod store;
+mod tls;
+mod vhost;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-pub use alarm::MemoryWatermark;
-pub use auth::Users;
+pub use alarm::{MemoryProbe, MemoryWatermark};
+pub use builder::{Broker, BrokerBuilder};
 pub use deprecated::DeprecatedFeatures;
-pub use error::{AmqpError, Scope};
+pub use endpoint::Endpoint;
+pub use error::StartError;
+pub use handle::BrokerHandle;
 pub use limits::Limits;
 pub use management::ManagementLimits;
 pub use tls::{TlsConfig, TlsError};
 
-/// Entry point: `Broker::builder().listen(addr).start().await`.
-#[derive(Debug)]
-pub struct Broker;
-
-impl Broker {
-    /// A builder with RabbitMQ's defaults, listening on `127.0.0.1:0`.
-    pub fn builder() -> BrokerBuilder {
-        BrokerBuilder {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            users: auth::config::UserConfig::default(),
-            limits: Limits::default(),
-            data_dir: None,
-            max_disk_bytes: None,
-            disk_free_limit: None,
-            management: None,
-            tls: None,
-            tls_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            management_tls: false,
-            management_limits: management::ManagementLimits::default(),
-            vhosts: Vec::new(),
-            memory_high_watermark: MemoryWatermark::default(),
-            memory_probe: alarm::resident_memory,
-            deprecated: DeprecatedFeatures::default(),
-        }
+/// Hooks for the benchmarks and the integration tests that drive the broker's
+/// internals directly (framing, routing, the store's vhost list). Not part of the API:
+/// no stability promise, not documented.
+#[doc(hidden)]
+pub mod internals {
+    /// Frame encoding and decoding.
+    pub mod frame {
+        pub use crate::frame::*;
     }
-}
-
-/// Configures a broker before it starts.
-#[derive(Debug, Clone)]
-pub struct BrokerBuilder {
-    listen: SocketAddr,
-    users: auth::config::UserConfig,
-    limits: Limits,
-    data_dir: Option<PathBuf>,
-    max_disk_bytes: Option<u64>,
-    disk_free_limit: Option<u64>,
-    management: Option<SocketAddr>,
-    tls: Option<TlsConfig>,
-    tls_listen: SocketAddr,
-    management_tls: bool,
-    management_limits: management::ManagementLimits,
-    vhosts: Vec<String>,
-    memory_high_watermark: MemoryWatermark,
-    memory_probe: alarm::MemoryProbe,
-    deprecated: DeprecatedFeatures,
-}
-
-impl BrokerBuilder {
-    /// Which of RabbitMQ's deprecated features are permitted (default: both, as
-    /// RabbitMQ 3.x and 4.0 do). [`DeprecatedFeatures::denied`] runs the broker as
-    /// RabbitMQ 4.3 does: transient non-exclusive queues are refused with
-    /// `541 INTERNAL_ERROR` (closing the connection) and global QoS is applied per
-    /// consumer. See [`deprecated`].
-    pub fn deprecated_features(mut self, features: DeprecatedFeatures) -> Self {
-        self.deprecated = features;
-        self
+    /// A vhost's topology and routing, without a server.
+    pub mod vhost {
+        pub use crate::vhost::{ExchangeOptions, QueueOptions, VHost};
     }
-
-    /// Also serves AMQP over TLS (`amqps`) with this certificate, on
-    /// [`tls_listen`](Self::tls_listen) (see [`BrokerHandle::tls_addr`]). The plain
-    /// port stays open. Off by default.
-    pub fn tls(mut self, config: TlsConfig) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// The address of the TLS port (default `127.0.0.1:0`; RabbitMQ's is 5671).
-    /// Used only with [`tls`](Self::tls).
-    pub fn tls_listen(mut self, addr: SocketAddr) -> Self {
-        self.tls_listen = addr;
-        self
-    }
-
-    /// Serves the management API as HTTPS with the [`tls`](Self::tls) certificate
-    /// instead of plain HTTP. Starting fails if there is no certificate.
-    pub fn management_tls(mut self, on: bool) -> Self {
-        self.management_tls = on;
-        self
-    }
-
-    /// Creates the vhost `name` at start (besides `/`, which always exists at first
-    /// start), as `rabbitmqctl add_vhost`; existing (recovered from the data
-    /// directory) is fine. [`permissions`](Self::permissions) may name it, or any
-    /// vhost recovered from the data directory.
-    pub fn vhost(mut self, name: &str) -> Self {
-        if !self.vhosts.iter().any(|v| v == name) {
-            self.vhosts.push(name.to_owned());
-        }
-        self
-    }
-
-    /// Also serves the management HTTP API and `/metrics` on `addr` (port 0 picks a
-    /// free port; see [`BrokerHandle::management_addr`]). Off by default.
-    pub fn management(mut self, addr: SocketAddr) -> Self {
-        self.management = Some(addr);
-        self
-    }
-
-    /// The management listener's connection cap and timeouts (default: RabbitMQ's,
-    /// see [`ManagementLimits`]).
-    pub fn management_limits(mut self, limits: ManagementLimits) -> Self {
-        self.management_limits = limits;
-        self
-    }
-
-    /// Keeps durable exchanges, queues and bindings, persistent messages in durable
-    /// queues, vhosts, and users with their permissions in `dir`, and recovers them
-    /// from it at start. Without it (the default) the broker keeps everything in memory.
-    ///
-    /// Users and permissions are kept as RabbitMQ keeps them: a fresh directory starts
-    /// with `guest`/`guest`; after that what was changed at run time (management API,
-    /// `broker ctl`) is what the next start has, `guest` deleted included, with the
-    /// [`user`](Self::user), [`user_with_tags`](Self::user_with_tags) and
-    /// [`permissions`](Self::permissions) given here applied on top. A damaged users
-    /// file (`dir/users`) makes [`start`](Self::start) fail, naming it.
-    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(dir.into());
-        self
-    }
-
-    /// Raises the disk alarm while the durable queues' logs hold more than `bytes`
-    /// (default: no limit): connections that publish are blocked, as RabbitMQ does,
-    /// until consumers have drained enough. Needs [`data_dir`](Self::data_dir).
-    ///
-    /// Space is reclaimed a whole segment file at a time, and a queue's last segment
-    /// only once a newer one starts; so that a drained queue cannot hold the store over
-    /// the limit, segments are made at most a quarter of `bytes` (normally 8 MiB).
-    ///
-    /// The alarm is also raised, with or without a limit, while the store's writes fail
-    /// (a full disk): nothing is confirmed then, and publishers are blocked until the
-    /// writes succeed again.
-    pub fn max_disk_bytes(mut self, bytes: u64) -> Self {
-        self.max_disk_bytes = Some(bytes);
-        self
-    }
-
-    /// Raises the disk alarm while the filesystem holding the data directory has fewer
-    /// than `bytes` available, as RabbitMQ's `disk_free_limit` (default:
-    /// [`alarm::DISK_FULL_FLOOR`], i.e. only a full disk). Checked from the start, so a
-    /// broker started on a full disk blocks publishers at once and serves consumers.
-    /// Needs [`data_dir`](Self::data_dir).
-    pub fn disk_free_limit(mut self, bytes: u64) -> Self {
-        self.disk_free_limit = Some(bytes);
-        self
-    }
-
-    /// Raises the memory alarm while the broker uses more memory than this (RabbitMQ's
-    /// `vm_memory_high_watermark`; default: 0.4 of the machine's RAM): connections
-    /// that publish are blocked with `connection.blocked` ("low on memory") until
-    /// consumers have drained enough, as RabbitMQ does. Checked every 25 ms.
-    pub fn memory_high_watermark(mut self, watermark: MemoryWatermark) -> Self {
-        self.memory_high_watermark = watermark;
-        self
-    }
-
-    /// How the memory alarm measures the broker's memory (default:
-    /// [`alarm::resident_memory`], the process's resident set). A program that embeds
-    /// the broker and knows better, such as the `broker` binary with its jemalloc
-    /// statistics, passes its own.
-    pub fn memory_probe(mut self, probe: alarm::MemoryProbe) -> Self {
-        self.memory_probe = probe;
-        self
-    }
-
-    /// The address to listen on; port 0 picks a free port.
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = addr;
-        self
-    }
-
-    /// Adds a user (besides `guest`) with the `administrator` tag and full rights on
-    /// `/`.
-    ///
-    /// With a [`data_dir`](Self::data_dir), this is applied at every start on top of
-    /// the users kept there and wins: a stored user of that name gets this password,
-    /// these tags and full rights on `/` again (its other permissions stay), and is
-    /// saved so.
-    pub fn user(mut self, name: &str, password: &str) -> Self {
-        let tags = vec!["administrator".to_owned()];
-        self.users.user(name, password, tags, true);
-        self
-    }
-
-    /// Adds a user with these tags and, as `rabbitmqctl add_user`, no permissions:
-    /// grant them with [`BrokerBuilder::permissions`].
-    ///
-    /// With a [`data_dir`](Self::data_dir), this is applied at every start on top of
-    /// the users kept there and wins: a stored user of that name gets this password
-    /// and these tags (its stored permissions stay), and is saved so.
-    pub fn user_with_tags(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
-        let tags = tags.iter().map(|t| (*t).to_owned()).collect();
-        self.users.user(name, password, tags, false);
-        self
-    }
-
-    /// Sets a user's rights in a vhost, as `rabbitmqctl set_permissions`: regular
-    /// expressions matched (unanchored, as RabbitMQ does) against queue and exchange
-    /// names. Fails now for an invalid pattern; an unknown user or vhost makes
-    /// [`start`](Self::start) fail. The user may be one given here or one kept in the
-    /// [`data_dir`](Self::data_dir); the vhost one given with [`vhost`](Self::vhost)
-    /// or one recovered from the data directory.
-    ///
-    /// With a data directory, this is applied at every start on top of the stored
-    /// permissions and wins for this (user, vhost), and is saved so.
-    pub fn permissions(
-        mut self,
-        user: &str,
-        vhost: &str,
-        configure: &str,
-        write: &str,
-        read: &str,
-    ) -> Result<Self, auth::AuthError> {
-        self.users
-            .permissions(user, vhost, configure, write, read)?;
-        Ok(self)
-    }
-
-    /// Largest message body accepted, in bytes (RabbitMQ's `max_message_size`,
-    /// default 128 MiB, at most 512 MiB: [`BrokerBuilder::start`] refuses more).
-    pub fn max_message_size(mut self, bytes: u64) -> Self {
-        self.limits.max_message_size = bytes;
-        self
-    }
-
-    /// Most connections served at once (RabbitMQ's `connection_max`); beyond it new
-    /// connections wait, unaccepted, until one closes.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.limits.max_connections = Some(max);
-        self
-    }
-
-    /// Users that may only connect from loopback (default: `guest`).
-    pub fn loopback_users(mut self, users: Vec<String>) -> Self {
-        self.users.loopback_users(users);
-        self
-    }
-
-    /// The limits offered in `connection.tune`.
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Binds the listener and starts serving in the background on the current tokio
-    /// runtime. The returned handle knows the bound address.
-    pub async fn start(self) -> std::io::Result<BrokerHandle> {
-        if self.limits.max_message_size > Limits::MAX_MESSAGE_SIZE_CAP {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "max_message_size {} is larger than {} bytes (512 MiB, RabbitMQ's cap)",
-                    self.limits.max_message_size,
-                    Limits::MAX_MESSAGE_SIZE_CAP
-                ),
-            ));
-        }
-        if self.management_tls && self.tls.is_none() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "management over HTTPS needs a TLS certificate and key",
-            ));
-        }
-        let listener = server::bind(self.listen).await?;
-        let addr = listener.local_addr()?;
-        let tls_listener = match &self.tls {
-            Some(config) => Some((server::bind(self.tls_listen).await?, config.amqp_acceptor())),
-            None => None,
-        };
-        let tls_addr = tls_listener
-            .as_ref()
-            .map(|(l, _)| l.local_addr())
-            .transpose()?;
-        let management_tls = match &self.tls {
-            Some(config) if self.management_tls => Some(config.http_acceptor()),
-            _ => None,
-        };
-        let management = match self.management {
-            Some(at) => Some(tokio::net::TcpListener::bind(at).await?),
-            None => None,
-        };
-        let management_addr = management.as_ref().map(|l| l.local_addr()).transpose()?;
-        let segment_size = self.max_disk_bytes.map_or(store::SEGMENT_SIZE, |max| {
-            u32::try_from(max / 4)
-                .unwrap_or(u32::MAX)
-                .min(store::SEGMENT_SIZE)
-        });
-        let data = self.data_dir.clone().map(|dir| (dir, segment_size));
-        let vhosts = vhosts::VHosts::open(data, &self.vhosts, self.deprecated)?;
-        let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
-        let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
-        let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
-        match memory_limit {
-            Some(bytes) => tracing::info!(bytes, "memory high-water mark"),
-            None => tracing::warn!("machine memory unknown: no memory high-water mark"),
-        }
-        shared.alarm = alarm::Alarms::new(alarm::AlarmConfig {
-            max_disk_bytes: self.max_disk_bytes,
-            disk_free_limit: self.disk_free_limit,
-            data_dir: self.data_dir.clone(),
-            memory_limit,
-            memory_probe: self.memory_probe,
-        });
-        // Before the first connection: a full disk holds publishers from the start.
-        shared.alarm.check(false, 0);
-        let shared = Arc::new(shared);
-        let (tx, rx) = watch::channel(false);
-        let management_task = management.map(|l| {
-            tokio::spawn(management::serve(
-                l,
-                management_tls,
-                Arc::clone(&shared),
-                self.management_limits,
-                rx.clone(),
-            ))
-        });
-        let task = tokio::spawn(server::run(listener, tls_listener, shared, rx));
-        tracing::info!(%addr, "broker listening");
-        if let Some(at) = tls_addr {
-            tracing::info!(%at, "broker listening for AMQP over TLS");
-        }
-        if let Some(at) = management_addr {
-            let scheme = if self.management_tls { "https" } else { "http" };
-            tracing::info!(%at, scheme, "management API listening");
-        }
-        Ok(BrokerHandle {
-            addr,
-            tls_addr,
-            management_addr,
-            shutdown: tx,
-            task: Some(task),
-            management_task,
-        })
-    }
-}
-
-/// A running broker. Dropping it stops the broker (without waiting).
-#[derive(Debug)]
-pub struct BrokerHandle {
-    addr: SocketAddr,
-    tls_addr: Option<SocketAddr>,
-    management_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-    management_task: Option<JoinHandle<()>>,
-}
-
-impl BrokerHandle {
-    /// The address the broker listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The address of the TLS (`amqps`) port, if TLS was configured.
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
-    }
-
-    /// `amqps://guest:guest@127.0.0.1:PORT/%2f`, if TLS was configured.
-    pub fn amqps_url(&self) -> Option<String> {
-        self.tls_addr
-            .map(|at| format!("amqps://guest:guest@{at}/%2f"))
-    }
-
-    /// The address of the management API, if it was enabled.
-    pub fn management_addr(&self) -> Option<SocketAddr> {
-        self.management_addr
-    }
-
-    /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
-    pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
-    }
-
-    /// `amqp://guest:guest@127.0.0.1:PORT/VHOST`, the vhost percent-encoded.
-    pub fn amqp_url_for_vhost(&self, vhost: &str) -> String {
-        let mut path = String::new();
-        for b in vhost.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    path.push(char::from(b));
-                }
-                _ => path.push_str(&format!("%{b:02X}")),
-            }
-        }
-        format!("amqp://guest:guest@{}/{path}", self.addr)
-    }
-
-    /// Stops accepting, closes every connection with 320 CONNECTION_FORCED, and waits
-    /// for the connections to finish.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        if let Some(task) = self.management_task.take() {
-            // Idle keep-alive clients must not hold the shutdown up.
-            let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for BrokerHandle {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-    }
-}
-
-/// Where examples and tests connect: the broker at `AMQP_URL` if that is set, else a
-/// built-in broker started in-process on `127.0.0.1:0`.
-#[derive(Debug)]
-pub struct Endpoint {
-    url: String,
-    broker: Option<BrokerHandle>,
-}
-
-impl Endpoint {
-    /// Uses `AMQP_URL` if set, else starts an embedded broker.
-    pub async fn from_env() -> std::io::Result<Self> {
-        match std::env::var("AMQP_URL") {
-            Ok(url) if !url.is_empty() => Ok(Self { url, broker: None }),
-            _ => Self::embedded().await,
-        }
-    }
-
-    /// Always starts an embedded broker on `127.0.0.1:0`.
-    pub async fn embedded() -> std::io::Result<Self> {
-        let broker = Broker::builder().start().await?;
-        Ok(Self {
-            url: broker.amqp_url(),
-            broker: Some(broker),
-        })
-    }
-
-    /// The AMQP URL to connect to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Whether this endpoint is a broker started in this process.
-    pub fn is_embedded(&self) -> bool {
-        self.broker.is_some()
-    }
-
-    /// The embedded broker, if any.
-    pub fn broker(&self) -> Option<&BrokerHandle> {
-        self.broker.as_ref()
-    }
-
-    /// Shuts the embedded broker down, if any.
-    pub async fn shutdown(self) {
-        if let Some(b) = self.broker {
-            b.shutdown().await;
-        }
-    }
+    pub use crate::exchange::topic_matches;
+    pub use crate::management::PRODUCT_NAME;
+    pub use crate::store::vhosts::write_list;
 }

@@ -54,7 +54,7 @@ pub(crate) async fn run(
                 let (mut bytes, mut failing) = (0, false);
                 let [low_memory, _] = shared.alarm.state();
                 shared.vhosts.for_each(|entry| {
-                    let mut vhost = entry.vhost.lock();
+                    let mut vhost = entry.lock();
                     vhost.set_memory_pressure(low_memory);
                     vhost.sweep(now);
                     bytes += vhost.store_bytes();
@@ -82,7 +82,7 @@ pub(crate) async fn run(
         connections.abort_all();
     }
     shared.vhosts.for_each(|entry| {
-        entry.vhost.lock().commit_store();
+        entry.lock().commit_store();
         if let Some(store) = &entry.store {
             store.close();
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::limits::Limits;
-use crate::vhosts::VHosts;
+use crate::vhost::VHosts;
 
 /// State shared by every connection of a broker.
 #[derive(Debug)]

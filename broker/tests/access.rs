@@ -348,7 +348,11 @@ async fn max_message_size_above_512_mib_is_refused_at_start() {
             .await
         {
             Err(e) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+                assert!(
+                    matches!(e, broker::StartError::MaxMessageSize { requested, cap }
+                        if requested == bytes && cap == 512 * 1024 * 1024),
+                    "{e:?}"
+                );
                 assert!(e.to_string().contains("max_message_size"), "{e}");
             }
             Ok(b) => panic!(

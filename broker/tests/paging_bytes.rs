@@ -11,7 +11,7 @@ mod common;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel};
 use anyhow::Context;
-use broker::frame;
+use broker::internals::frame;
 use common::process::BrokerProcess;
 use futures::StreamExt;
 use lapin::options::{

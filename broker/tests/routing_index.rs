@@ -3,7 +3,7 @@
 //! bindings would route.
 
 use amq_protocol::types::FieldTable;
-use broker::vhost::{ExchangeOptions, QueueOptions, VHost};
+use broker::internals::vhost::{ExchangeOptions, QueueOptions, VHost};
 
 fn exchange(v: &mut VHost, name: &str, kind: &str, auto_delete: bool) {
     let opts = ExchangeOptions {

@@ -96,7 +96,7 @@ async fn a_listed_vhost_without_a_directory_does_not_stop_the_start() -> anyhow:
     let dir = tempfile::tempdir()?;
     // What the earlier code left behind: the name listed, its directory never made.
     let long = "B".repeat(86);
-    broker::store::vhosts::write_list(dir.path(), std::slice::from_ref(&long))?;
+    broker::internals::write_list(dir.path(), std::slice::from_ref(&long))?;
     let (b, api) = start(dir.path()).await?;
     let path = common::encode_segment(&long);
     let all = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});

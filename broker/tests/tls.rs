@@ -283,7 +283,7 @@ async fn management_over_https_shows_tls_connections() -> anyhow::Result<()> {
     let (status, body) = https_get(format!("{base}/api/overview"), &cert).await?;
     assert_eq!(status, 200, "{body}");
     let overview: Value = serde_json::from_str(&body)?;
-    assert_eq!(overview["product_name"], broker::management::PRODUCT_NAME);
+    assert_eq!(overview["product_name"], broker::internals::PRODUCT_NAME);
 
     let tls_conn = lapin_tls(&b, &cert).await?;
     let plain = Connection::connect(&b.amqp_url(), ConnectionProperties::default()).await?;

@@ -11,7 +11,7 @@
 //! the configured password and tags; other stored users and permissions stay). The
 //! result is written back before the broker serves, if it differs from the file.
 
-use std::io;
+use crate::error::StartError;
 use std::path::Path;
 
 use super::{AuthError, Permission, User, Users, file, hash_password};
@@ -130,9 +130,9 @@ pub(crate) fn open(
     data_dir: Option<&Path>,
     vhosts: &[String],
     config: &UserConfig,
-) -> io::Result<Users> {
+) -> Result<Users, StartError> {
     let stored = match data_dir {
-        Some(dir) => file::load(dir)?,
+        Some(dir) => file::load(dir).map_err(StartError::Store)?,
         None => None,
     };
     let fresh = stored.is_none();
@@ -147,11 +147,10 @@ pub(crate) fn open(
             "dropped stored permissions on vhosts that no longer exist"
         );
     }
-    config.apply(&mut users).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("configured users and permissions: {e}"),
-        )
+    config.apply(&mut users).map_err(|e| match e {
+        AuthError::NoUser(u) => StartError::UnknownUser(u),
+        AuthError::NoVhost(v) => StartError::UnknownVhost(v),
+        AuthError::BadPattern(pattern, reason) => StartError::BadPattern { pattern, reason },
     })?;
     if let Some(dir) = data_dir {
         // Everything this write would record is derived again at the next start (the
@@ -212,6 +211,10 @@ mod tests {
         bad.permissions("app", "nope", ".*", ".*", ".*")
             .expect("patterns");
         let err = open(Some(dir.path()), &vhosts, &bad).expect_err("unknown vhost");
+        assert!(
+            matches!(&err, StartError::UnknownVhost(v) if v == "nope"),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("no such vhost 'nope'"), "{err}");
         assert!(bad.permissions("app", "/", "(", "", "").is_err());
     }

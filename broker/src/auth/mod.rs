@@ -25,7 +25,6 @@ pub(crate) mod config;
 mod file;
 mod sasl;
 
-pub use file::UsersFileError;
 pub(crate) use file::save as save_file;
 use sasl::refused;
 pub use sasl::{Credentials, parse_response};
@@ -93,17 +92,6 @@ pub enum Access {
     Write,
     /// Consume, get, purge, bind from.
     Read,
-}
-
-impl Access {
-    /// RabbitMQ's word for it in reply texts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Configure => "configure",
-            Access::Write => "write",
-            Access::Read => "read",
-        }
-    }
 }
 
 /// The kinds of resource permissions are checked on, as named in refusal texts.
@@ -254,11 +242,6 @@ impl Users {
         Ok(())
     }
 
-    /// The vhosts, by name.
-    pub fn vhosts(&self) -> Vec<String> {
-        self.vhosts.iter().cloned().collect()
-    }
-
     /// Whether the vhost exists.
     pub fn has_vhost(&self, vhost: &str) -> bool {
         self.vhosts.contains(vhost)
@@ -312,6 +295,7 @@ impl Users {
     }
 
     /// Sets which users may only connect from loopback (RabbitMQ's `loopback_users`).
+    #[cfg(test)]
     pub fn set_loopback_users(&mut self, users: Vec<String>) {
         self.generation += 1;
         self.loopback_only = users;

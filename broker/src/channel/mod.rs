@@ -177,11 +177,6 @@ impl Channel {
         ctx.outbox.push(|out| frame::encode_method(out, id, method));
     }
 
-    /// Whether a publish is waiting for its header or body.
-    pub fn expecting_content(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Bytes of a body still arriving, held until it is complete.
     pub fn partial_len(&self) -> usize {
         self.pending.as_ref().map_or(0, |p| p.received)

@@ -46,10 +46,7 @@ impl Connection {
                     self.session.frame_max as usize,
                     self.cancel_notify,
                 );
-                vhost
-                    .vhost
-                    .lock()
-                    .open_channel((self.session.id, id), state);
+                vhost.lock().open_channel((self.session.id, id), state);
                 self.channels.insert(id, Channel::new(id));
                 self.session.send(
                     id,
@@ -66,7 +63,7 @@ impl Connection {
                     .on_method(20, 40));
                 }
                 if let Some(v) = &self.session.vhost {
-                    v.vhost.lock().close_channel((self.session.id, id));
+                    v.lock().close_channel((self.session.id, id));
                 }
                 self.session.send(
                     id,
@@ -138,7 +135,7 @@ impl Connection {
     pub(super) fn close_channel_with(&mut self, id: u16, e: AmqpError) {
         tracing::debug!(conn = self.session.id, channel = id, error = %e, "channel error");
         if let Some(v) = &self.session.vhost {
-            v.vhost.lock().close_channel((self.session.id, id));
+            v.lock().close_channel((self.session.id, id));
         }
         if let Some(ch) = self.channels.get_mut(&id) {
             ch.closing = true;

@@ -63,7 +63,7 @@ impl Connection {
         let Some(entry) = &self.session.vhost else {
             return;
         };
-        let mut vhost = entry.vhost.lock();
+        let mut vhost = entry.lock();
         for id in self.channels.keys() {
             vhost.close_channel((self.session.id, *id));
         }

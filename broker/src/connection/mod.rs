@@ -67,7 +67,7 @@ use crate::error::{AmqpError, code};
 use crate::frame;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::vhosts::VHostEntry;
+use crate::vhost::VHostEntry;
 
 /// How long a client has to finish the handshake, as RabbitMQ's `handshake_timeout`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,7 +159,7 @@ impl Session {
             conn: self.id,
             user: &self.user,
             outbox: &self.outbox,
-            vhost: &vhost.vhost,
+            vhost: vhost.state(),
             frame_max: self.frame_max as usize,
             store: vhost.store.as_deref(),
             users: &self.shared.users,
@@ -368,7 +368,7 @@ impl Connection {
                     }
                     // Back under the limit: the connection's consumers may take more.
                     if let Some(v) = &self.session.vhost {
-                        v.vhost.lock().resume(self.session.id);
+                        v.lock().resume(self.session.id);
                     }
                 }
                 () = kill.notified() => {

@@ -18,7 +18,7 @@ use super::{Accepted, HANDSHAKE_TIMEOUT, serve_stream};
 use crate::frame::{self, Frame};
 use crate::limits::Limits;
 use crate::shared::Shared;
-use crate::vhosts::VHosts;
+use crate::vhost::VHosts;
 
 /// The client's end of the socket, and the task serving the other end.
 struct Client {

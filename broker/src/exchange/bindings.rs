@@ -51,11 +51,6 @@ impl Bindings {
         }
     }
 
-    /// How many bindings there are.
-    pub fn len(&self) -> usize {
-        self.all.len()
-    }
-
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()

@@ -31,7 +31,7 @@ pub(crate) fn render(shared: &Shared, per_object: bool) -> String {
     let (mut channels, mut consumers) = (0, 0);
     let mut stats = crate::vhost::MessageStats::default();
     for entry in shared.vhosts.all() {
-        let mut v = entry.vhost.lock();
+        let mut v = entry.lock();
         queues.extend(
             v.queue_snapshots()
                 .into_iter()

@@ -8,8 +8,8 @@
 //! taken per operation keeps it consistent. Connection-local state (content assembly,
 //! confirm counters, transactions) stays in [`crate::channel`].
 //!
-//! This module holds the state, channel lifetimes and dispatch; `publish` routes and
-//! enqueues; `topology` declares and deletes exchanges, queues and bindings; `consume`
+//! This module holds the state and channel lifetimes; `deliver` hands ready messages
+//! to consumers and sweeps expired ones; `publish` routes and enqueues; `topology` declares and deletes exchanges, queues and bindings; `consume`
 //! handles consumers, `basic.get`, qos and acknowledgements.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,9 +29,11 @@ use crate::queue::{ChannelKey, Queue};
 use crate::store::log::Location;
 
 mod consume;
+mod deliver;
 mod durable;
 mod inspect;
 mod publish;
+mod table;
 mod topology;
 
 pub use durable::StoreState;
@@ -39,6 +41,7 @@ pub use inspect::{
     BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
     QueueSnapshot,
 };
+pub(crate) use table::{VHostEntry, VHosts};
 
 /// The pseudo-queue a client consumes from to use direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -287,132 +290,6 @@ impl VHost {
             .ok_or_else(|| AmqpError::connection(code::CHANNEL_ERROR, "channel is not open"))
     }
 
-    /// A connection's outbox came back under its limit: the queues its consumers read
-    /// from may deliver again.
-    pub fn resume(&mut self, conn: u64) {
-        let queues: HashSet<ShortString> = self
-            .channels
-            .iter()
-            .filter(|(key, _)| key.0 == conn)
-            .flat_map(|(_, ch)| ch.consumers.values().cloned())
-            .collect();
-        for q in queues {
-            self.dispatch(q.as_str());
-        }
-    }
-
-    /// Hands ready messages of one queue to consumers with credit, round robin.
-    pub fn dispatch(&mut self, name: &str) {
-        self.dispatch_at(name, Instant::now());
-    }
-
-    /// [`VHost::dispatch`] as of `now`: messages expiring exactly at `now` (TTL 0 at
-    /// publish) may still go out.
-    fn dispatch_at(&mut self, name: &str, now: Instant) {
-        let Some(q) = self.queues.get_mut(name) else {
-            return;
-        };
-        loop {
-            q.drop_expired_before(now);
-            if q.messages.is_empty() {
-                q.page_in(now);
-            }
-            if q.messages.is_empty() || q.consumers.is_empty() {
-                return;
-            }
-            let channels = &self.channels;
-            let pick = q.consumers.iter().position(|c| {
-                c.has_credit()
-                    && channels
-                        .get(&c.channel)
-                        // As RabbitMQ 3.10 behaves: the channel-wide (global) limit
-                        // applies to consumers that started without a limit of their own.
-                        // A full outbox (its client not reading) takes nothing more.
-                        .is_some_and(|ch| {
-                            ch.outbox.has_room()
-                                && (c.no_ack || c.prefetch > 0 || ch.global_credit())
-                        })
-            });
-            let Some(i) = pick else { return };
-            let Some(mut consumer) = q.consumers.remove(i) else {
-                return;
-            };
-            let Some(qm) = q.messages.pop_front() else {
-                return;
-            };
-            if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
-                if consumer.no_ack {
-                    d.log.ack(loc);
-                } else if !qm.redelivered {
-                    d.log.delivered(loc);
-                }
-            }
-            if let Some(ch) = self.channels.get_mut(&consumer.channel) {
-                self.stats
-                    .count_delivery(consumer.no_ack, qm.redelivered, false);
-                ch.last_tag += 1;
-                let tag = ch.last_tag;
-                let m = &qm.message;
-                let frame_max = ch.frame_max;
-                let id = consumer.channel.1;
-                ch.outbox.push(|out| {
-                    frame::encode_deliver(
-                        out,
-                        id,
-                        consumer.tag.as_str(),
-                        tag,
-                        qm.redelivered,
-                        m.exchange.as_str(),
-                        m.routing_key.as_str(),
-                    );
-                    frame::encode_content(out, id, &m.properties, &m.body, frame_max);
-                });
-                if !consumer.no_ack {
-                    consumer.unacked += 1;
-                    ch.unacked_global += 1;
-                    ch.unacked.insert(
-                        tag,
-                        Unacked {
-                            queue: q.name.clone(),
-                            consumer: Some(consumer.tag.clone()),
-                            message: qm.message,
-                            loc: qm.loc,
-                        },
-                    );
-                }
-            }
-            q.consumers.push_back(consumer);
-        }
-    }
-
-    // ----- housekeeping ---------------------------------------------------------------
-
-    /// Drops expired messages at queue heads and deletes queues idle past `x-expires`.
-    pub fn sweep(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        let mut paged = Vec::new();
-        for q in self.queues.values_mut() {
-            q.drop_expired(now);
-            if q.idle_expired(now) {
-                expired.push(q.name.clone());
-            }
-            if q.paged.is_some() && q.messages.is_empty() {
-                // Paged-out messages the sync thread has written since the last try.
-                paged.push(q.name.clone());
-            }
-        }
-        for name in paged {
-            if let Some(q) = self.queues.get_mut(&name) {
-                q.page_in(now);
-            }
-            self.dispatch_at(name.as_str(), now);
-        }
-        for name in expired {
-            self.remove_queue(name.as_str());
-        }
-        self.commit_store();
-    }
-
     /// Counts for tests and the management side: (ready, unacked, consumers).
     pub fn queue_counts(&mut self, name: &str) -> Option<(u32, u32, u32)> {
         let now = Instant::now();
@@ -472,147 +349,4 @@ pub fn generated_name(prefix: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn msg(body: &'static str) -> Message {
-        Message {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::from_static(body.as_bytes()),
-            ttl: None,
-            expires_at: None,
-            persistent: false,
-        }
-    }
-
-    fn vhost_with_channel() -> (VHost, ChannelKey, Arc<Outbox>) {
-        let mut v = VHost::new();
-        let outbox = Arc::new(Outbox::default());
-        let key = (1, 1);
-        v.open_channel(key, ChannelState::new(Arc::clone(&outbox), 131072, true));
-        (v, key, outbox)
-    }
-
-    fn consume(v: &mut VHost, key: ChannelKey, queue: &str) -> ShortString {
-        v.consume(
-            key,
-            queue,
-            ConsumeOptions {
-                tag: "".into(),
-                no_ack: false,
-                exclusive: false,
-                nowait: true,
-            },
-        )
-        .expect("consume")
-    }
-
-    #[test]
-    fn prefetch_limits_and_acks_release_credit() {
-        let (mut v, key, _out) = vhost_with_channel();
-        v.declare_queue(1, "q", QueueOptions::default())
-            .expect("declare");
-        v.qos(key, 2, false).expect("qos");
-        consume(&mut v, key, "q");
-        for _ in 0..5 {
-            assert!(v.publish(&|| None, msg("m")).returned.is_none(), "routed");
-        }
-        assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
-        v.ack(key, 2, true).expect("ack");
-        assert_eq!(v.queue_counts("q"), Some((1, 2, 1)));
-        assert_eq!(
-            v.ack(key, 99, false).expect_err("unknown").code,
-            code::PRECONDITION_FAILED
-        );
-    }
-
-    #[test]
-    fn closing_a_channel_requeues_in_order_as_redelivered() {
-        let (mut v, key, _out) = vhost_with_channel();
-        v.declare_queue(1, "q", QueueOptions::default())
-            .expect("declare");
-        consume(&mut v, key, "q");
-        for b in ["a", "b", "c"] {
-            v.publish(&|| None, msg(b));
-        }
-        v.close_channel(key);
-        let q = v.queues.get("q").expect("queue");
-        let bodies: Vec<&[u8]> = q.messages.iter().map(|m| &m.message.body[..]).collect();
-        assert_eq!(bodies, vec![&b"a"[..], b"b", b"c"]);
-        assert!(q.messages.iter().all(|m| m.redelivered));
-    }
-
-    #[test]
-    fn auto_delete_queue_goes_with_its_last_consumer() {
-        let (mut v, key, _out) = vhost_with_channel();
-        let opts = QueueOptions {
-            auto_delete: true,
-            ..Default::default()
-        };
-        v.declare_queue(1, "q", opts).expect("declare");
-        let tag = consume(&mut v, key, "q");
-        v.cancel(key, tag.as_str()).expect("cancel");
-        assert!(!v.queues.contains_key("q"));
-    }
-
-    #[test]
-    fn exclusive_queue_is_locked_for_other_connections_and_dies_with_its_own() {
-        let mut v = VHost::new();
-        v.declare_queue(
-            1,
-            "q",
-            QueueOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-        )
-        .expect("declare");
-        let err = v
-            .declare_queue(
-                2,
-                "q",
-                QueueOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-            )
-            .expect_err("locked");
-        assert_eq!(err.code, code::RESOURCE_LOCKED);
-        v.close_connection(1);
-        assert_eq!(v.queue_count(), 0);
-    }
-
-    #[test]
-    fn exchange_to_exchange_routing_reaches_each_queue_once() {
-        let mut v = VHost::new();
-        let topic = |kind: &str| ExchangeOptions {
-            kind: kind.into(),
-            passive: false,
-            durable: false,
-            auto_delete: false,
-            internal: false,
-            arguments: FieldTable::default(),
-        };
-        v.declare_exchange("a", topic("topic")).expect("a");
-        v.declare_exchange("b", topic("fanout")).expect("b");
-        v.declare_queue(1, "q", QueueOptions::default()).expect("q");
-        v.bind_exchange("b", "a", "x.*", FieldTable::default())
-            .expect("bind");
-        v.bind_queue(1, "q", "b", "", FieldTable::default())
-            .expect("bind");
-        v.bind_queue(1, "q", "a", "#", FieldTable::default())
-            .expect("bind");
-        assert_eq!(v.route("a", "x.y", &|| None), vec![ShortString::from("q")]);
-        assert!(v.route("missing", "x", &|| None).is_empty());
-    }
-
-    #[test]
-    fn generated_names_look_like_rabbitmqs() {
-        let n = generated_name("amq.gen-");
-        assert_eq!(n.len(), "amq.gen-".len() + 22);
-        assert_ne!(n, generated_name("amq.gen-"));
-    }
-}
+mod tests;

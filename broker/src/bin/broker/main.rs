@@ -328,7 +328,9 @@ async fn serve(
     let mut unavailable = None;
     let handle = match management {
         Some(at) => match builder.clone().management(at).start().await {
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(broker::StartError::Listen { source, .. })
+                if !explicit && source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
                 unavailable = Some(at);
                 builder.start().await?
             }

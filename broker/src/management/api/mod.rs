@@ -28,7 +28,7 @@ use super::{ApiError, NODE_NAME, PRODUCT_NAME, metrics};
 use crate::auth::AuthError;
 use crate::error::code;
 use crate::shared::Shared;
-use crate::vhosts::VHostEntry;
+use crate::vhost::VHostEntry;
 use objects::*;
 use vhosts::*;
 
@@ -163,7 +163,7 @@ fn arguments(body: &Value) -> Result<amq_protocol::types::FieldTable, ApiError> 
     }
 }
 
-fn amqp_to_api(e: crate::AmqpError) -> ApiError {
+fn amqp_to_api(e: crate::error::AmqpError) -> ApiError {
     match e.code {
         code::NOT_FOUND => ApiError::NotFound,
         _ => ApiError::BadRequest(e.text),
@@ -186,7 +186,7 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
 fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u32>) {
     let mut per_conn: HashMap<u64, u32> = HashMap::new();
     for e in shared.vhosts.all() {
-        for ch in e.vhost.lock().channel_snapshots() {
+        for ch in e.lock().channel_snapshots() {
             *per_conn.entry(ch.key.0).or_default() += 1;
         }
     }
@@ -224,7 +224,7 @@ async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
     let (mut exchanges, mut channels, mut consumers) = (0, 0, 0);
     let mut stats = crate::vhost::MessageStats::default();
     for e in in_scope(&s, &viewer, None)? {
-        let mut v = e.vhost.lock();
+        let mut v = e.lock();
         queues.extend(v.queue_snapshots());
         exchanges += v.exchange_snapshots().len();
         channels += v
@@ -337,7 +337,7 @@ async fn channels(State(s): St, viewer: Viewer) -> ApiResult {
     let (conns, _) = connections_by_id(&s);
     let mut out = Vec::new();
     for e in in_scope(&s, &viewer, None)? {
-        let chans = e.vhost.lock().channel_snapshots();
+        let chans = e.lock().channel_snapshots();
         out.extend(
             chans
                 .iter()
@@ -352,7 +352,7 @@ fn list_consumers(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult
     let (conns, _) = connections_by_id(s);
     let mut out = Vec::new();
     for e in in_scope(s, viewer, vhost)? {
-        let cs = e.vhost.lock().consumer_snapshots();
+        let cs = e.lock().consumer_snapshots();
         out.extend(cs.iter().map(|c| j::consumer(e.name(), c, &conns)));
     }
     ok(Value::Array(out))

@@ -25,7 +25,7 @@ const API_CONN: u64 = 0;
 fn list_queues(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
     for e in in_scope(s, viewer, vhost)? {
-        let qs = e.vhost.lock().queue_snapshots();
+        let qs = e.lock().queue_snapshots();
         out.extend(qs.iter().map(|q| j::queue(e.name(), q)));
     }
     ok(Value::Array(out))
@@ -50,7 +50,7 @@ pub(super) async fn queue(
 ) -> ApiResult {
     let e = visible_vhost(&s, &viewer, &vhost)?;
     short_name("queue name", &name)?;
-    let qs = e.vhost.lock().queue_snapshots();
+    let qs = e.lock().queue_snapshots();
     let q = qs
         .iter()
         .find(|q| q.name == name)
@@ -80,7 +80,7 @@ pub(super) async fn put_queue(
             .unwrap_or(false),
         arguments: arguments(&body)?,
     };
-    let mut v = e.vhost.lock();
+    let mut v = e.lock();
     let existed = v.queue_counts(&name).is_some();
     v.declare_queue(API_CONN, &name, opts)
         .map_err(amqp_to_api)?;
@@ -103,7 +103,7 @@ pub(super) async fn bind_queue(
         .and_then(Value::as_str)
         .unwrap_or_default();
     short_name("routing key", key)?;
-    let mut v = e.vhost.lock();
+    let mut v = e.lock();
     v.bind_queue(API_CONN, &queue, &exchange, key, arguments(&body)?)
         .map_err(amqp_to_api)?;
     v.commit_store();
@@ -118,11 +118,9 @@ pub(super) async fn delete_queue(
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
     short_name("queue name", &name)?;
-    let result = e.vhost.lock().admin_delete_queue(
-        &name,
-        flag(&query, "if-unused"),
-        flag(&query, "if-empty"),
-    );
+    let result =
+        e.lock()
+            .admin_delete_queue(&name, flag(&query, "if-unused"), flag(&query, "if-empty"));
     result.map_err(amqp_to_api)?;
     no_content()
 }
@@ -134,7 +132,7 @@ pub(super) async fn purge_queue(
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
     short_name("queue name", &name)?;
-    match e.vhost.lock().admin_purge_queue(&name) {
+    match e.lock().admin_purge_queue(&name) {
         Some(_) => no_content(),
         None => Err(ApiError::NotFound),
     }
@@ -145,7 +143,7 @@ pub(super) async fn purge_queue(
 fn list_exchanges(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
     for e in in_scope(s, viewer, vhost)? {
-        let xs = e.vhost.lock().exchange_snapshots();
+        let xs = e.lock().exchange_snapshots();
         out.extend(xs.iter().map(|x| j::exchange(e.name(), x)));
     }
     ok(Value::Array(out))
@@ -172,7 +170,7 @@ pub(super) async fn exchange(
     short_name("exchange name", &name)?;
     // RabbitMQ names the default exchange `amq.default` in URLs.
     let name = if name == "amq.default" { "" } else { &name };
-    let xs = e.vhost.lock().exchange_snapshots();
+    let xs = e.lock().exchange_snapshots();
     let x = xs
         .iter()
         .find(|x| x.name == name)
@@ -183,7 +181,7 @@ pub(super) async fn exchange(
 fn list_bindings(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
     for e in in_scope(s, viewer, vhost)? {
-        let bs = e.vhost.lock().binding_snapshots();
+        let bs = e.lock().binding_snapshots();
         out.extend(bs.iter().map(|b| j::binding(e.name(), b)));
     }
     ok(Value::Array(out))

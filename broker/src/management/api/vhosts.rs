@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use super::{ApiResult, St, body_json, created, no_content, ok, short_name, visible_vhost};
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
-use crate::vhosts::VHostEntry;
+use crate::vhost::VHostEntry;
 
 fn vhost_json(e: &VHostEntry) -> Value {
-    let qs = e.vhost.lock().queue_snapshots();
+    let qs = e.lock().queue_snapshots();
     let ready: u64 = qs.iter().map(|q| u64::from(q.messages_ready)).sum();
     let unacked: u64 = qs
         .iter()

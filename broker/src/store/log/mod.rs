@@ -30,7 +30,7 @@ mod pending;
 mod recovery;
 
 use pending::Chunk;
-pub use pending::{PendingWrites, Written};
+pub use pending::PendingWrites;
 
 pub use super::segment::Record;
 use super::segment::{

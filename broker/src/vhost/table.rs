@@ -25,22 +25,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::VHost;
 use crate::deprecated::DeprecatedFeatures;
 use crate::store::{self, Store};
-use crate::vhost::VHost;
 
 /// One vhost.
 #[derive(Debug)]
 pub(crate) struct VHostEntry {
     name: String,
-    /// Its state: taken once per operation.
-    pub(crate) vhost: Mutex<VHost>,
+    /// Its state: taken once per operation (see [`VHostEntry::lock`]).
+    vhost: Mutex<VHost>,
     /// Its store, for confirms waiting on the sync thread without the vhost lock.
     pub(crate) store: Option<Arc<Store>>,
     deleted: AtomicBool,
 }
 
 impl VHostEntry {
+    /// Takes the vhost's lock: one per operation, and nothing else on the data path.
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, VHost> {
+        self.vhost.lock()
+    }
+
+    /// The lock itself, for a channel's context.
+    pub(crate) fn state(&self) -> &Mutex<VHost> {
+        &self.vhost
+    }
+
     fn new(vhost: VHost) -> Self {
         Self {
             name: vhost.name().to_owned(),
@@ -216,7 +226,7 @@ impl VHosts {
             return Ok(None);
         };
         entry.deleted.store(true, Ordering::SeqCst);
-        let store = entry.vhost.lock().clear_for_deletion();
+        let store = entry.lock().clear_for_deletion();
         if let Some(store) = store {
             // Whatever was submitted is written (and then removed); nothing more can be.
             store.syncer().shutdown();

@@ -1,0 +1,145 @@
+//! Unit tests of the vhost: prefetch and acks, requeue order on close, auto-delete
+//! and exclusive queues, exchange-to-exchange routing, generated names.
+
+use super::*;
+use bytes::Bytes;
+
+fn msg(body: &'static str) -> Message {
+    Message {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        properties: Bytes::from_static(&[0, 0]),
+        body: Bytes::from_static(body.as_bytes()),
+        ttl: None,
+        expires_at: None,
+        persistent: false,
+    }
+}
+
+fn vhost_with_channel() -> (VHost, ChannelKey, Arc<Outbox>) {
+    let mut v = VHost::new();
+    let outbox = Arc::new(Outbox::default());
+    let key = (1, 1);
+    v.open_channel(key, ChannelState::new(Arc::clone(&outbox), 131072, true));
+    (v, key, outbox)
+}
+
+fn consume(v: &mut VHost, key: ChannelKey, queue: &str) -> ShortString {
+    v.consume(
+        key,
+        queue,
+        ConsumeOptions {
+            tag: "".into(),
+            no_ack: false,
+            exclusive: false,
+            nowait: true,
+        },
+    )
+    .expect("consume")
+}
+
+#[test]
+fn prefetch_limits_and_acks_release_credit() {
+    let (mut v, key, _out) = vhost_with_channel();
+    v.declare_queue(1, "q", QueueOptions::default())
+        .expect("declare");
+    v.qos(key, 2, false).expect("qos");
+    consume(&mut v, key, "q");
+    for _ in 0..5 {
+        assert!(v.publish(&|| None, msg("m")).returned.is_none(), "routed");
+    }
+    assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
+    v.ack(key, 2, true).expect("ack");
+    assert_eq!(v.queue_counts("q"), Some((1, 2, 1)));
+    assert_eq!(
+        v.ack(key, 99, false).expect_err("unknown").code,
+        code::PRECONDITION_FAILED
+    );
+}
+
+#[test]
+fn closing_a_channel_requeues_in_order_as_redelivered() {
+    let (mut v, key, _out) = vhost_with_channel();
+    v.declare_queue(1, "q", QueueOptions::default())
+        .expect("declare");
+    consume(&mut v, key, "q");
+    for b in ["a", "b", "c"] {
+        v.publish(&|| None, msg(b));
+    }
+    v.close_channel(key);
+    let q = v.queues.get("q").expect("queue");
+    let bodies: Vec<&[u8]> = q.messages.iter().map(|m| &m.message.body[..]).collect();
+    assert_eq!(bodies, vec![&b"a"[..], b"b", b"c"]);
+    assert!(q.messages.iter().all(|m| m.redelivered));
+}
+
+#[test]
+fn auto_delete_queue_goes_with_its_last_consumer() {
+    let (mut v, key, _out) = vhost_with_channel();
+    let opts = QueueOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    v.declare_queue(1, "q", opts).expect("declare");
+    let tag = consume(&mut v, key, "q");
+    v.cancel(key, tag.as_str()).expect("cancel");
+    assert!(!v.queues.contains_key("q"));
+}
+
+#[test]
+fn exclusive_queue_is_locked_for_other_connections_and_dies_with_its_own() {
+    let mut v = VHost::new();
+    v.declare_queue(
+        1,
+        "q",
+        QueueOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .expect("declare");
+    let err = v
+        .declare_queue(
+            2,
+            "q",
+            QueueOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+        )
+        .expect_err("locked");
+    assert_eq!(err.code, code::RESOURCE_LOCKED);
+    v.close_connection(1);
+    assert_eq!(v.queue_count(), 0);
+}
+
+#[test]
+fn exchange_to_exchange_routing_reaches_each_queue_once() {
+    let mut v = VHost::new();
+    let topic = |kind: &str| ExchangeOptions {
+        kind: kind.into(),
+        passive: false,
+        durable: false,
+        auto_delete: false,
+        internal: false,
+        arguments: FieldTable::default(),
+    };
+    v.declare_exchange("a", topic("topic")).expect("a");
+    v.declare_exchange("b", topic("fanout")).expect("b");
+    v.declare_queue(1, "q", QueueOptions::default()).expect("q");
+    v.bind_exchange("b", "a", "x.*", FieldTable::default())
+        .expect("bind");
+    v.bind_queue(1, "q", "b", "", FieldTable::default())
+        .expect("bind");
+    v.bind_queue(1, "q", "a", "#", FieldTable::default())
+        .expect("bind");
+    assert_eq!(v.route("a", "x.y", &|| None), vec![ShortString::from("q")]);
+    assert!(v.route("missing", "x", &|| None).is_empty());
+}
+
+#[test]
+fn generated_names_look_like_rabbitmqs() {
+    let n = generated_name("amq.gen-");
+    assert_eq!(n.len(), "amq.gen-".len() + 22);
+    assert_ne!(n, generated_name("amq.gen-"));
+}
