@@ -25,6 +25,11 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+mod settings;
+
+use settings::settings;
+pub use settings::{log, to_toml};
+
 /// The argument id of the config file flag.
 const CONFIG_ID: &str = "config";
 /// Argument ids that are never config keys.
@@ -203,7 +208,7 @@ pub struct Loaded<C> {
 }
 
 /// The config keys of `cmd`: every argument with a long name but the excluded ones.
-fn keys(cmd: &Command) -> impl Iterator<Item = &Arg> {
+pub(super) fn keys(cmd: &Command) -> impl Iterator<Item = &Arg> {
     cmd.get_arguments().filter(|a| {
         a.get_long().is_some()
             && !NOT_KEYS.contains(&a.get_id().as_str())
@@ -215,7 +220,7 @@ fn keys(cmd: &Command) -> impl Iterator<Item = &Arg> {
 }
 
 /// The TOML type of `arg`'s values.
-fn kind(arg: &Arg) -> Kind {
+pub(super) fn kind(arg: &Arg) -> Kind {
     if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
         return Kind::Bool;
     }
@@ -248,7 +253,7 @@ fn kind(arg: &Arg) -> Kind {
     }
 }
 
-fn repeated(arg: &Arg) -> bool {
+pub(super) fn repeated(arg: &Arg) -> bool {
     matches!(arg.get_action(), ArgAction::Append)
 }
 
@@ -505,262 +510,5 @@ fn check_with_parser(arg: &Arg, text: &str) -> Result<(), String> {
         })
 }
 
-/// `value` of `key` with any password masked: `--user`'s NAME:PASSWORD[:TAGS], and
-/// whole values of keys that name a password or secret.
-fn mask(key: &str, value: &str) -> String {
-    if key.contains("password") || key.contains("secret") {
-        return "****".to_owned();
-    }
-    if key == "user" {
-        let mut parts = value.splitn(3, ':');
-        let name = parts.next().unwrap_or_default();
-        return match (parts.next(), parts.next()) {
-            (Some(_), Some(tags)) => format!("{name}:****:{tags}"),
-            (Some(_), None) => format!("{name}:****"),
-            _ => name.to_owned(),
-        };
-    }
-    value.to_owned()
-}
-
-/// Every key's effective value in `matches`; `from_file` names the ids the file set.
-fn settings(cmd: &Command, matches: &ArgMatches, from_file: &BTreeSet<String>) -> Vec<Setting> {
-    keys(cmd)
-        .filter_map(|arg| {
-            let id = arg.get_id().as_str();
-            let key = arg.get_long()?.to_owned();
-            let values: Vec<String> = matches
-                .get_raw(id)
-                .map(|raw| raw.map(|v| mask(&key, &v.to_string_lossy())).collect())
-                .unwrap_or_default();
-            let source = match matches.value_source(id) {
-                Some(ValueSource::CommandLine) if from_file.contains(id) => Source::File,
-                Some(ValueSource::CommandLine) => Source::CommandLine,
-                Some(ValueSource::EnvVariable) => Source::Env,
-                _ if from_file.contains(id) => Source::File,
-                Some(_) => Source::Default,
-                None => Source::Unset,
-            };
-            Some(Setting {
-                key,
-                values,
-                repeated: repeated(arg),
-                kind: kind(arg),
-                source,
-            })
-        })
-        .collect()
-}
-
-/// One setting's value as TOML (`None` if not set).
-fn toml_value(s: &Setting) -> Option<String> {
-    let one = |v: &str| -> toml::Value {
-        match s.kind {
-            Kind::Bool => v
-                .parse::<bool>()
-                .map_or_else(|_| toml::Value::String(v.to_owned()), toml::Value::Boolean),
-            Kind::Integer => v
-                .parse::<i64>()
-                .map_or_else(|_| toml::Value::String(v.to_owned()), toml::Value::Integer),
-            Kind::Float => v
-                .parse::<f64>()
-                .map_or_else(|_| toml::Value::String(v.to_owned()), toml::Value::Float),
-            Kind::String => toml::Value::String(v.to_owned()),
-        }
-    };
-    if s.repeated {
-        Some(toml::Value::Array(s.values.iter().map(|v| one(v)).collect()).to_string())
-    } else {
-        s.values.first().map(|v| one(v).to_string())
-    }
-}
-
-/// The settings as a TOML config file, each with its source as a comment (unset ones
-/// commented out). Passwords are masked.
-pub fn to_toml(settings: &[Setting]) -> String {
-    let mut out = String::from("# Effective settings (passwords masked).\n");
-    for s in settings {
-        let line = match toml_value(s) {
-            Some(v) => format!("{} = {v} # {}\n", s.key.replace('-', "_"), s.source),
-            None => format!("# {} = # {}\n", s.key.replace('-', "_"), s.source),
-        };
-        out.push_str(&line);
-    }
-    out
-}
-
-/// Logs the config file loaded and every effective setting (info).
-pub fn log(file: Option<&Path>, settings: &[Setting]) {
-    match file {
-        Some(f) => tracing::info!(file = %f.display(), "loaded config file"),
-        None => tracing::info!("no config file (--config / BROKER_CONFIG)"),
-    }
-    for s in settings {
-        let value = toml_value(s).unwrap_or_else(|| "(not set)".to_owned());
-        tracing::info!(source = %s.source, "setting {} = {value}", s.key.replace('-', "_"));
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::SocketAddr;
-
-    /// A command shaped like the broker's.
-    #[derive(Debug, clap::Parser)]
-    struct TestCli {
-        #[arg(long, env = "BROKER_CONFIG_TEST_NEVER_SET")]
-        config: Option<PathBuf>,
-        #[arg(long, default_value = "0.0.0.0:5672")]
-        listen: SocketAddr,
-        #[arg(long = "user")]
-        users: Vec<String>,
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        max_message_size: u64,
-        #[arg(long)]
-        max_connections: Option<usize>,
-        #[arg(long)]
-        management_listen: Option<String>,
-        #[arg(long)]
-        management_tls: bool,
-        /// Cargo sets CARGO_PKG_NAME for the test process: an environment value.
-        #[arg(long, env = "CARGO_PKG_NAME", default_value = "dflt")]
-        pkg: String,
-    }
-
-    fn file(text: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
-        f
-    }
-
-    fn load_with(text: &str, args: &[&str]) -> Result<Loaded<TestCli>, LoadError> {
-        let f = file(text);
-        let mut argv: Vec<OsString> = vec!["broker".into(), "--config".into()];
-        argv.push(f.path().into());
-        argv.extend(args.iter().map(OsString::from));
-        load::<TestCli>(argv)
-    }
-
-    fn config_error(r: Result<Loaded<TestCli>, LoadError>) -> String {
-        match r {
-            Err(LoadError::Config(e)) => e.to_string(),
-            other => panic!("expected a config error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn precedence_is_cli_then_env_then_file_then_default() {
-        let l = load_with(
-            "max_message_size = 500\nmax-connections = 7\npkg = \"from-file\"\n",
-            &["--max-connections", "9"],
-        )
-        .expect("load");
-        assert_eq!(l.cli.max_message_size, 500, "file over default");
-        assert_eq!(l.cli.max_connections, Some(9), "command line over file");
-        assert_eq!(l.cli.listen.port(), 5672, "default");
-        if let Ok(env) = std::env::var("CARGO_PKG_NAME") {
-            assert_eq!(l.cli.pkg, env, "environment over file");
-        }
-        let source = |k: &str| {
-            l.settings
-                .iter()
-                .find(|s| s.key == k)
-                .map(|s| s.source)
-                .expect("key")
-        };
-        assert_eq!(source("max-message-size"), Source::File);
-        assert_eq!(source("max-connections"), Source::CommandLine);
-        assert_eq!(source("listen"), Source::Default);
-        assert_eq!(source("management-listen"), Source::Unset);
-    }
-
-    #[test]
-    fn arrays_and_booleans() {
-        let l = load_with(
-            "user = [\"a:pw\", \"b:secret:monitoring\"]\nmanagement_tls = true\n",
-            &[],
-        )
-        .expect("load");
-        assert_eq!(l.cli.users, ["a:pw", "b:secret:monitoring"]);
-        assert!(l.cli.management_tls);
-        let users = l
-            .settings
-            .iter()
-            .find(|s| s.key == "user")
-            .expect("user key");
-        assert_eq!(users.values, ["a:****", "b:****:monitoring"]);
-        let printed = to_toml(&l.settings);
-        assert!(!printed.contains("secret"), "{printed}");
-        assert!(printed.contains("management_tls = true"), "{printed}");
-
-        // The command line replaces the whole array; `false` leaves the flag off.
-        let l = load_with(
-            "user = [\"a:pw\"]\nmanagement_tls = false\n",
-            &["--user", "c:pw"],
-        )
-        .expect("load");
-        assert_eq!(l.cli.users, ["c:pw"]);
-        assert!(!l.cli.management_tls);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_naming_the_file_and_key() {
-        let f = file("max_mesage_size = 5\n");
-        let argv: Vec<OsString> = vec!["broker".into(), "--config".into(), f.path().into()];
-        let e = config_error(load::<TestCli>(argv));
-        assert!(e.contains("unknown key `max_mesage_size`"), "{e}");
-        assert!(e.contains(&f.path().display().to_string()), "{e}");
-        for k in ["config", "help", "version"] {
-            let e = config_error(load_with(&format!("{k} = \"x\"\n"), &[]));
-            assert!(e.contains(&format!("unknown key `{k}`")), "{e}");
-        }
-    }
-
-    #[test]
-    fn wrong_types_and_values_are_refused() {
-        let e = config_error(load_with("max_message_size = \"5\"\n", &[]));
-        assert!(
-            e.contains("key `max_message_size` takes an integer, not a string"),
-            "{e}"
-        );
-        let e = config_error(load_with("user = \"a:b\"\n", &[]));
-        assert!(e.contains("key `user` takes an array of strings"), "{e}");
-        let e = config_error(load_with("management_tls = \"yes\"\n", &[]));
-        assert!(e.contains("takes a boolean"), "{e}");
-        let e = config_error(load_with("listen = 5672\n", &[]));
-        assert!(e.contains("takes a string, not an integer"), "{e}");
-        let e = config_error(load_with("max_message_size = 5000\n", &[]));
-        assert!(
-            e.contains("key `max_message_size`: invalid value '5000'"),
-            "{e}"
-        );
-        let e = config_error(load_with("listen = \"nowhere\"\n", &[]));
-        assert!(e.contains("key `listen`: invalid value 'nowhere'"), "{e}");
-        let e = config_error(load_with("max_connections = 1\nmax-connections = 2\n", &[]));
-        assert!(e.contains("given twice"), "{e}");
-    }
-
-    #[test]
-    fn syntax_errors_have_a_line_and_unreadable_files_a_name() {
-        let e = config_error(load_with("listen = \"127.0.0.1:0\"\nfoo = = 1\n", &[]));
-        assert!(e.contains("invalid config file"), "{e}");
-        assert!(e.contains("line 2"), "{e}");
-        let argv: Vec<OsString> = vec![
-            "broker".into(),
-            "--config".into(),
-            "/nonexistent/b.toml".into(),
-        ];
-        let e = config_error(load::<TestCli>(argv));
-        assert!(
-            e.contains("cannot read config file /nonexistent/b.toml"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn values_starting_with_a_dash_stay_values() {
-        let l = load_with("management_listen = \"-x\"\n", &[]).expect("load");
-        assert_eq!(l.cli.management_listen.as_deref(), Some("-x"));
-    }
-}
+mod tests;
