@@ -1,6 +1,6 @@
 //! Connection class: protocol header, start/tune/open, authentication, close, heartbeats.
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use lapin::{protocol::AMQPClass, types::AMQPValue};
 
 use crate::harness::{Ctx, Target, ensure_eq, expect_code, scenarios};
@@ -102,13 +102,13 @@ async fn lapin_negotiates_defaults_and_closes(ctx: Ctx) -> Result<()> {
     conn.close(200, "bye".into()).await?;
     // lapin marks the connection closed from its own I/O task, a moment after close()
     // returns; poll briefly instead of racing it.
-    for _ in 0..100 {
-        if conn.status().closed() {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    bail!("connection not closed after close-ok: {:?}", conn.status())
+    crate::harness::poll::until_true(
+        std::time::Duration::from_secs(1),
+        "lapin to mark the connection closed after close-ok",
+        || conn.status().closed(),
+    )
+    .await
+    .with_context(|| format!("{:?}", conn.status()))
 }
 
 const LOGIN_REFUSED: &str = "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.";
@@ -346,14 +346,15 @@ async fn many_connections_concurrently(ctx: Ctx) -> Result<()> {
                 Default::default(),
             )
             .await?;
-            let got = crate::harness::eventually(5, "message", || {
+            let got = crate::harness::poll::try_until(crate::harness::WAIT, "message", || {
                 let ch = ch.clone();
                 let q = q.name().clone();
                 async move {
-                    Ok(ch
-                        .basic_get(q, lapin::options::BasicGetOptions { no_ack: true })
-                        .await?
-                        .is_some())
+                    anyhow::Ok(
+                        ch.basic_get(q, lapin::options::BasicGetOptions { no_ack: true })
+                            .await?
+                            .map(drop),
+                    )
                 }
             })
             .await;
