@@ -7,7 +7,7 @@ mod rpc_common;
 
 use std::time::Duration;
 
-use rpc_common::{Env, Handler, ProbeClient};
+use rpc_common::{Env, Handler, ProbeClient, WAIT, poll};
 use rpc_core::{Codec, ReplyMode, RpcError, Transport};
 use tower::ServiceBuilder;
 
@@ -153,7 +153,9 @@ async fn graceful_shutdown_finishes_what_is_in_flight() {
         let client = client.clone();
         async move { client.sleep(300).await }
     });
-    rpc_common::eventually("the call to start", || handler.calls() == 1).await;
+    poll::until_true(WAIT, "the call to start", || handler.calls() == 1)
+        .await
+        .unwrap();
     server.shutdown().await.unwrap();
     assert_eq!(handler_started.await.unwrap().unwrap(), 300);
     // Nobody consumes any more.
@@ -168,13 +170,21 @@ async fn graceful_shutdown_finishes_what_is_in_flight() {
 #[tokio::test]
 async fn dropping_a_call_removes_its_bookkeeping() {
     let env = Env::new().await;
-    let server = env.serve(Handler::default()).await;
+    let handler = Handler::default();
+    let server = env.serve(handler.clone()).await;
     let client = env.client().await;
     let gave_up = tokio::time::timeout(Duration::from_millis(100), client.sleep(400)).await;
     assert!(gave_up.is_err());
     assert_eq!(client.transport().pending_calls(), 0);
-    // The late reply arrives after ~400 ms and is dropped quietly; calls go on.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The late reply is published once the handler is done (after ~400 ms), ahead of
+    // the next call's reply on the same reply queue: it is dropped quietly; calls go on.
+    poll::until_true(
+        Duration::from_secs(5),
+        "the abandoned call's handler to finish",
+        || handler.slept() == 1,
+    )
+    .await
+    .unwrap();
     assert_eq!(client.add(1, 2).await.unwrap(), 3);
     assert_eq!(client.transport().pending_calls(), 0);
     server.shutdown().await.unwrap();
@@ -197,7 +207,9 @@ async fn a_dying_workers_request_is_redelivered_to_another() {
                 .await
         }
     });
-    rpc_common::eventually("the first worker to start", || first.calls() == 1).await;
+    poll::until_true(WAIT, "the first worker to start", || first.calls() == 1)
+        .await
+        .unwrap();
     let second = Handler::default();
     let survivor = env.serve(second.clone()).await;
     // The first worker dies without acking.
@@ -287,7 +299,9 @@ async fn shutdown_gives_up_on_a_stuck_handler_and_its_request_is_redelivered() {
                 .await
         }
     });
-    rpc_common::eventually("the handler to start", || stuck.calls() == 1).await;
+    poll::until_true(WAIT, "the handler to start", || stuck.calls() == 1)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     server.shutdown().await.unwrap();
     assert!(

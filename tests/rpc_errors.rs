@@ -6,7 +6,7 @@ mod rpc_common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use rpc_common::{CalcError, Env, Handler, Small};
+use rpc_common::{CalcError, Env, Handler, Small, WAIT, poll};
 use rpc_core::{Call, RpcError};
 use tower::ServiceBuilder;
 
@@ -230,7 +230,9 @@ async fn unavailable_when_a_server_layer_sheds_load() {
         let client = client.clone();
         async move { client.sleep(500).await }
     });
-    rpc_common::eventually("the slow call to start", || handler.calls() == 1).await;
+    poll::until_true(WAIT, "the slow call to start", || handler.calls() == 1)
+        .await
+        .unwrap();
     match client.add(1, 1).await {
         Err(RpcError::Unavailable { message }) => assert!(!message.is_empty()),
         other => panic!("expected unavailable, got {other:?}"),
@@ -288,15 +290,21 @@ async fn disconnected_when_the_connection_closes_mid_call() {
         let client = client.clone();
         async move { client.sleep(1_000).await }
     });
-    rpc_common::eventually("the call to start", || handler.calls() == 1).await;
+    poll::until_true(WAIT, "the call to start", || handler.calls() == 1)
+        .await
+        .unwrap();
     conn.close(200, "bye".into()).await.unwrap();
     match call.await.unwrap() {
         Err(RpcError::Disconnected) => {}
         other => panic!("expected disconnected, got {other:?}"),
     }
-    // The server's reply went to a reply-to whose consumer is gone; the broker drops
-    // it and the server lives on.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // The server's reply goes to a reply-to whose consumer is gone (it publishes it
+    // once the handler is done); the broker drops it and the server lives on.
+    poll::until_true(Duration::from_secs(5), "the handler to finish", || {
+        handler.slept() == 1
+    })
+    .await
+    .unwrap();
     let other = env.client().await;
     assert_eq!(other.add(1, 1).await.unwrap(), 2);
     server.shutdown().await.unwrap();

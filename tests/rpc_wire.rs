@@ -293,9 +293,10 @@ async fn requests_carry_the_documented_properties() {
     reply(&id, b"43").await;
     req.acker.ack(BasicAckOptions::default()).await.unwrap();
     assert_eq!(call.await.unwrap().unwrap(), 42);
-    // The duplicate was dropped; the transport holds nothing; it still works.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(client.transport().pending_calls(), 0);
+    // The duplicate is dropped and it still works: the next reply comes after the
+    // duplicate (one publishing channel, one reply consumer), so by the time the next
+    // call is answered the duplicate has been handled.
     let second = tokio::spawn({
         let client = client.clone();
         async move { client.add(1, 1).await }
@@ -314,6 +315,7 @@ async fn requests_carry_the_documented_properties() {
     reply(&id, b"2").await;
     req.acker.ack(BasicAckOptions::default()).await.unwrap();
     assert_eq!(second.await.unwrap().unwrap(), 2);
+    assert_eq!(client.transport().pending_calls(), 0);
     env.finish().await;
 }
 
@@ -395,11 +397,12 @@ async fn a_request_nobody_consumes_expires_with_its_deadline() {
         .message_count()
     };
     assert_eq!(count().await, 1, "the request waits in the queue");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        count().await,
-        0,
-        "and the broker drops it at its expiration"
-    );
+    rpc_common::poll::until(
+        Duration::from_millis(800),
+        "the broker to drop the request at its expiration",
+        || async { (count().await == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
     env.finish().await;
 }

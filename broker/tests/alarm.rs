@@ -17,7 +17,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
 const BODY: usize = 1024;
 
@@ -123,14 +123,16 @@ async fn publishers_are_blocked_over_max_disk_bytes_until_consumers_drain() -> a
     assert_eq!(reason, "low on disk");
     assert!(publisher_conn.status().blocked());
 
-    // Its publishes stop being confirmed (the one that blocked it may still be).
+    // Its publishes stop being confirmed. The publisher waits for each confirm, so
+    // only the publish that blocked it was in flight: its confirm may still come.
     let mut confirmed = Vec::new();
-    sleep(Duration::from_millis(300)).await;
     drain(&mut confirmed_rx, &mut confirmed);
+    if let Ok(Some(i)) = timeout(Duration::from_millis(300), confirmed_rx.recv()).await {
+        confirmed.push(i);
+    }
     let at_block = confirmed.len();
-    sleep(Duration::from_millis(700)).await;
-    drain(&mut confirmed_rx, &mut confirmed);
-    assert_eq!(confirmed.len(), at_block, "confirms went on while blocked");
+    let more = timeout(Duration::from_millis(700), confirmed_rx.recv()).await;
+    assert!(more.is_err(), "confirms went on while blocked: {more:?}");
     assert!(at_block < TOTAL as usize);
     assert!(at_block >= 40, "blocked early: {at_block} confirmed");
     assert!(!publisher.is_finished());
@@ -241,16 +243,17 @@ async fn failing_store_writes_block_publishers_and_confirm_nothing_until_they_su
 
     let (tx, mut confirmed_rx) = mpsc::unbounded_channel();
     let first = spawn_publisher(ch.clone(), 0..1, tx.clone());
-    sleep(Duration::from_millis(800)).await;
-    assert!(confirmed_rx.try_recv().is_err(), "confirmed a failed write");
+    let confirm = timeout(Duration::from_millis(800), confirmed_rx.recv()).await;
+    assert!(confirm.is_err(), "confirmed a failed write: {confirm:?}");
     // The alarm is on: the next publish blocks the connection.
     let rest = spawn_publisher(ch.clone(), 1..2, tx.clone());
     let (blocked, reason) = next_blocking_event(&mut events, Duration::from_secs(10)).await?;
     anyhow::ensure!(blocked, "expected connection.blocked first");
     assert_eq!(reason, "low on disk");
-    // Blocked for over two heartbeat intervals: nothing confirmed, still connected.
-    sleep(Duration::from_secs(3)).await;
-    assert!(confirmed_rx.try_recv().is_err(), "confirmed a failed write");
+    // Blocked for over two heartbeat intervals (the broker's heartbeat deadline, on
+    // the real clock): nothing confirmed, still connected.
+    let confirm = timeout(Duration::from_secs(3), confirmed_rx.recv()).await;
+    assert!(confirm.is_err(), "confirmed a failed write: {confirm:?}");
     assert!(conn.status().connected(), "a blocked client was dropped");
 
     // Space returns: the writes succeed, the confirms go out, publishing resumes.

@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -27,17 +27,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(Option<i32>, Stri
         cmd.env(k, v);
     }
     let mut child = cmd.spawn()?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
+    let exited = common::poll::blocking(Duration::from_secs(20), "the broker to exit", || {
+        child.try_wait().transpose()
+    });
+    let status = match exited {
+        Ok(status) => status?,
+        Err(timed_out) => {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!("broker {args:?} did not exit");
+            anyhow::bail!("broker {args:?} did not exit: {timed_out}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let mut out = String::new();
     let mut err = String::new();

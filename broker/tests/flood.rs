@@ -131,13 +131,20 @@ async fn a_flood_is_held_at_the_memory_high_watermark_and_nothing_is_lost() -> a
     assert_eq!(reason, "low on memory");
 
     // While blocked, the flood stops: confirms stop and memory stays near the mark.
+    // Up to 128 publishes were in flight when it was blocked and the broker may still
+    // confirm those it had taken; how many is not visible from here, so they get a
+    // grace period. After it the count must not move for a second.
     sleep(Duration::from_millis(500)).await;
     let at_block = confirmed.load(Ordering::Relaxed);
-    sleep(Duration::from_millis(1000)).await;
+    let moved = common::poll::never(Duration::from_millis(1000), || async {
+        let now = confirmed.load(Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>((now != at_block).then_some(now))
+    })
+    .await;
     assert_eq!(
-        confirmed.load(Ordering::Relaxed),
-        at_block,
-        "publishes were confirmed while blocked"
+        moved,
+        Ok(None),
+        "publishes were confirmed while blocked (after {at_block})"
     );
     let held = at_block * BODY as u64;
     assert!(

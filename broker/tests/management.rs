@@ -39,18 +39,18 @@ async fn wait_queue(
     name: &str,
     check: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let q = get_json(base, &format!("/api/queues/%2F/{name}")).await?;
+    let path = format!("/api/queues/%2F/{name}");
+    let last = std::cell::RefCell::new(Value::Null);
+    common::poll::try_until(Duration::from_secs(10), &path, || async {
+        let q = get_json(base, &path).await?;
         if check(&q) {
-            return Ok(q);
+            return Ok(Some(q));
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "queue never matched: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        *last.borrow_mut() = q;
+        Ok(None)
+    })
+    .await
+    .map_err(|e: anyhow::Error| e.context(format!("queue never matched: {}", last.borrow())))
 }
 
 /// 5 published, 2 consumed without ack (prefetch 2): 3 ready, 2 unacked, 1 consumer.
@@ -398,14 +398,16 @@ async fn closing_a_connection_sends_320_to_the_client() -> anyhow::Result<()> {
     let (code, text) = common::closed_with(&mut events).await?;
     assert_eq!(code, 320);
     assert!(text.contains("Closed via management plugin"), "{text}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while get_json(&base, "/api/connections").await? != json!([]) {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "connection still listed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::poll::try_until(
+        Duration::from_secs(5),
+        "the connection unlisted",
+        || async {
+            Ok::<_, anyhow::Error>(
+                (get_json(&base, "/api/connections").await? == json!([])).then_some(()),
+            )
+        },
+    )
+    .await?;
     let (status, _) = http(
         "DELETE",
         format!("{base}/api/connections/{path}"),

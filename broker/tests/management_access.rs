@@ -79,16 +79,19 @@ async fn listings_follow_the_users_tags_and_vhosts() -> anyhow::Result<()> {
     let (_mia_conn, _c1) = connect_and_consume(&format!("amqp://mia:pw@{at}/va"), "qa").await?;
     let (_guest_conn, _c2) = connect_and_consume(&b.amqp_url_for_vhost("vb"), "qb").await?;
     // Both connections are listed (guest sees all) before anyone else looks.
-    let listed = common::poll(std::time::Duration::from_secs(5), || async {
-        let n = get_json(&base, "/api/connections")
-            .await
-            .ok()?
-            .as_array()
-            .map_or(0, Vec::len);
-        (n >= 2).then_some(())
-    })
-    .await;
-    anyhow::ensure!(listed.is_some(), "connections not listed");
+    common::poll::until(
+        std::time::Duration::from_secs(5),
+        "both connections listed",
+        || async {
+            let n = get_json(&base, "/api/connections")
+                .await
+                .ok()?
+                .as_array()
+                .map_or(0, Vec::len);
+            (n >= 2).then_some(())
+        },
+    )
+    .await?;
 
     // No management tag: 401 on every API path, though the password is right.
     for path in ["/api/overview", "/api/whoami", "/api/queues", "/api/vhosts"] {

@@ -128,13 +128,15 @@ async fn large_persistent_messages_page_out_by_bytes_and_the_alarm_clears() -> a
 
     // The queue holds 96 MiB; the broker's memory falls well below that.
     let bound = idle + (32 << 20);
-    let under = common::poll(Duration::from_secs(20), || async {
-        broker.rss_bytes().filter(|rss| *rss < bound)
-    })
+    let under = common::poll::until(
+        Duration::from_secs(20),
+        "the broker's RSS to fall under the bound",
+        || async { broker.rss_bytes().filter(|rss| *rss < bound) },
+    )
     .await;
     let rss = match under {
-        Some(rss) => rss,
-        None => broker.rss_bytes().context("no RSS")?,
+        Ok(rss) => rss,
+        Err(_) => broker.rss_bytes().context("no RSS")?,
     };
     assert!(
         rss < bound,

@@ -46,13 +46,18 @@ async fn ready(ch: &Channel, q: &str) -> anyhow::Result<u32> {
 async fn settled_ready(ch: &Channel, q: &str) -> anyhow::Result<u32> {
     // (last count, samples in a row it has stayed the same)
     let state = std::cell::Cell::new((ready(ch, q).await?, 0u32));
-    common::poll(Duration::from_secs(10), || async {
-        let now = ready(ch, q).await.ok()?;
-        let (last, same) = state.get();
-        let same = if now == last { same + 1 } else { 0 };
-        state.set((now, same));
-        (same >= 25).then_some(())
-    })
+    // Still moving after 10 s: the caller's assertion on the count tells.
+    let _ = common::poll::until(
+        Duration::from_secs(10),
+        "the ready count to settle",
+        || async {
+            let now = ready(ch, q).await.ok()?;
+            let (last, same) = state.get();
+            let same = if now == last { same + 1 } else { 0 };
+            state.set((now, same));
+            (same >= 25).then_some(())
+        },
+    )
     .await;
     Ok(state.get().0)
 }
@@ -283,13 +288,15 @@ async fn blocked_publishers_that_hang_up_are_gone_at_once_case() -> anyhow::Resu
     // Each got blocked; the broker holds a descriptor for each.
     assert!(broker.fd_count().context("fds")? >= baseline + 50);
     drop(sockets);
-    let gone = common::poll(Duration::from_secs(5), || async {
-        broker.fd_count().filter(|open| *open <= baseline + 2)
-    })
+    let gone = common::poll::until(
+        Duration::from_secs(5),
+        "the descriptors of hung-up publishers to close",
+        || async { broker.fd_count().filter(|open| *open <= baseline + 2) },
+    )
     .await;
     let open = broker.fd_count().context("fds")?;
     assert!(
-        gone.is_some(),
+        gone.is_ok(),
         "{} descriptors still open for publishers that hung up",
         open.saturating_sub(baseline)
     );

@@ -386,16 +386,15 @@ fn the_binary_refuses_to_start_with_a_missing_key_and_names_it() -> anyhow::Resu
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
+    let exited = common::poll::blocking(Duration::from_secs(20), "the broker to exit", || {
+        child.try_wait().transpose()
+    });
+    let status = match exited {
+        Ok(status) => status?,
+        Err(_) => {
             let _ = child.kill();
             anyhow::bail!("the broker started with a missing key");
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -431,14 +430,11 @@ async fn max_connections_counts_both_ports_and_shutdown_closes_both() -> anyhow:
     );
     drop(plain);
     // Once it closes, TLS gets its turn.
-    let mut tls = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(s) = tls_connect(at, &cert.der, "127.0.0.1").await {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let mut tls = common::poll::until(
+        Duration::from_secs(5),
+        "a TLS connection accepted",
+        || async { tls_connect(at, &cert.der, "127.0.0.1").await.ok() },
+    )
     .await?;
     expect_connection_start(&mut tls).await?;
 

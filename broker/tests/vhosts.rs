@@ -104,18 +104,17 @@ async fn wait_json(
     path: &str,
     check: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let last = std::cell::RefCell::new(Value::Null);
+    common::poll::try_until(Duration::from_secs(10), path, || async {
         let v = get_json(base, path).await?;
         if check(&v) {
-            return Ok(v);
+            return Ok(Some(v));
         }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never matched: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        *last.borrow_mut() = v;
+        Ok(None)
+    })
+    .await
+    .map_err(|e: anyhow::Error| e.context(format!("{path} never matched: {}", last.borrow())))
 }
 
 /// `(vhost, name, messages)` of every queue `/api/queues...` lists.

@@ -13,8 +13,8 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, consume, ensure_eq, eventually, exclusive_queue, expect_code, message_count,
-    next_delivery, no_delivery, scenarios,
+    Ctx, WAIT, consume, ensure_eq, exclusive_queue, expect_code, message_count, next_delivery,
+    no_delivery, poll, scenarios,
 };
 
 scenarios! {
@@ -174,10 +174,10 @@ async fn ack_multiple(ctx: Ctx) -> Result<()> {
     ch2.basic_ack(3, BasicAckOptions { multiple: true }).await?;
     let _ = ch2.close(200, "bye".into()).await;
     // 4 and 5 were unacked: back in the queue.
-    eventually(5, "2 messages back", || {
+    poll::try_until(WAIT, "2 messages back", || {
         let conn = &conn;
         let q = q.clone();
-        async move { Ok(message_count(conn, &q).await? == 2) }
+        async move { anyhow::Ok((message_count(conn, &q).await? == 2).then_some(())) }
     })
     .await?;
     let m = ch
@@ -311,10 +311,10 @@ async fn connection_close_requeues_unacked(ctx: Ctx) -> Result<()> {
         next_delivery(&mut c, 5).await?;
     }
     let _ = c2.close(200, "bye".into()).await;
-    eventually(5, "3 messages requeued", || {
+    poll::try_until(WAIT, "3 messages requeued", || {
         let conn = &conn;
         let q = q.clone();
-        async move { Ok(message_count(conn, &q).await? == 3) }
+        async move { anyhow::Ok((message_count(conn, &q).await? == 3).then_some(())) }
     })
     .await?;
     let mut got = Vec::new();
@@ -384,8 +384,11 @@ async fn no_ack_consumer_removes_messages(ctx: Ctx) -> Result<()> {
         next_delivery(&mut c, 5).await?;
     }
     let _ = ch2.close(200, "bye".into()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     ensure_eq!(message_count(&conn, &q).await?, 0);
+    // Nor do they come back with the channel gone: a new consumer gets nothing.
+    let ch3 = conn.create_channel().await?;
+    let mut again = consume(&ch3, q.as_str().into(), "".into()).await?;
+    no_delivery(&mut again, 200).await?;
     conn.close(200, "bye".into()).await?;
     Ok(())
 }
@@ -567,7 +570,13 @@ async fn client_cancel_stops_deliveries(ctx: Ctx) -> Result<()> {
     ch2.basic_cancel(c.tag(), BasicCancelOptions::default())
         .await?;
     fill(&ch, &q, 1).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Confirmed, so routed: it stays queued, the cancelled consumer does not get it.
+    let taken = poll::never(std::time::Duration::from_millis(200), || async {
+        let n = message_count(&conn, &q).await?;
+        anyhow::Ok((n != 1).then_some(n))
+    })
+    .await?;
+    ensure_eq!(taken, None, "ready count moved off 1 after the cancel");
     ensure_eq!(message_count(&conn, &q).await?, 1);
     // Acking after cancel is still valid.
     ch2.basic_ack(d.delivery_tag, Default::default()).await?;
@@ -647,24 +656,28 @@ async fn unknown_delivery_tag_406(ctx: Ctx) -> Result<()> {
     )
     .await?;
     raw.expect_method(5).await?;
+    // Confirmed, so queued before the basic.get.
+    raw.send_method(1, &Enc::method(85, 10).u8(0).bytes())
+        .await?;
+    match raw.expect_method(5).await? {
+        (1, AMQPClass::Confirm(_)) => {}
+        other => bail!("expected confirm.select-ok, got {other:?}"),
+    }
     raw.send(&crate::confirm_tx::publish_frames(1, "", &q, false, b"m"))
         .await?;
-    let mut tag = None;
-    for _ in 0..20 {
-        raw.send_method(1, &Enc::method(60, 70).u16(0).short(&q).u8(0).bytes())
-            .await?;
-        match raw.expect_method(5).await? {
-            (1, AMQPClass::Basic(lapin::protocol::basic::AMQPMethod::GetOk(g))) => {
-                raw.next(5).await?;
-                raw.next(5).await?;
-                tag = Some(g.delivery_tag);
-                break;
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
+    match raw.expect_method(5).await? {
+        (1, AMQPClass::Basic(lapin::protocol::basic::AMQPMethod::Ack(_))) => {}
+        other => bail!("expected the publish's basic.ack, got {other:?}"),
     }
-    let Some(tag) = tag else {
-        bail!("basic.get never returned the message")
+    raw.send_method(1, &Enc::method(60, 70).u16(0).short(&q).u8(0).bytes())
+        .await?;
+    let tag = match raw.expect_method(5).await? {
+        (1, AMQPClass::Basic(lapin::protocol::basic::AMQPMethod::GetOk(g))) => {
+            raw.next(5).await?;
+            raw.next(5).await?;
+            g.delivery_tag
+        }
+        other => bail!("basic.get did not return the message: {other:?}"),
     };
     raw.send_method(1, &Enc::method(60, 80).u64(tag).u8(0).bytes())
         .await?;
@@ -699,11 +712,13 @@ async fn consumer_tag_reuse_530(ctx: Ctx) -> Result<()> {
         530,
         Some("NOT_ALLOWED - attempt to reuse consumer tag 'same'"),
     )?;
-    eventually(5, "connection closed (530 is a connection error)", || {
-        let ok = !conn.status().connected();
-        async move { Ok(ok) }
-    })
-    .await
+    poll::until_true(
+        WAIT,
+        "connection closed (530 is a connection error)",
+        || !conn.status().connected(),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn consume_missing_queue_404(ctx: Ctx) -> Result<()> {

@@ -7,7 +7,9 @@ use lapin::{
     protocol::{AMQPClass, basic},
 };
 
-use crate::harness::{Ctx, ensure_eq, exclusive_queue, expect_code, message_count, scenarios};
+use crate::harness::{
+    Ctx, ensure_eq, exclusive_queue, expect_code, message_count, message_count_on, scenarios,
+};
 use crate::raw::{Enc, FRAME_BODY, FRAME_HEADER, Raw, frame};
 
 scenarios! {
@@ -186,8 +188,10 @@ async fn tx_commit_publishes(ctx: Ctx) -> Result<()> {
         )
         .await?;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    ensure_eq!(message_count(&conn, &q).await?, 0, "visible before commit");
+    // Asked on the publishing channel, so after the publishes on both brokers (a
+    // channel's methods are handled in order; RabbitMQ's channel process casts each
+    // publish to the queue before it calls it for the count).
+    ensure_eq!(message_count_on(&ch, &q).await?, 0, "visible before commit");
     ch.tx_commit().await?;
     ensure_eq!(message_count(&conn, &q).await?, 3);
     // The channel stays transactional: the next batch also waits for commit.

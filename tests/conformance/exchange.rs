@@ -340,11 +340,11 @@ async fn unknown_type_503_connection_error(ctx: Ctx) -> Result<()> {
         503,
         Some("COMMAND_INVALID - unknown exchange type 'x-no-such-type'"),
     )?;
-    crate::harness::eventually(5, "connection closed", || {
-        let ok = !conn.status().connected();
-        async move { Ok(ok) }
+    crate::harness::poll::until_true(crate::harness::WAIT, "connection closed", || {
+        !conn.status().connected()
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 async fn default_exchange_cannot_be_bound_or_deleted(ctx: Ctx) -> Result<()> {

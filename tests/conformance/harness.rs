@@ -13,6 +13,10 @@ use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 use anyhow::{Context as _, Result, anyhow, bail};
 use lapin::{Channel, Connection, ConnectionProperties};
 
+/// The bounded wait shared with the other test trees.
+#[path = "../../broker/tests/common/poll.rs"]
+pub mod poll;
+
 /// A boxed scenario future.
 pub type BoxFut = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
@@ -356,23 +360,9 @@ pub async fn no_delivery(consumer: &mut lapin::Consumer, ms: u64) -> Result<()> 
     }
 }
 
-/// Polls `f` every 50 ms until it returns true, for at most `secs` seconds.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {secs}s waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a scenario waits for the broker to have done something it does
+/// asynchronously (a requeue, a deletion, a close), through [`poll`].
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Message count of `queue` via a passive declare on a fresh channel of `conn`.
 pub async fn message_count(conn: &Connection, queue: &str) -> Result<u32> {
@@ -388,6 +378,22 @@ pub async fn message_count(conn: &Connection, queue: &str) -> Result<u32> {
         )
         .await?;
     let _ = ch.close(200, "bye".into()).await;
+    Ok(q.message_count())
+}
+
+/// Message count of `queue` via a passive declare on `ch` itself: answered after
+/// everything `ch` sent before.
+pub async fn message_count_on(ch: &Channel, queue: &str) -> Result<u32> {
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
     Ok(q.message_count())
 }
 

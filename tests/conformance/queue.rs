@@ -9,7 +9,7 @@ use lapin::{
 
 use crate::exchange::publish_confirmed;
 use crate::harness::{
-    Ctx, amqp_error, cleanup, consume, ensure_eq, eventually, exclusive_queue, expect_code,
+    Ctx, WAIT, amqp_error, cleanup, consume, ensure_eq, exclusive_queue, expect_code, poll,
     queue_exists, scenarios,
 };
 
@@ -116,14 +116,14 @@ async fn declare_ok_reports_counts(ctx: Ctx) -> Result<()> {
         )
         .await?;
     // Two consumers with prefetch 1 hold two messages unacked: ready count is 1.
-    eventually(5, "declare-ok counts 1 ready / 2 consumers", || {
+    poll::try_until(WAIT, "declare-ok counts 1 ready / 2 consumers", || {
         let ch = ch.clone();
         let q = q.clone();
         async move {
             let d = ch
                 .queue_declare(q.as_str().into(), passive(), Default::default())
                 .await?;
-            Ok((d.message_count(), d.consumer_count()) == (1, 2))
+            anyhow::Ok(((d.message_count(), d.consumer_count()) == (1, 2)).then_some(()))
         }
     })
     .await?;
@@ -368,10 +368,10 @@ async fn exclusive_queue_dies_with_connection(ctx: Ctx) -> Result<()> {
         bail!("exclusive queue deleted when its channel closed");
     }
     let _ = owner.close(200, "bye".into()).await;
-    eventually(5, "exclusive queue deleted with its connection", || {
+    poll::try_until(WAIT, "exclusive queue deleted with its connection", || {
         let ctx = ctx.clone();
         let q = q.clone();
-        async move { Ok(!queue_exists(&ctx, &q).await?) }
+        async move { anyhow::Ok((!queue_exists(&ctx, &q).await?).then_some(())) }
     })
     .await
 }
@@ -401,8 +401,11 @@ async fn auto_delete_when_last_consumer_leaves(ctx: Ctx) -> Result<()> {
     )
     .await?;
     // Never consumed: stays.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    if !queue_exists(&ctx, &q).await? {
+    let deleted = poll::never(std::time::Duration::from_millis(200), || async {
+        anyhow::Ok((!queue_exists(&ctx, &q).await?).then_some(()))
+    })
+    .await?;
+    if deleted.is_some() {
         bail!("auto-delete queue deleted before it had a consumer");
     }
     let c1 = consume(&ch, q.as_str().into(), "c1".into()).await?;
@@ -412,10 +415,10 @@ async fn auto_delete_when_last_consumer_leaves(ctx: Ctx) -> Result<()> {
         bail!("auto-delete queue deleted while a consumer remains");
     }
     ch.basic_cancel(c2.tag(), Default::default()).await?;
-    eventually(5, "auto-delete queue deleted after last cancel", || {
+    poll::try_until(WAIT, "auto-delete queue deleted after last cancel", || {
         let ctx = ctx.clone();
         let q = q.clone();
-        async move { Ok(!queue_exists(&ctx, &q).await?) }
+        async move { anyhow::Ok((!queue_exists(&ctx, &q).await?).then_some(())) }
     })
     .await?;
     // Also when the consumer's channel closes.
@@ -432,13 +435,13 @@ async fn auto_delete_when_last_consumer_leaves(ctx: Ctx) -> Result<()> {
     let ch2 = conn.create_channel().await?;
     let _c = consume(&ch2, q2.as_str().into(), "".into()).await?;
     let _ = ch2.close(200, "bye".into()).await;
-    eventually(
-        5,
+    poll::try_until(
+        WAIT,
         "auto-delete queue deleted when its consumer's channel closed",
         || {
             let ctx = ctx.clone();
             let q = q2.clone();
-            async move { Ok(!queue_exists(&ctx, &q).await?) }
+            async move { anyhow::Ok((!queue_exists(&ctx, &q).await?).then_some(())) }
         },
     )
     .await?;

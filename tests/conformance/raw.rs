@@ -138,6 +138,24 @@ impl Raw {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
             .context("tcp connect timed out")??;
+        Self::over(stream)
+    }
+
+    /// [`Raw::connect`] from the local address `from` (another loopback address, say).
+    pub async fn connect_from(addr: SocketAddr, from: std::net::IpAddr) -> Result<Self> {
+        let socket = if from.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .context("tcp connect timed out")??;
+        Self::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> Result<Self> {
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,

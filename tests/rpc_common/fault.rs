@@ -193,13 +193,15 @@ impl Scenario {
                     .join("\n")
             };
             // The client may have been answered by the other server: this one logs
-            // "connection back" once its own channel has recovered (at most 10 s).
-            let until = Instant::now() + Duration::from_secs(10);
-            let mut log = read_log();
-            while !log.contains("connection back") && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                log = read_log();
-            }
+            // "connection back" once its own channel has recovered (at most 10 s; not
+            // by then, the assertions below show the log).
+            let log = process::poll::until(
+                Duration::from_secs(10),
+                "the server to log \"connection back\"",
+                || std::future::ready(Some(read_log()).filter(|l| l.contains("connection back"))),
+            )
+            .await
+            .unwrap_or_else(|_| read_log());
             let log: String = log
                 .lines()
                 .filter(|l| !l.contains("[.]"))
@@ -371,40 +373,46 @@ async fn wait_consumers(url: &str, queue: &str, n: u32) {
         .await
         .expect("connect");
     let channel = conn.create_channel().await.expect("channel");
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .expect("the servers declared the queue");
-        if declared.consumer_count() >= n {
-            break;
-        }
-        assert!(Instant::now() < until, "{queue}: fewer than {n} consumers");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let consumers = process::poll::until(
+        Duration::from_secs(30),
+        &format!("{n} consumers on {queue}"),
+        || async {
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .expect("the servers declared the queue");
+            (declared.consumer_count() >= n).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = consumers {
+        panic!("{e}");
     }
     let _ = conn.close(200, "bye".into()).await;
 }
 
 /// Calls `fib(10)` until one succeeds, bounded; when it ended, and its answer.
 pub async fn answered(client: &FibClient, within: Duration) -> (Instant, u64) {
-    let start = Instant::now();
-    loop {
-        let last = match client.fib(10).await {
-            Ok(v) => return (Instant::now(), v),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            start.elapsed() < within,
-            "no answer within {within:?}; the last call: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let last = std::cell::RefCell::new(String::new());
+    let answer = process::poll::until(within, "an answer", || async {
+        match client.fib(10).await {
+            Ok(v) => Some((Instant::now(), v)),
+            Err(e) => {
+                *last.borrow_mut() = e.to_string();
+                None
+            }
+        }
+    })
+    .await;
+    match answer {
+        Ok(answer) => answer,
+        Err(e) => panic!("{e}; the last call: {}", last.borrow()),
     }
 }

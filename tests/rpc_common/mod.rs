@@ -12,6 +12,13 @@ use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 
+/// The bounded wait shared with the other test trees.
+#[path = "../../broker/tests/common/poll.rs"]
+pub mod poll;
+
+/// How long a test waits for a handler to have started or finished.
+pub const WAIT: Duration = Duration::from_secs(2);
+
 /// The handler's typed error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum CalcError {
@@ -72,12 +79,17 @@ pub trait Probe {
 #[derive(Default, Clone)]
 pub struct Handler {
     pub calls: Arc<AtomicUsize>,
+    /// `sleep` calls that ran to their end (their reply is published next).
+    pub slept: Arc<AtomicUsize>,
     pub started: Arc<tokio::sync::Notify>,
 }
 
 impl Handler {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+    pub fn slept(&self) -> usize {
+        self.slept.load(Ordering::SeqCst)
     }
     fn tick(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -101,6 +113,7 @@ impl Probe for Handler {
     async fn sleep(&self, ms: u64) -> u64 {
         self.tick();
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.slept.fetch_add(1, Ordering::SeqCst);
         ms
     }
     async fn explode(&self, msg: String) {
@@ -216,15 +229,4 @@ pub async fn connect(url: &str) -> Connection {
     .await
     .expect("the broker answers the handshake within 10 s")
     .expect("connect")
-}
-
-/// Bounded wait for a condition.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

@@ -10,7 +10,12 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// The bounded wait shared with the other test trees (here for the tests that include
+/// this file and `fault.rs` without `rpc_common`).
+#[path = "../../broker/tests/common/poll.rs"]
+pub mod poll;
 
 /// `target/debug` (or the profile dir the tests run from).
 fn profile_dir() -> PathBuf {
@@ -48,10 +53,11 @@ pub fn free_port() -> u16 {
 
 /// Waits (bounded) until something accepts TCP on `addr`.
 pub fn wait_listening(addr: SocketAddr, within: Duration) {
-    let until = Instant::now() + within;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
+    let listening = poll::blocking(within, &format!("something to listen on {addr}"), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
+    if let Err(e) = listening {
+        panic!("{e}");
     }
 }
 

@@ -1,11 +1,13 @@
 //! Helpers shared by the broker's tests: raw-socket handshakes, lapin error checks,
-//! (in [`http`]) a management API client, (in [`process`]) the `broker` binary as a
-//! child process, and (in [`raw`]) frames by hand.
+//! (in [`http`]) a management API client, (in [`poll`]) the bounded wait shared with the
+//! root package's tests, (in [`process`]) the `broker` binary as a child process, and (in
+//! [`raw`]) frames by hand.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
 pub mod http;
+pub mod poll;
 pub mod process;
 pub mod raw;
 pub mod tmpfs;
@@ -101,25 +103,6 @@ pub fn deep_table(levels: usize, arrays: bool) -> Vec<u8> {
         t
     } else {
         inner
-    }
-}
-
-/// Polls `check` every 20 ms until it yields `Some`, for at most `limit`. Only for what
-/// a test can look at but not wait on (a listing, a process's memory or descriptors).
-pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -138,14 +138,12 @@ impl BrokerProcess {
     /// The log so far, once it holds `line` (the log arrives on its own pipe, so a
     /// line written before the listening line may still be on its way): at most 5 s.
     pub fn log_once_it_has(&self, line: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-            if log.contains(line) || Instant::now() >= until {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = || self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        // Not there after 5 s: the caller's assertion on the log shows what it holds.
+        super::poll::blocking(Duration::from_secs(5), line, || {
+            Some(log()).filter(|l| l.contains(line))
+        })
+        .unwrap_or_else(|_| log())
     }
 
     /// SIGKILL, and waits for it to be gone.
