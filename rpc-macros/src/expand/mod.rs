@@ -1,4 +1,5 @@
-//! Code generation: one function per emitted item.
+//! Code generation, the last step of the pipeline: one function per emitted item,
+//! one module per generated type.
 
 mod client;
 mod request;
@@ -20,6 +21,16 @@ pub fn service(s: &Service) -> TokenStream {
         server::expand(s),
     ];
     quote!(#(#items)*)
+}
+
+/// The names a trait method must not take: the client's own inherent items and the
+/// methods of the traits it derives. The generator emits these names from the same
+/// constants.
+pub fn reserved() -> impl Iterator<Item = &'static str> {
+    client::INHERENT
+        .iter()
+        .copied()
+        .chain(client::DERIVES.iter().map(|(_, method)| *method))
 }
 
 /// `{Trait}Request`.
@@ -50,4 +61,74 @@ fn wire_name(m: &crate::ast::Method) -> String {
 /// `#[doc]` attributes only (other attributes stay on the trait method).
 fn docs(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("doc")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of the fns and consts in the inherent impls of `ty`, looking into
+    /// `const _: () = { .. };` blocks too.
+    fn inherent_items(items: &[syn::Item], ty: &str, out: &mut Vec<String>) {
+        for item in items {
+            match item {
+                syn::Item::Impl(i) if i.trait_.is_none() => {
+                    let syn::Type::Path(p) = &*i.self_ty else {
+                        continue;
+                    };
+                    if p.path.segments.last().is_some_and(|s| s.ident == ty) {
+                        for it in &i.items {
+                            match it {
+                                syn::ImplItem::Fn(f) => out.push(f.sig.ident.to_string()),
+                                syn::ImplItem::Const(c) => out.push(c.ident.to_string()),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                syn::Item::Const(c) => {
+                    if let syn::Expr::Block(b) = &*c.expr {
+                        let nested: Vec<syn::Item> = b
+                            .block
+                            .stmts
+                            .iter()
+                            .filter_map(|s| match s {
+                                syn::Stmt::Item(i) => Some(i.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        inherent_items(&nested, ty, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_generated_client_item_is_reserved() {
+        let item: syn::ItemTrait = syn::parse_quote! {
+            pub trait Sample {
+                async fn one(&self, n: u64) -> u64;
+                async fn two(&self, a: String, b: u8) -> Result<(), String>;
+            }
+        };
+        let service = crate::ast::Service::parse(crate::attr::Attr::default(), item)
+            .expect("the sample parses");
+        let file: syn::File = syn::parse2(super::service(&service)).expect("the output parses");
+        let mut names = Vec::new();
+        inherent_items(&file.items, "SampleClient", &mut names);
+        let own: Vec<&String> = names
+            .iter()
+            .filter(|n| *n != "one" && *n != "two")
+            .collect();
+        assert!(own.len() >= 8, "found only {own:?}");
+        for name in own {
+            assert!(
+                reserved().any(|r| r == name),
+                "`SampleClient::{name}` is generated but not in expand::reserved()"
+            );
+        }
+        assert!(reserved().any(|r| r == "clone") && reserved().any(|r| r == "fmt"));
+    }
 }
