@@ -7,7 +7,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{client_ident, docs, request_ident, variant_ident};
+use super::{cfgs, client_ident, docs, request_ident, variant_ident};
 use crate::ast::{Method, Output, Service};
 
 /// `{Trait}Client::QUEUE`.
@@ -180,6 +180,7 @@ fn method(s: &Service, m: &Method) -> TokenStream {
     let vis = &s.vis;
     let request = request_ident(s);
     let docs = docs(&m.attrs);
+    let cfgs = cfgs(&m.attrs);
     let name = &m.ident;
     let v = variant_ident(m);
     let args = m.args.iter().map(|a| {
@@ -200,6 +201,7 @@ fn method(s: &Service, m: &Method) -> TokenStream {
         ),
     };
     quote! {
+        #(#cfgs)*
         #(#docs)*
         #vis async fn #name(&self, #(#args),*)
             -> ::core::result::Result<#ok, ::rpc_core::RpcError<#err>>

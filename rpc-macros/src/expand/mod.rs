@@ -58,6 +58,39 @@ fn wire_name(m: &crate::ast::Method) -> String {
     m.ident.to_string().trim_start_matches("r#").to_owned()
 }
 
+/// The conditions a method exists under: its `#[cfg]`s, and its `#[cfg_attr]`s cut
+/// down to the `cfg`s they may expand to. Every per-method item carries them, so a
+/// method cfg'd out of the trait is gone from the request, client and server too.
+fn cfgs(attrs: &[syn::Attribute]) -> Vec<TokenStream> {
+    attrs
+        .iter()
+        .filter_map(|a| cfg_of(&a.meta))
+        .map(|meta| quote!(#[#meta]))
+        .collect()
+}
+
+/// `cfg(..)` as is; `cfg_attr(pred, ..)` keeping only its `cfg`s (and nested
+/// `cfg_attr`s that hold one); anything else is `None`.
+fn cfg_of(meta: &syn::Meta) -> Option<TokenStream> {
+    if meta.path().is_ident("cfg") {
+        return Some(quote!(#meta));
+    }
+    if !meta.path().is_ident("cfg_attr") {
+        return None;
+    }
+    let list = meta.require_list().ok()?;
+    let parts = list
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+        .ok()?;
+    let mut parts = parts.into_iter();
+    let pred = parts.next()?;
+    let kept: Vec<TokenStream> = parts.filter_map(|m| cfg_of(&m)).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    Some(quote!(cfg_attr(#pred, #(#kept),*)))
+}
+
 /// `#[doc]` attributes only (other attributes stay on the trait method).
 fn docs(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("doc")).collect()

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{request_ident, variant_ident, wire_name};
+use super::{cfgs, request_ident, variant_ident, wire_name};
 use crate::ast::Service;
 
 pub fn expand(s: &Service) -> TokenStream {
@@ -21,12 +21,14 @@ pub fn expand(s: &Service) -> TokenStream {
             quote!(#id: #ty)
         });
         let doc = format!("Arguments of `{}`.", wire_name(m));
-        quote!(#[doc = #doc] #v { #(#[allow(missing_docs)] #fields),* })
+        let cfgs = cfgs(&m.attrs);
+        quote!(#(#cfgs)* #[doc = #doc] #v { #(#[allow(missing_docs)] #fields),* })
     });
     let names = s.methods.iter().map(|m| {
         let v = variant_ident(m);
         let name = wire_name(m);
-        quote!(Self::#v { .. } => #name)
+        let cfgs = cfgs(&m.attrs);
+        quote!(#(#cfgs)* Self::#v { .. } => #name)
     });
     let encodes = s.methods.iter().map(|m| {
         let v = variant_ident(m);
@@ -50,7 +52,9 @@ pub fn expand(s: &Service) -> TokenStream {
         } else {
             (quote!(<'__a>), quote!(&'__a))
         };
+        let cfgs = cfgs(&m.attrs);
         quote! {
+            #(#cfgs)*
             Self::#v { #(#ids: #binds),* } => {
                 #text
                 #[derive(::rpc_core::__private::serde::Serialize)]
@@ -93,7 +97,8 @@ pub fn expand(s: &Service) -> TokenStream {
                 ::core::result::Result::Ok(Self::#v { #(#ids),* })
             },
         };
-        quote!(#name => { #body })
+        let cfgs = cfgs(&m.attrs);
+        quote!(#(#cfgs)* #name => { #body })
     });
     // A request without a method name (the seed protocol) goes to the only method;
     // with several methods it is an unknown method.

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{request_ident, server_ident, variant_ident};
+use super::{cfgs, request_ident, server_ident, variant_ident};
 use crate::ast::{Output, Service};
 
 pub fn expand(s: &Service) -> TokenStream {
@@ -22,6 +22,7 @@ pub fn expand(s: &Service) -> TokenStream {
     );
     let arms = s.methods.iter().map(|m| {
         let v = variant_ident(m);
+        let cfgs = cfgs(&m.attrs);
         let name = &m.ident;
         let ids: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
         let binds: Vec<_> = ids.iter().map(|i| format_ident!("__{}", i)).collect();
@@ -35,6 +36,7 @@ pub fn expand(s: &Service) -> TokenStream {
             },
         };
         quote! {
+            #(#cfgs)*
             #request::#v { #(#ids: #binds),* } => {
                 ::rpc_core::__private::run_handler(
                     __ctx,

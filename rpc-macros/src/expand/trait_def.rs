@@ -5,6 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
+use super::cfgs;
 use crate::ast::Service;
 
 pub fn expand(s: &Service) -> TokenStream {
@@ -31,6 +32,7 @@ pub fn expand(s: &Service) -> TokenStream {
     });
     // Every argument and result type must cross the wire; say so at the type.
     let asserts = s.methods.iter().flat_map(|m| {
+        let cfgs = cfgs(&m.attrs);
         let arg_types = m.args.iter().map(|a| &a.ty);
         let out_types: Vec<&syn::Type> = match &m.output {
             crate::ast::Output::Value(t) => vec![t],
@@ -40,6 +42,7 @@ pub fn expand(s: &Service) -> TokenStream {
             .chain(out_types)
             .map(|ty| {
                 quote_spanned! {ty.span()=>
+                    #(#cfgs)*
                     const _: () = ::rpc_core::__private::assert_wire::<#ty>();
                 }
             })
