@@ -2,6 +2,7 @@
 //! one module per generated type.
 
 mod client;
+mod fallback;
 mod request;
 mod server;
 mod trait_def;
@@ -21,6 +22,11 @@ pub fn service(s: &Service) -> TokenStream {
         server::expand(s),
     ];
     quote!(#(#items)*)
+}
+
+/// The stubs emitted beside the errors when the trait does not pass.
+pub fn fallback(s: &Service) -> TokenStream {
+    fallback::expand(s)
 }
 
 /// The names a trait method must not take: the client's own inherent items and the
