@@ -7,7 +7,7 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{cfgs, client_ident, docs, request_ident, variant_ident};
+use super::{cfgs, client_ident, docs, request_ident, variant_ident, wire};
 use crate::ast::{Method, Output, Service};
 
 /// `{Trait}Client::QUEUE`.
@@ -41,12 +41,6 @@ pub const INHERENT: &[&str] = &[
 
 /// The traits the client derives, with the method each brings.
 pub const DERIVES: &[(&str, &str)] = &[("Debug", "fmt"), ("Clone", "clone")];
-
-/// The client: its struct, its own API and one method per trait method.
-pub fn expand(s: &Service) -> TokenStream {
-    let items = [def(s), common(s), methods(s)];
-    quote!(#(#items)*)
-}
 
 /// The struct, generic over the transport stack.
 pub fn def(s: &Service) -> TokenStream {
@@ -155,7 +149,7 @@ pub fn common(s: &Service) -> TokenStream {
 }
 
 /// The impl holding one method per trait method, for any transport stack.
-fn methods(s: &Service) -> TokenStream {
+pub fn methods(s: &Service) -> TokenStream {
     let ident = client_ident(s);
     let methods = s.methods.iter().map(|m| method(s, m));
     quote! {
@@ -190,23 +184,25 @@ fn method(s: &Service, m: &Method) -> TokenStream {
     let ids = m.args.iter().map(|a| &a.ident);
     let (ok, err, decode_err) = match &m.output {
         Output::Value(t) => (
-            quote!(#t),
+            t,
             quote!(::core::convert::Infallible),
             quote!(::rpc_core::__private::no_handler_error),
         ),
         Output::Result { ok, err } => (
-            quote!(#ok),
+            ok,
             quote!(#err),
-            quote!(::rpc_core::__private::decode_handler_error::<#err>),
+            wire::check(err, quote!(::rpc_core::__private::decode_handler_error)),
         ),
     };
+    let value = wire::check(ok, quote!(__value));
     quote! {
         #(#cfgs)*
         #(#docs)*
         #vis async fn #name(&self, #(#args),*)
             -> ::core::result::Result<#ok, ::rpc_core::RpcError<#err>>
         {
-            self.core.call(#request::#v { #(#ids),* }, #decode_err).await
+            let __reply = self.core.call(#request::#v { #(#ids),* }, #decode_err).await;
+            __reply.map(|__value| #value)
         }
     }
 }

@@ -6,6 +6,7 @@ mod fallback;
 mod request;
 mod server;
 mod trait_def;
+mod wire;
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -13,15 +14,31 @@ use syn::Ident;
 
 use crate::ast::{Service, upper_camel};
 
-/// Everything `#[service]` emits for one trait.
+/// Everything `#[service]` emits for one trait: the types and their own API, then
+/// the impls that touch the user's types in a `const _` block beside the
+/// serializability gate they use (`wire`).
 pub fn service(s: &Service) -> TokenStream {
     let items = [
         trait_def::expand(s),
-        request::expand(s),
-        client::expand(s),
-        server::expand(s),
+        request::def(s),
+        client::def(s),
+        client::common(s),
+        server::def(s),
+        server::common(s),
     ];
-    quote!(#(#items)*)
+    let impls = [
+        wire::def(),
+        request::service_request(s),
+        request::decode(s),
+        client::methods(s),
+        server::dispatch(s),
+    ];
+    quote! {
+        #(#items)*
+        const _: () = {
+            #(#impls)*
+        };
+    }
 }
 
 /// The stubs emitted beside the errors when the trait does not pass.

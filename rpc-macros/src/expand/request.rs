@@ -4,14 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{cfgs, request_ident, variant_ident, wire_name};
+use super::{cfgs, request_ident, variant_ident, wire, wire_name};
 use crate::ast::{Method, Service};
-
-/// The request: the enum, its `ServiceRequest` impl and its decoder.
-pub fn expand(s: &Service) -> TokenStream {
-    let items = [def(s), service_request(s), decode(s)];
-    quote!(#(#items)*)
-}
 
 /// The enum, one variant per method with the arguments as fields.
 pub fn def(s: &Service) -> TokenStream {
@@ -40,7 +34,7 @@ pub fn def(s: &Service) -> TokenStream {
 }
 
 /// `ServiceRequest`: the method name and the encoded arguments, for the client.
-fn service_request(s: &Service) -> TokenStream {
+pub fn service_request(s: &Service) -> TokenStream {
     let ident = request_ident(s);
     let names = s.methods.iter().map(|m| {
         let v = variant_ident(m);
@@ -70,14 +64,20 @@ fn service_request(s: &Service) -> TokenStream {
 }
 
 /// Encodes one variant: a struct of the arguments by name, or in the text codec a
-/// single argument alone.
+/// single argument alone. The struct is generic over the field types so that only
+/// the gates (`wire::check`) name the user's types to serde.
 fn encode_arm(m: &Method) -> TokenStream {
     let v = variant_ident(m);
     let ids: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-    let tys: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
     // Bind to prefixed names: an argument may be called `codec`.
     let binds: Vec<_> = ids.iter().map(|i| format_ident!("__{}", i)).collect();
-    let text = match binds.as_slice() {
+    let checked: Vec<_> = m
+        .args
+        .iter()
+        .zip(&binds)
+        .map(|(a, b)| wire::check(&a.ty, quote!(#b)))
+        .collect();
+    let text = match checked.as_slice() {
         [only] => quote! {
             if codec == ::rpc_core::Codec::Text {
                 return codec.encode(#only);
@@ -85,10 +85,12 @@ fn encode_arm(m: &Method) -> TokenStream {
         },
         _ => quote!(),
     };
-    let (lt, lt_use) = if ids.is_empty() {
-        (quote!(), quote!())
+    let params = params(m);
+    let (generics, fields) = if ids.is_empty() {
+        (quote!(), Vec::new())
     } else {
-        (quote!(<'__a>), quote!(&'__a))
+        let fields = ids.iter().zip(&params).map(|(i, p)| quote!(#i: &'__a #p));
+        (quote!(<'__a, #(#params),*>), fields.collect())
     };
     let cfgs = cfgs(&m.attrs);
     quote! {
@@ -97,14 +99,21 @@ fn encode_arm(m: &Method) -> TokenStream {
             #text
             #[derive(::rpc_core::__private::serde::Serialize)]
             #[serde(crate = "::rpc_core::__private::serde")]
-            struct __Args #lt { #(#ids: #lt_use #tys),* }
-            codec.encode(&__Args { #(#ids: #binds),* })
+            struct __Args #generics { #(#fields),* }
+            codec.encode(&__Args { #(#ids: #checked),* })
         }
     }
 }
 
+/// `__A0, __A1, ..`: the type parameters of a method's generic `__Args`.
+fn params(m: &Method) -> Vec<syn::Ident> {
+    (0..m.args.len())
+        .map(|n| format_ident!("__A{}", n))
+        .collect()
+}
+
 /// `{Trait}Request::decode`, for the server.
-fn decode(s: &Service) -> TokenStream {
+pub fn decode(s: &Service) -> TokenStream {
     let vis = &s.vis;
     let ident = request_ident(s);
     let decodes = s.methods.iter().map(decode_arm);
@@ -135,38 +144,47 @@ fn decode(s: &Service) -> TokenStream {
 }
 
 /// Decodes one method's arguments: the struct by name, or in the text codec a
-/// single argument alone; no arguments ignore the body.
+/// single argument alone; no arguments ignore the body. Each decoded value goes
+/// through its gate on the way into the variant, which fixes the struct's types.
 fn decode_arm(m: &Method) -> TokenStream {
     let v = variant_ident(m);
     let name = wire_name(m);
     let ids: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-    let tys: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
-    let body = match (ids.as_slice(), tys.as_slice()) {
-        ([], _) => quote!(::core::result::Result::Ok(Self::#v {})),
-        ([only], [ty]) => quote! {
+    let checked: Vec<_> = m
+        .args
+        .iter()
+        .map(|a| {
+            let id = &a.ident;
+            let value = wire::check(&a.ty, quote!(#id));
+            quote!(#id: #value)
+        })
+        .collect();
+    let params = params(m);
+    let text = match ids.as_slice() {
+        [only] => quote! {
             if codec == ::rpc_core::Codec::Text {
-                let #only: #ty = codec
+                let #only = codec
                     .decode(body)
                     .map_err(::rpc_core::__private::DecodeError::BadRequest)?;
-                return ::core::result::Result::Ok(Self::#v { #only });
+                return ::core::result::Result::Ok(Self::#v { #(#checked),* });
             }
-            #[derive(::rpc_core::__private::serde::Deserialize)]
-            #[serde(crate = "::rpc_core::__private::serde")]
-            struct __Args { #only: #ty }
-            let __Args { #only } = codec
-                .decode(body)
-                .map_err(::rpc_core::__private::DecodeError::BadRequest)?;
-            ::core::result::Result::Ok(Self::#v { #only })
         },
-        _ => quote! {
+        _ => quote!(),
+    };
+    let body = if ids.is_empty() {
+        // Whatever the body holds is ignored.
+        quote!(::core::result::Result::Ok(Self::#v {}))
+    } else {
+        quote! {
+            #text
             #[derive(::rpc_core::__private::serde::Deserialize)]
             #[serde(crate = "::rpc_core::__private::serde")]
-            struct __Args { #(#ids: #tys),* }
+            struct __Args<#(#params),*> { #(#ids: #params),* }
             let __Args { #(#ids),* } = codec
                 .decode(body)
                 .map_err(::rpc_core::__private::DecodeError::BadRequest)?;
-            ::core::result::Result::Ok(Self::#v { #(#ids),* })
-        },
+            ::core::result::Result::Ok(Self::#v { #(#checked),* })
+        }
     };
     let cfgs = cfgs(&m.attrs);
     quote!(#(#cfgs)* #name => { #body })

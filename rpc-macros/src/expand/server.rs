@@ -4,14 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{cfgs, request_ident, server_ident, variant_ident};
+use super::{cfgs, request_ident, server_ident, variant_ident, wire};
 use crate::ast::{Method, Output, Service};
-
-/// The server: its struct, its own API and the dispatcher.
-pub fn expand(s: &Service) -> TokenStream {
-    let items = [def(s), common(s), dispatch(s)];
-    quote!(#(#items)*)
-}
 
 /// The struct, with `Clone` and `Debug` for any handler type.
 pub fn def(s: &Service) -> TokenStream {
@@ -45,7 +39,7 @@ pub fn def(s: &Service) -> TokenStream {
 }
 
 /// The server's own API: constructors and the ways to serve.
-fn common(s: &Service) -> TokenStream {
+pub fn common(s: &Service) -> TokenStream {
     let vis = &s.vis;
     let trait_ident = &s.ident;
     let ident = server_ident(s);
@@ -98,7 +92,7 @@ fn common(s: &Service) -> TokenStream {
 }
 
 /// `tower::Service<Request>`: decodes the request and runs the matching handler.
-fn dispatch(s: &Service) -> TokenStream {
+pub fn dispatch(s: &Service) -> TokenStream {
     let trait_ident = &s.ident;
     let ident = server_ident(s);
     let request = request_ident(s);
@@ -148,13 +142,19 @@ fn arm(s: &Service, m: &Method) -> TokenStream {
     let ids: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
     let binds: Vec<_> = ids.iter().map(|i| format_ident!("__{}", i)).collect();
     let finish = match &m.output {
-        Output::Value(_) => quote!(|__out| ::rpc_core::__private::Response::ok(__codec, &__out)),
-        Output::Result { .. } => quote! {
-            |__out| match __out {
-                ::core::result::Result::Ok(v) => ::rpc_core::__private::Response::ok(__codec, &v),
-                ::core::result::Result::Err(e) => ::rpc_core::__private::Response::error(__codec, &e),
+        Output::Value(t) => {
+            let out = wire::check(t, quote!(&__out));
+            quote!(|__out| ::rpc_core::__private::Response::ok(__codec, #out))
+        }
+        Output::Result { ok, err } => {
+            let (v, e) = (wire::check(ok, quote!(&v)), wire::check(err, quote!(&e)));
+            quote! {
+                |__out| match __out {
+                    ::core::result::Result::Ok(v) => ::rpc_core::__private::Response::ok(__codec, #v),
+                    ::core::result::Result::Err(e) => ::rpc_core::__private::Response::error(__codec, #e),
+                }
             }
-        },
+        }
     };
     quote! {
         #(#cfgs)*
