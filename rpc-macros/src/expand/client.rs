@@ -148,21 +148,22 @@ pub fn common(s: &Service) -> TokenStream {
     }
 }
 
-/// The impl holding one method per trait method, for any transport stack.
+/// The impl holding one method per trait method, for any transport stack (`__T`:
+/// the signatures name the user's types, and one may be called `T`).
 pub fn methods(s: &Service) -> TokenStream {
     let ident = client_ident(s);
     let methods = s.methods.iter().map(|m| method(s, m));
     quote! {
-        impl<T> #ident<T>
+        impl<__T> #ident<__T>
         where
-            T: ::rpc_core::__private::Service<
+            __T: ::rpc_core::__private::Service<
                     ::rpc_core::Call,
                     Response = ::rpc_core::Reply,
                 > + ::core::clone::Clone
                 + ::core::marker::Send
                 + ::core::marker::Sync,
-            T::Error: ::core::convert::Into<::rpc_core::BoxError>,
-            T::Future: ::core::marker::Send,
+            __T::Error: ::core::convert::Into<::rpc_core::BoxError>,
+            __T::Future: ::core::marker::Send,
         {
             #(#methods)*
         }

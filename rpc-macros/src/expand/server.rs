@@ -98,7 +98,7 @@ pub fn dispatch(s: &Service) -> TokenStream {
     let request = request_ident(s);
     let arms = s.methods.iter().map(|m| arm(s, m));
     quote! {
-        impl<H: #trait_ident> ::rpc_core::__private::Service<::rpc_core::__private::Request> for #ident<H> {
+        impl<__H: #trait_ident> ::rpc_core::__private::Service<::rpc_core::__private::Request> for #ident<__H> {
             type Response = ::rpc_core::__private::Response;
             type Error = ::core::convert::Infallible;
             type Future = ::rpc_core::__private::BoxFuture<
@@ -140,7 +140,9 @@ fn arm(s: &Service, m: &Method) -> TokenStream {
     let cfgs = cfgs(&m.attrs);
     let name = &m.ident;
     let ids: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
-    let binds: Vec<_> = ids.iter().map(|i| format_ident!("__{}", i)).collect();
+    // `__arg_` and `__H`: the arms name the user's arguments and types beside the
+    // dispatcher's own `__codec`, `__ctx` and `__handler`.
+    let binds: Vec<_> = ids.iter().map(|i| format_ident!("__arg_{}", i)).collect();
     let finish = match &m.output {
         Output::Value(t) => {
             let out = wire::check(t, quote!(&__out));
