@@ -11,7 +11,9 @@
 //! - `valid`: checks the rules that need the whole picture (reserved names,
 //!   clashing variant names);
 //! - `expand`: one generator function per emitted item (the trait, the request
-//!   enum, the client, the server).
+//!   enum, the client, the server), with `expand::wire`, the gate every user type
+//!   passes on its way to serde (one error per type that cannot cross the wire),
+//!   and `expand::fallback`, the stubs emitted when an earlier step fails.
 //!
 //! On any error the original trait is emitted unchanged beside the errors, with
 //! stub `{Trait}Request`, `{Trait}Client` and `{Trait}Server` items
