@@ -214,48 +214,8 @@ impl Method {
             errors.push(v.span(), "RPC methods cannot be variadic");
         }
         let mut inputs = sig.inputs.iter();
-        match inputs.next() {
-            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-            Some(FnArg::Receiver(r)) => errors.push(
-                r.span(),
-                "RPC methods take `&self`: handlers run concurrently, so they cannot take `self` or `&mut self`",
-            ),
-            Some(FnArg::Typed(t)) => errors.push(
-                t.span(),
-                format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
-            ),
-            None => errors.push(
-                sig.paren_token.span.join(),
-                format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
-            ),
-        }
-        let mut args = Vec::new();
-        for input in inputs {
-            let FnArg::Typed(pt) = input else {
-                continue;
-            };
-            let ident = match &*pt.pat {
-                Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
-                other => {
-                    errors.push(
-                        other.span(),
-                        "RPC arguments must be plain names (the name is the field on the wire)",
-                    );
-                    continue;
-                }
-            };
-            if let Some(span) = borrowed(&pt.ty) {
-                errors.push(
-                    span,
-                    "RPC arguments must be owned types (they are decoded from the request): use `String` for `&str`, `Vec<T>` for `&[T]`",
-                );
-                continue;
-            }
-            args.push(Arg {
-                ident,
-                ty: (*pt.ty).clone(),
-            });
-        }
+        check_receiver(sig, inputs.next(), errors);
+        let args = parse_args(inputs, errors);
         let output = match &sig.output {
             ReturnType::Default => Output::Value(syn::parse_quote!(())),
             ReturnType::Type(_, ty) => {
@@ -275,6 +235,57 @@ impl Method {
             output,
         })
     }
+}
+
+/// The receiver must be `&self`: handlers run concurrently.
+fn check_receiver(sig: &syn::Signature, first: Option<&FnArg>, errors: &mut Errors) {
+    match first {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        Some(FnArg::Receiver(r)) => errors.push(
+            r.span(),
+            "RPC methods take `&self`: handlers run concurrently, so they cannot take `self` or `&mut self`",
+        ),
+        Some(FnArg::Typed(t)) => errors.push(
+            t.span(),
+            format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
+        ),
+        None => errors.push(
+            sig.paren_token.span.join(),
+            format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
+        ),
+    }
+}
+
+/// The arguments after the receiver: plain names of owned types.
+fn parse_args<'a>(inputs: impl Iterator<Item = &'a FnArg>, errors: &mut Errors) -> Vec<Arg> {
+    let mut args = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(pt) = input else {
+            continue;
+        };
+        let ident = match &*pt.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+            other => {
+                errors.push(
+                    other.span(),
+                    "RPC arguments must be plain names (the name is the field on the wire)",
+                );
+                continue;
+            }
+        };
+        if let Some(span) = borrowed(&pt.ty) {
+            errors.push(
+                span,
+                "RPC arguments must be owned types (they are decoded from the request): use `String` for `&str`, `Vec<T>` for `&[T]`",
+            );
+            continue;
+        }
+        args.push(Arg {
+            ident,
+            ty: (*pt.ty).clone(),
+        });
+    }
+    args
 }
 
 /// The span of a borrowed or `impl Trait` type, if `ty` is one.

@@ -65,30 +65,17 @@ pub fn def(s: &Service) -> TokenStream {
 /// The client's own API: constructors and per-client settings. Names no user type,
 /// so the fallback emits it as is.
 pub fn common(s: &Service) -> TokenStream {
+    let items = [connect(s), settings(s)];
+    quote!(#(#items)*)
+}
+
+/// The constructors on the default transport.
+fn connect(s: &Service) -> TokenStream {
     let vis = &s.vis;
     let ident = client_ident(s);
-    let service_name = s.ident.to_string();
     let queue = &s.queue;
-    let [
-        q,
-        connect,
-        connect_url,
-        new,
-        with_deadline,
-        with_codec,
-        with_queue,
-        transport,
-    ] = [
-        QUEUE,
-        CONNECT,
-        CONNECT_URL,
-        NEW,
-        WITH_DEADLINE,
-        WITH_CODEC,
-        WITH_QUEUE,
-        TRANSPORT,
-    ]
-    .map(|n| format_ident!("{n}"));
+    let [q, connect, connect_url, new] =
+        [QUEUE, CONNECT, CONNECT_URL, NEW].map(|n| format_ident!("{n}"));
     quote! {
         impl #ident<::rpc_core::Transport> {
             /// The service queue (routing key of every request).
@@ -106,7 +93,18 @@ pub fn common(s: &Service) -> TokenStream {
                 ::core::result::Result::Ok(Self::#new(::rpc_core::Transport::connect_url(url).await?))
             }
         }
+    }
+}
 
+/// `new` over any transport stack, and the per-client settings.
+fn settings(s: &Service) -> TokenStream {
+    let vis = &s.vis;
+    let ident = client_ident(s);
+    let service_name = s.ident.to_string();
+    let queue = &s.queue;
+    let [new, with_deadline, with_codec, with_queue, transport] =
+        [NEW, WITH_DEADLINE, WITH_CODEC, WITH_QUEUE, TRANSPORT].map(|n| format_ident!("{n}"));
+    quote! {
         impl<T> #ident<T> {
             /// A client over `transport` (a [`rpc_core::Transport`] or a tower stack on one).
             #vis fn #new(transport: T) -> Self {
