@@ -1,5 +1,8 @@
 //! The trait, parsed into plain structs, with every problem reported as a spanned
-//! error (all of them at once, combined).
+//! error (all of them at once, combined). Second step of the pipeline, after `attr`.
+//!
+//! [`Service::lenient`] is the forgiving twin used after an error: it keeps what the
+//! fallback stubs need and reports nothing.
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
@@ -11,6 +14,7 @@ use syn::{
 use crate::attr::Attr;
 
 /// A service trait.
+#[derive(Clone)]
 pub struct Service {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
@@ -22,6 +26,7 @@ pub struct Service {
 }
 
 /// One `async fn` of the trait.
+#[derive(Clone)]
 pub struct Method {
     pub attrs: Vec<Attribute>,
     pub ident: Ident,
@@ -30,12 +35,14 @@ pub struct Method {
 }
 
 /// One argument after `&self`.
+#[derive(Clone)]
 pub struct Arg {
     pub ident: Ident,
     pub ty: Type,
 }
 
 /// What a method returns.
+#[derive(Clone)]
 #[allow(clippy::large_enum_variant)] // a handful per trait, at compile time
 pub enum Output {
     /// `T` (including `()`): replies are always `ok`.
@@ -121,7 +128,70 @@ impl Service {
     }
 }
 
+impl Service {
+    /// What the fallback stubs are made of, from a trait that did not pass: every
+    /// method, as far as its signature goes.
+    pub fn lenient(attr: Attr, item: &ItemTrait) -> Service {
+        let methods = item
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                TraitItem::Fn(f) => Some(Method::lenient(f)),
+                _ => None,
+            })
+            .collect();
+        let queue = attr
+            .queue
+            .map(|l| l.value())
+            .unwrap_or_else(|| snake_case(&item.ident.to_string()));
+        Service {
+            attrs: item.attrs.clone(),
+            vis: item.vis.clone(),
+            ident: item.ident.clone(),
+            supertraits: Vec::new(),
+            queue,
+            methods,
+        }
+    }
+}
+
 impl Method {
+    /// A method as the stubs see it: any receiver, arguments named `__argN` where
+    /// the pattern is not a plain name, an `impl Trait` result as `Infallible` (a
+    /// stub body cannot produce one; `Infallible` has most traits one may name).
+    fn lenient(f: &TraitItemFn) -> Method {
+        let sig = &f.sig;
+        let args = sig
+            .inputs
+            .iter()
+            .filter_map(|i| match i {
+                FnArg::Typed(pt) => Some(pt),
+                FnArg::Receiver(_) => None,
+            })
+            .enumerate()
+            .map(|(n, pt)| Arg {
+                ident: match &*pt.pat {
+                    Pat::Ident(p) => p.ident.clone(),
+                    _ => quote::format_ident!("__arg{}", n),
+                },
+                ty: (*pt.ty).clone(),
+            })
+            .collect();
+        let output = match &sig.output {
+            ReturnType::Default => Output::Value(syn::parse_quote!(())),
+            ReturnType::Type(_, ty) if matches!(**ty, Type::ImplTrait(_)) => {
+                Output::Value(syn::parse_quote!(::core::convert::Infallible))
+            }
+            ReturnType::Type(_, ty) => split_result(ty),
+        };
+        Method {
+            attrs: f.attrs.clone(),
+            ident: sig.ident.clone(),
+            args,
+            output,
+        }
+    }
+
     fn parse(f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
         let sig = &f.sig;
         let before = errors.0.is_some();
@@ -144,48 +214,8 @@ impl Method {
             errors.push(v.span(), "RPC methods cannot be variadic");
         }
         let mut inputs = sig.inputs.iter();
-        match inputs.next() {
-            Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-            Some(FnArg::Receiver(r)) => errors.push(
-                r.span(),
-                "RPC methods take `&self`: handlers run concurrently, so they cannot take `self` or `&mut self`",
-            ),
-            Some(FnArg::Typed(t)) => errors.push(
-                t.span(),
-                format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
-            ),
-            None => errors.push(
-                sig.paren_token.span.join(),
-                format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
-            ),
-        }
-        let mut args = Vec::new();
-        for input in inputs {
-            let FnArg::Typed(pt) = input else {
-                continue;
-            };
-            let ident = match &*pt.pat {
-                Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
-                other => {
-                    errors.push(
-                        other.span(),
-                        "RPC arguments must be plain names (the name is the field on the wire)",
-                    );
-                    continue;
-                }
-            };
-            if let Some(span) = borrowed(&pt.ty) {
-                errors.push(
-                    span,
-                    "RPC arguments must be owned types (they are decoded from the request): use `String` for `&str`, `Vec<T>` for `&[T]`",
-                );
-                continue;
-            }
-            args.push(Arg {
-                ident,
-                ty: (*pt.ty).clone(),
-            });
-        }
+        check_receiver(sig, inputs.next(), errors);
+        let args = parse_args(inputs, errors);
         let output = match &sig.output {
             ReturnType::Default => Output::Value(syn::parse_quote!(())),
             ReturnType::Type(_, ty) => {
@@ -207,8 +237,59 @@ impl Method {
     }
 }
 
+/// The receiver must be `&self`: handlers run concurrently.
+fn check_receiver(sig: &syn::Signature, first: Option<&FnArg>, errors: &mut Errors) {
+    match first {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
+        Some(FnArg::Receiver(r)) => errors.push(
+            r.span(),
+            "RPC methods take `&self`: handlers run concurrently, so they cannot take `self` or `&mut self`",
+        ),
+        Some(FnArg::Typed(t)) => errors.push(
+            t.span(),
+            format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
+        ),
+        None => errors.push(
+            sig.paren_token.span.join(),
+            format!("RPC methods take `&self` first: write `async fn {}(&self, ...)`", sig.ident),
+        ),
+    }
+}
+
+/// The arguments after the receiver: plain names of owned types.
+fn parse_args<'a>(inputs: impl Iterator<Item = &'a FnArg>, errors: &mut Errors) -> Vec<Arg> {
+    let mut args = Vec::new();
+    for input in inputs {
+        let FnArg::Typed(pt) = input else {
+            continue;
+        };
+        let ident = match &*pt.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+            other => {
+                errors.push(
+                    other.span(),
+                    "RPC arguments must be plain names (the name is the field on the wire)",
+                );
+                continue;
+            }
+        };
+        if let Some(span) = borrowed(&pt.ty) {
+            errors.push(
+                span,
+                "RPC arguments must be owned types (they are decoded from the request): use `String` for `&str`, `Vec<T>` for `&[T]`",
+            );
+            continue;
+        }
+        args.push(Arg {
+            ident,
+            ty: (*pt.ty).clone(),
+        });
+    }
+    args
+}
+
 /// The span of a borrowed or `impl Trait` type, if `ty` is one.
-fn borrowed(ty: &Type) -> Option<Span> {
+pub fn borrowed(ty: &Type) -> Option<Span> {
     match ty {
         Type::Reference(r) => Some(r.span()),
         Type::ImplTrait(i) => Some(i.span()),

@@ -11,10 +11,14 @@
 //! - `valid`: checks the rules that need the whole picture (reserved names,
 //!   clashing variant names);
 //! - `expand`: one generator function per emitted item (the trait, the request
-//!   enum, the client, the server).
+//!   enum, the client, the server), with `expand::wire`, the gate every user type
+//!   passes on its way to serde (one error per type that cannot cross the wire),
+//!   and `expand::fallback`, the stubs emitted when an earlier step fails.
 //!
-//! On any error the original trait is emitted unchanged beside the errors, so the
-//! user sees the macro's message rather than a cascade from missing items.
+//! On any error the original trait is emitted unchanged beside the errors, with
+//! stub `{Trait}Request`, `{Trait}Client` and `{Trait}Server` items
+//! (`expand::fallback`), so the user sees the macro's message rather than a
+//! cascade of "cannot find type" from the code that names them.
 
 mod ast;
 mod attr;
@@ -28,13 +32,29 @@ use proc_macro::TokenStream;
 /// full description.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
-    let item: proc_macro2::TokenStream = input.clone().into();
-    match run(args.into(), item.clone()) {
+    let args: proc_macro2::TokenStream = args.into();
+    let item: proc_macro2::TokenStream = input.into();
+    match run(args.clone(), item.clone()) {
         Ok(tokens) => tokens.into(),
         Err(err) => {
             let errors = err.to_compile_error();
-            quote::quote!(#errors #item).into()
+            let stubs = fallback(args, &item);
+            quote::quote!(#errors #item #stubs).into()
         }
+    }
+}
+
+/// The stubs for a trait that did not pass; nothing if it is not a trait at all.
+fn fallback(
+    args: proc_macro2::TokenStream,
+    item: &proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    match syn::parse2::<syn::ItemTrait>(item.clone()) {
+        Ok(item) => {
+            let attr = attr::parse(args).unwrap_or_default();
+            expand::fallback(&ast::Service::lenient(attr, &item))
+        }
+        Err(_) => proc_macro2::TokenStream::new(),
     }
 }
 

@@ -1,23 +1,11 @@
 //! Rules that need the whole service: method names must not shadow the generated
-//! client's own methods, and must give distinct request variants.
+//! client's own items (the list comes from `expand`, which emits them), and must
+//! give distinct request variants.
 
 use std::collections::HashMap;
 
 use crate::ast::{Errors, Service, upper_camel};
-
-/// Inherent methods of the generated `{Trait}Client`; a trait method of the same
-/// name would collide with them.
-pub const RESERVED: &[&str] = &[
-    "new",
-    "connect",
-    "connect_url",
-    "with_deadline",
-    "with_codec",
-    "with_queue",
-    "transport",
-    "clone",
-    "fmt",
-];
+use crate::expand;
 
 /// Checks the parsed service.
 pub fn check(service: &Service) -> syn::Result<()> {
@@ -25,7 +13,7 @@ pub fn check(service: &Service) -> syn::Result<()> {
     let mut variants: HashMap<String, &syn::Ident> = HashMap::new();
     for m in &service.methods {
         let name = m.ident.to_string();
-        if RESERVED.contains(&name.as_str()) {
+        if expand::reserved().any(|r| r == name) {
             errors.push(
                 m.ident.span(),
                 format!(

@@ -1,9 +1,9 @@
 //! The trait itself, rewritten so its futures are `Send` (handlers run on a
-//! multi-threaded runtime); implementors still write `async fn`.
+//! multi-threaded runtime); implementors still write `async fn`. That its types can
+//! cross the wire is checked where they are used (`wire`).
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
+use quote::quote;
 
 use crate::ast::Service;
 
@@ -29,22 +29,6 @@ pub fn expand(s: &Service) -> TokenStream {
                 -> impl ::core::future::Future<Output = #ret> + ::core::marker::Send;
         }
     });
-    // Every argument and result type must cross the wire; say so at the type.
-    let asserts = s.methods.iter().flat_map(|m| {
-        let arg_types = m.args.iter().map(|a| &a.ty);
-        let out_types: Vec<&syn::Type> = match &m.output {
-            crate::ast::Output::Value(t) => vec![t],
-            crate::ast::Output::Result { ok, err } => vec![ok, err],
-        };
-        arg_types
-            .chain(out_types)
-            .map(|ty| {
-                quote_spanned! {ty.span()=>
-                    const _: () = ::rpc_core::__private::assert_wire::<#ty>();
-                }
-            })
-            .collect::<Vec<_>>()
-    });
     let plus = if supertraits.is_empty() {
         quote!()
     } else {
@@ -55,6 +39,5 @@ pub fn expand(s: &Service) -> TokenStream {
         #vis trait #ident: #(#supertraits)+* #plus ::core::marker::Send + ::core::marker::Sync + 'static {
             #(#methods)*
         }
-        #(#asserts)*
     }
 }
