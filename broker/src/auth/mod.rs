@@ -366,7 +366,8 @@ impl Users {
             tracing::warn!(user = %creds.user, %peer, "login refused: bad credentials");
             return Err(refused(mechanism));
         }
-        if self.loopback_only.contains(&creds.user) && !peer.ip().is_loopback() {
+        // `to_canonical`: on an IPv6 listener an IPv4 client is `::ffff:a.b.c.d`.
+        if self.loopback_only.contains(&creds.user) && !peer.ip().to_canonical().is_loopback() {
             tracing::warn!(user = %creds.user, %peer, "login refused: user may only connect via localhost");
             // RabbitMQ gives the client the generic refusal; the reason is in the log.
             return Err(refused(mechanism));
@@ -446,6 +447,29 @@ mod tests {
         assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
         open.set_loopback_users(vec!["other".into()]);
         assert!(open.authenticate(&good, "PLAIN", remote).is_ok());
+    }
+
+    #[test]
+    fn an_ipv4_client_of_an_ipv6_listener_is_loopback_as_127_0_0_1() {
+        // On a `[::]` listener an IPv4 client's address is IPv4-mapped.
+        let users = Users::default();
+        let good = Credentials {
+            user: "guest".into(),
+            password: "guest".into(),
+        };
+        let mapped = |ip: std::net::Ipv4Addr| SocketAddr::from((ip.to_ipv6_mapped(), 5000));
+        assert!(
+            users
+                .authenticate(&good, "PLAIN", mapped([127, 0, 0, 1].into()))
+                .is_ok()
+        );
+        assert!(
+            users
+                .authenticate(&good, "PLAIN", mapped([10, 0, 0, 1].into()))
+                .is_err()
+        );
+        let v6_loopback = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 5000));
+        assert!(users.authenticate(&good, "PLAIN", v6_loopback).is_ok());
     }
 
     #[test]
