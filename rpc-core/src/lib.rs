@@ -89,18 +89,4 @@ pub mod __private {
     pub use lapin::Connection;
     pub use serde;
     pub use tower::Service;
-
-    /// The bound every argument and result type must meet, with a message that says
-    /// so when it does not.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` cannot cross the wire: RPC arguments and results must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
-        label = "not serializable",
-        note = "derive `serde::Serialize` and `serde::Deserialize` for it"
-    )]
-    pub trait Wire: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
-    impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Wire for T {}
-
-    /// Fails to compile unless `T` meets [`Wire`]; the macro calls it with the
-    /// argument's own span so the error points at the offending type.
-    pub const fn assert_wire<T: Wire>() {}
 }
