@@ -88,48 +88,15 @@ fn client_method(s: &Service, m: &Method) -> TokenStream {
     }
 }
 
-/// The server's own API, for any handler.
+/// The server's own API, for any handler, with bodies that never run.
 fn server_common(s: &Service) -> TokenStream {
-    let vis = &s.vis;
-    let ident = server_ident(s);
-    let queue = &s.queue;
-    quote! {
-        #[allow(unused_variables)]
-        impl<H> #ident<H> {
-            /// The service queue this server consumes.
-            #vis const QUEUE: &'static str = #queue;
-            /// A dispatcher for `handler`.
-            #vis fn new(handler: H) -> Self {
-                Self { handler: ::std::sync::Arc::new(handler) }
-            }
-            /// A dispatcher for a shared handler.
-            #vis fn from_arc(handler: ::std::sync::Arc<H>) -> Self {
-                Self { handler }
-            }
-            /// The handler.
-            #vis fn handler(&self) -> &::std::sync::Arc<H> {
-                &self.handler
-            }
-            /// A [`rpc_core::Server`] on the service queue.
-            #vis fn into_server(self) -> ::rpc_core::Server<Self> {
-                ::core::unreachable!("#[service] failed to compile")
-            }
-            /// Serves until the connection closes.
-            #vis async fn serve(
-                self,
-                conn: &::rpc_core::__private::Connection,
-            ) -> ::core::result::Result<(), ::rpc_core::RpcError> {
-                ::core::unreachable!("#[service] failed to compile")
-            }
-            /// Serves in the background.
-            #vis async fn start(
-                self,
-                conn: &::rpc_core::__private::Connection,
-            ) -> ::core::result::Result<::rpc_core::ServerHandle, ::rpc_core::RpcError> {
-                ::core::unreachable!("#[service] failed to compile")
-            }
-        }
-    }
+    let stub = || quote!(::core::unreachable!("#[service] failed to compile"));
+    let bodies = server::Bodies {
+        into_server: stub(),
+        serve: stub(),
+        start: stub(),
+    };
+    server::inherent(s, quote!(H), bodies)
 }
 
 /// `tower::Service<Request>`, for any handler, so the server fits in a stack.

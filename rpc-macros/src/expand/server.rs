@@ -40,13 +40,40 @@ pub fn def(s: &Service) -> TokenStream {
 
 /// The server's own API: constructors and the ways to serve.
 pub fn common(s: &Service) -> TokenStream {
-    let vis = &s.vis;
     let trait_ident = &s.ident;
-    let ident = server_ident(s);
     let service_name = trait_ident.to_string();
     let queue = &s.queue;
+    let bodies = Bodies {
+        into_server: quote!(::rpc_core::Server::new(#service_name, #queue, self)),
+        serve: quote!(self.into_server().serve(conn).await),
+        start: quote!(self.into_server().start(conn).await),
+    };
+    inherent(s, quote!(H: #trait_ident), bodies)
+}
+
+/// The bodies of the ways to serve: the real ones, or the fallback's stubs.
+pub struct Bodies {
+    /// Of `into_server`.
+    pub into_server: TokenStream,
+    /// Of `serve`.
+    pub serve: TokenStream,
+    /// Of `start`.
+    pub start: TokenStream,
+}
+
+/// The server's inherent items for handlers `H` bounded by `bound`, with these bodies;
+/// the real server and the fallback stub share it so they cannot drift apart.
+pub fn inherent(s: &Service, bound: TokenStream, bodies: Bodies) -> TokenStream {
+    let vis = &s.vis;
+    let ident = server_ident(s);
+    let queue = &s.queue;
+    let Bodies {
+        into_server,
+        serve,
+        start,
+    } = bodies;
     quote! {
-        impl<H: #trait_ident> #ident<H> {
+        impl<#bound> #ident<H> {
             /// The service queue this server consumes.
             #vis const QUEUE: &'static str = #queue;
 
@@ -68,26 +95,27 @@ pub fn common(s: &Service) -> TokenStream {
             /// A [`rpc_core::Server`] on the service queue, to set the concurrency or
             /// add tower layers before serving.
             #vis fn into_server(self) -> ::rpc_core::Server<Self> {
-                ::rpc_core::Server::new(#service_name, #queue, self)
+                #into_server
             }
 
             /// Serves on a new channel of `conn` until the connection closes.
+            #[allow(unused_variables)]
             #vis async fn serve(
                 self,
                 conn: &::rpc_core::__private::Connection,
             ) -> ::core::result::Result<(), ::rpc_core::RpcError> {
-                self.into_server().serve(conn).await
+                #serve
             }
 
             /// Serves in the background; stop with [`rpc_core::ServerHandle::shutdown`].
+            #[allow(unused_variables)]
             #vis async fn start(
                 self,
                 conn: &::rpc_core::__private::Connection,
             ) -> ::core::result::Result<::rpc_core::ServerHandle, ::rpc_core::RpcError> {
-                self.into_server().start(conn).await
+                #start
             }
         }
-
     }
 }
 
