@@ -143,3 +143,68 @@ fn generated_names_look_like_rabbitmqs() {
     assert_eq!(n.len(), "amq.gen-".len() + 22);
     assert_ne!(n, generated_name("amq.gen-"));
 }
+
+/// A queue declared with one integer argument.
+fn declare_with(v: &mut VHost, name: &str, arg: &str, ms: i32) {
+    let mut arguments = FieldTable::default();
+    arguments.insert(arg.into(), amq_protocol::types::AMQPValue::LongInt(ms));
+    let opts = QueueOptions {
+        arguments,
+        ..QueueOptions::default()
+    };
+    v.declare_queue(1, name, opts).expect("declare");
+}
+
+// TTL and x-expires on a clock the test sets: the sweep takes `now`, so the deadlines
+// are checked to the instant without waiting for them.
+
+#[test]
+fn a_message_ttl_drops_the_message_at_the_first_sweep_past_its_deadline() {
+    let mut v = VHost::new();
+    let t0 = Instant::now();
+    declare_with(&mut v, "q", "x-message-ttl", 60_000);
+    v.publish(&|| None, msg("m"));
+    v.sweep(t0 + std::time::Duration::from_secs(59));
+    assert_eq!(v.queues["q"].ready_len(), 1, "not yet expired");
+    v.sweep(t0 + std::time::Duration::from_secs(61));
+    assert_eq!(v.queues["q"].ready_len(), 0, "expired");
+}
+
+#[test]
+fn a_per_message_ttl_is_its_own_deadline() {
+    let mut v = VHost::new();
+    let t0 = Instant::now();
+    v.declare_queue(1, "q", QueueOptions::default())
+        .expect("declare");
+    let mut short = msg("short");
+    short.ttl = Some(std::time::Duration::from_secs(10));
+    v.publish(&|| None, short);
+    v.publish(&|| None, msg("no ttl"));
+    v.sweep(t0 + std::time::Duration::from_secs(9));
+    assert_eq!(v.queues["q"].ready_len(), 2);
+    v.sweep(t0 + std::time::Duration::from_secs(11));
+    let q = &v.queues["q"];
+    let bodies: Vec<&[u8]> = q.messages.iter().map(|m| &m.message.body[..]).collect();
+    assert_eq!(
+        bodies,
+        vec![&b"no ttl"[..]],
+        "only the head that expired goes"
+    );
+}
+
+#[test]
+fn x_expires_deletes_an_unused_queue_at_its_deadline_but_not_one_with_a_consumer() {
+    let (mut v, key, _out) = vhost_with_channel();
+    let t0 = Instant::now();
+    declare_with(&mut v, "idle", "x-expires", 60_000);
+    declare_with(&mut v, "used", "x-expires", 60_000);
+    consume(&mut v, key, "used");
+    v.sweep(t0 + std::time::Duration::from_secs(59));
+    assert!(v.has_queue("idle"), "not yet idle for 60 s");
+    v.sweep(t0 + std::time::Duration::from_secs(61));
+    assert!(!v.has_queue("idle"), "idle past x-expires");
+    assert!(
+        v.has_queue("used"),
+        "a queue with a consumer does not expire"
+    );
+}
