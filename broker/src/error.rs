@@ -10,6 +10,32 @@
 
 use std::fmt;
 
+/// The methods errors are raised on by name, as the spec numbers them (class, method):
+/// `.during(method::BASIC_PUBLISH)` rather than `.on_method(60, 40)`.
+pub(crate) mod method {
+    use super::MethodId;
+
+    pub(crate) const CONNECTION_START_OK: MethodId = MethodId::new(10, 11);
+    pub(crate) const CONNECTION_OPEN: MethodId = MethodId::new(10, 40);
+    pub(crate) const CHANNEL_OPEN: MethodId = MethodId::new(20, 10);
+    pub(crate) const CHANNEL_CLOSE: MethodId = MethodId::new(20, 40);
+    pub(crate) const BASIC_QOS: MethodId = MethodId::new(60, 10);
+    pub(crate) const BASIC_PUBLISH: MethodId = MethodId::new(60, 40);
+}
+
+/// A method's class and method ids, as `channel.close` and `connection.close` carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MethodId {
+    class: u16,
+    method: u16,
+}
+
+impl MethodId {
+    const fn new(class: u16, method: u16) -> Self {
+        Self { class, method }
+    }
+}
+
 /// AMQP 0-9-1 reply codes (the spec's constants, as RabbitMQ uses them).
 #[allow(missing_docs)]
 pub mod code {
@@ -127,6 +153,11 @@ impl AmqpError {
             self.method_id = method_id;
         }
         self
+    }
+
+    /// [`AmqpError::on_method`] with a named method.
+    pub(crate) fn during(self, m: MethodId) -> Self {
+        self.on_method(m.class, m.method)
     }
 
     pub(crate) fn not_found_queue(vhost: &str, name: &str) -> Self {

@@ -14,7 +14,7 @@ use amq_protocol::frame::{AMQPFrame, gen_frame};
 use amq_protocol::protocol::{AMQPClass, basic, basic::AMQPProperties, parse_class};
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::error::{AmqpError, code};
+use crate::error::{AmqpError, code, method};
 use crate::properties::Properties;
 
 /// Frame type octet of a method frame.
@@ -128,7 +128,7 @@ fn decode_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
                 code::NOT_IMPLEMENTED,
                 format_args!("prefetch_size!=0 ({size})"),
             )
-            .on_method(60, 10));
+            .during(method::BASIC_QOS));
         }
     }
     // amq-protocol decodes tables recursively: refuse deep nesting before it runs.

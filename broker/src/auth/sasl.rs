@@ -34,7 +34,9 @@ pub fn parse_response(mechanism: &str, response: &[u8]) -> Result<Credentials, A
             // A field table without its length prefix, decoded recursively: refuse
             // deep nesting first.
             if crate::nesting::entries_too_deep(response) {
-                return Err(crate::frame::too_deep().on_method(10, 11));
+                return Err(
+                    crate::frame::too_deep().during(crate::error::method::CONNECTION_START_OK)
+                );
             }
             let mut framed = Vec::with_capacity(response.len() + 4);
             framed.extend_from_slice(&(response.len() as u32).to_be_bytes());

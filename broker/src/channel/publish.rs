@@ -7,7 +7,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::{Bytes, BytesMut};
 
 use super::{Channel, Ctx, TxOp};
-use crate::error::{AmqpError, code};
+use crate::error::{AmqpError, code, method};
 use crate::frame::{self, ContentHeader};
 use crate::message::{Message, parse_expiration};
 use crate::vhost::REPLY_TO;
@@ -88,7 +88,7 @@ impl Channel {
                 "message size {} is larger than configured max size {}",
                 header.body_size, ctx.max_message_size
             ))
-            .on_method(60, 40));
+            .during(method::BASIC_PUBLISH));
         }
         let done = header.body_size == 0;
         pending.header = Some(header);
@@ -170,11 +170,11 @@ impl Channel {
         }
         // Validate now so the error surfaces at publish time, not at commit.
         self.check_write(ctx, &p.publish.exchange)
-            .map_err(|e| e.on_method(60, 40))?;
+            .map_err(|e| e.during(method::BASIC_PUBLISH))?;
         ctx.vhost
             .lock()
             .check_publish(p.publish.exchange.as_str())
-            .map_err(|e| e.on_method(60, 40))?;
+            .map_err(|e| e.during(method::BASIC_PUBLISH))?;
         if let Some(ops) = self.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(p)));
         }
@@ -189,7 +189,7 @@ impl Channel {
             mut header,
             body,
         } = p;
-        let fail = |e: AmqpError| e.on_method(60, 40);
+        let fail = |e: AmqpError| e.during(method::BASIC_PUBLISH);
         // RabbitMQ's order: size (at the header), write permission, the exchange,
         // user_id, expiration.
         self.check_write(ctx, &publish.exchange).map_err(fail)?;

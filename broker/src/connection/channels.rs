@@ -8,7 +8,7 @@ use amq_protocol::protocol::{AMQPClass, channel};
 
 use super::Connection;
 use crate::channel::{Channel, Ctx};
-use crate::error::{AmqpError, Scope, code};
+use crate::error::{AmqpError, Scope, code, method};
 use crate::vhost::ChannelState;
 
 impl Connection {
@@ -24,7 +24,7 @@ impl Connection {
                         code::CHANNEL_ERROR,
                         "second 'channel.open' seen",
                     )
-                    .on_method(20, 10));
+                    .during(method::CHANNEL_OPEN));
                 }
                 // RabbitMQ counts open channels against channel_max; the channel
                 // *number* may be anything.
@@ -60,7 +60,7 @@ impl Connection {
                         code::CHANNEL_ERROR,
                         "expected 'channel.open'",
                     )
-                    .on_method(20, 40));
+                    .during(method::CHANNEL_CLOSE));
                 }
                 if let Some(v) = &self.session.vhost {
                     v.lock().close_channel((self.session.id, id));

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::dispatch::connection_method_id;
 use super::{Connection, Phase};
 use crate::auth;
-use crate::error::{AmqpError, code};
+use crate::error::{AmqpError, code, method};
 use crate::frame;
 
 impl Connection {
@@ -117,7 +117,7 @@ impl Connection {
                         code::NOT_ALLOWED,
                         format_args!("vhost {vhost} not found"),
                     )
-                    .on_method(10, 40)
+                    .during(method::CONNECTION_OPEN)
                 };
                 // The vhost table decides what exists; the user table who may enter.
                 let entry = self
@@ -131,7 +131,7 @@ impl Connection {
                     .users
                     .read()
                     .check_vhost(&self.session.user, vhost)
-                    .map_err(|e| e.on_method(10, 40))?;
+                    .map_err(|e| e.during(method::CONNECTION_OPEN))?;
                 self.session.shared.registry.opened(
                     self.session.id,
                     &self.session.user,

@@ -146,6 +146,17 @@ pub struct QueueOptions {
     pub arguments: FieldTable,
 }
 
+/// A queue's counts, as `queue.declare-ok` and the management API give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to deliver (expired ones at the head dropped first).
+    pub ready: u32,
+    /// Delivered and not yet acked.
+    pub unacked: u32,
+    /// Consumers.
+    pub consumers: u32,
+}
+
 /// Options of `exchange.declare`.
 #[derive(Debug, Clone)]
 pub struct ExchangeOptions {
@@ -290,8 +301,8 @@ impl VHost {
             .ok_or_else(|| AmqpError::connection(code::CHANNEL_ERROR, "channel is not open"))
     }
 
-    /// Counts for tests and the management side: (ready, unacked, consumers).
-    pub fn queue_counts(&mut self, name: &str) -> Option<(u32, u32, u32)> {
+    /// A queue's counts, or `None` if there is no such queue.
+    pub fn queue_counts(&mut self, name: &str) -> Option<QueueCounts> {
         let now = Instant::now();
         let unacked = self
             .channels
@@ -300,7 +311,11 @@ impl VHost {
             .filter(|u| u.queue.as_str() == name)
             .count();
         let q = self.queues.get_mut(name)?;
-        Some((q.ready(now), unacked as u32, q.consumer_count()))
+        Some(QueueCounts {
+            ready: q.ready(now),
+            unacked: u32::try_from(unacked).unwrap_or(u32::MAX),
+            consumers: q.consumer_count(),
+        })
     }
 
     /// Number of queues.

@@ -48,9 +48,23 @@ fn prefetch_limits_and_acks_release_credit() {
     for _ in 0..5 {
         assert!(v.publish(&|| None, msg("m")).returned.is_none(), "routed");
     }
-    assert_eq!(v.queue_counts("q"), Some((3, 2, 1)));
+    assert_eq!(
+        v.queue_counts("q"),
+        Some(QueueCounts {
+            ready: 3,
+            unacked: 2,
+            consumers: 1
+        })
+    );
     v.ack(key, 2, true).expect("ack");
-    assert_eq!(v.queue_counts("q"), Some((1, 2, 1)));
+    assert_eq!(
+        v.queue_counts("q"),
+        Some(QueueCounts {
+            ready: 1,
+            unacked: 2,
+            consumers: 1
+        })
+    );
     assert_eq!(
         v.ack(key, 99, false).expect_err("unknown").code,
         code::PRECONDITION_FAILED
