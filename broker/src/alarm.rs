@@ -1,4 +1,4 @@
-//! Resource alarms, as RabbitMQ's: while memory or the store runs short, connections
+//! Alarm alarms, as RabbitMQ's: while memory or the store runs short, connections
 //! that publish are blocked (see [`crate::connection`]) and consumers keep being
 //! served, so they can drain queues and free what the publishers filled.
 //!
@@ -21,21 +21,21 @@ use std::str::FromStr;
 
 use tokio::sync::watch;
 
-/// A resource whose alarm blocks publishers.
+/// An alarm that blocks publishers, by the resource that ran short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resource {
+pub(crate) enum Alarm {
     /// Over the memory high-water mark.
     Memory,
     /// The store cannot take more data.
     Disk,
 }
 
-impl Resource {
+impl Alarm {
     /// The `connection.blocked` reason, as RabbitMQ words it.
     pub(crate) fn reason(self) -> &'static str {
         match self {
-            Resource::Memory => "low on memory",
-            Resource::Disk => "low on disk",
+            Alarm::Memory => "low on memory",
+            Alarm::Disk => "low on disk",
         }
     }
 }
@@ -162,10 +162,10 @@ enum Cause {
 }
 
 impl Cause {
-    fn resource(&self) -> Resource {
+    fn resource(&self) -> Alarm {
         match self {
-            Cause::Memory { .. } => Resource::Memory,
-            _ => Resource::Disk,
+            Cause::Memory { .. } => Alarm::Memory,
+            _ => Alarm::Disk,
         }
     }
 }
@@ -194,7 +194,7 @@ impl std::fmt::Display for Cause {
 #[derive(Debug)]
 pub(crate) struct Alarms {
     config: AlarmConfig,
-    tx: watch::Sender<Option<Resource>>,
+    tx: watch::Sender<Option<Alarm>>,
     /// Each resource's alarm, for logging its changes and for the management API.
     state: parking_lot::Mutex<[bool; 2]>,
     /// The memory measured on the last check, in bytes.
@@ -218,7 +218,7 @@ impl Alarms {
     }
 
     /// A receiver that sees every change: the resource blocking publishers, if any.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Resource>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Alarm>> {
         self.tx.subscribe()
     }
 
@@ -360,7 +360,7 @@ mod tests {
         alarm.check(true, 0);
         assert!(alarm.is_on());
         assert!(rx.has_changed()?);
-        assert_eq!(*rx.borrow_and_update(), Some(Resource::Disk));
+        assert_eq!(*rx.borrow_and_update(), Some(Alarm::Disk));
         alarm.check(true, 0);
         assert!(!rx.has_changed()?, "no change, no wake-up");
         alarm.check(false, 0);
@@ -451,18 +451,18 @@ mod tests {
         assert_eq!(*rx.borrow(), None, "the mark itself is allowed");
         set(101);
         alarm.check(false, 0);
-        assert_eq!(*rx.borrow(), Some(Resource::Memory));
-        assert_eq!(Resource::Memory.reason(), "low on memory");
+        assert_eq!(*rx.borrow(), Some(Alarm::Memory));
+        assert_eq!(Alarm::Memory.reason(), "low on memory");
         assert_eq!(alarm.state(), [true, false]);
         assert_eq!(alarm.memory_used(), 101);
         alarm.check(true, 0);
-        assert_eq!(*rx.borrow(), Some(Resource::Memory));
+        assert_eq!(*rx.borrow(), Some(Alarm::Memory));
         assert_eq!(alarm.state(), [true, true]);
         set(50);
         alarm.check(true, 0);
         assert_eq!(
             *rx.borrow(),
-            Some(Resource::Disk),
+            Some(Alarm::Disk),
             "the disk alarm still holds"
         );
         alarm.check(false, 0);

@@ -61,7 +61,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::alarm::Resource;
+use crate::alarm::Alarm;
 use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, code};
 use crate::frame;
@@ -110,7 +110,7 @@ struct Connection {
     blocked_notify: bool,
     /// The alarm that is on, if any (memory or disk): the next `basic.publish` blocks
     /// the connection.
-    alarm_on: Option<Resource>,
+    alarm_on: Option<Alarm>,
     /// Blocked by the alarm: the socket is not read until it clears.
     blocked: bool,
     /// The client understands `connection.close` after a refused login.
@@ -322,7 +322,7 @@ impl Connection {
         buf: &mut BytesMut,
         handshake_deadline: Instant,
         shutdown: &mut watch::Receiver<bool>,
-        alarm: &mut watch::Receiver<Option<Resource>>,
+        alarm: &mut watch::Receiver<Option<Alarm>>,
     ) {
         let mut last_read = Instant::now();
         self.alarm_on = *alarm.borrow_and_update();
