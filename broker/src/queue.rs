@@ -29,8 +29,21 @@ pub const PAGE_OUT_BYTES_LOW_MEMORY: usize = 256 << 10;
 /// Most messages read back from disk in one go.
 const PAGE_IN_BATCH: usize = 256;
 
-/// Identifies a channel across the broker: (connection id, channel number).
-pub type ChannelKey = (u64, u16);
+/// A channel broker-wide: its connection's id and its number on that connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    /// The connection's id.
+    pub conn: u64,
+    /// The channel number.
+    pub channel: u16,
+}
+
+impl ChannelKey {
+    /// The key of channel `channel` on connection `conn`.
+    pub fn new(conn: u64, channel: u16) -> Self {
+        Self { conn, channel }
+    }
+}
 
 /// A consumer attached to a queue.
 #[derive(Debug, Clone)]

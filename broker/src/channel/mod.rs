@@ -119,7 +119,7 @@ impl Channel {
     }
 
     fn key(&self, ctx: &Ctx<'_>) -> ChannelKey {
-        (ctx.conn, self.id)
+        ChannelKey::new(ctx.conn, self.id)
     }
 
     /// A permission check, as RabbitMQ's channel makes it (403 ACCESS_REFUSED).

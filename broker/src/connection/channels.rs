@@ -9,6 +9,7 @@ use amq_protocol::protocol::{AMQPClass, channel};
 use super::Connection;
 use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, Scope, code, method};
+use crate::queue::ChannelKey;
 use crate::vhost::ChannelState;
 
 impl Connection {
@@ -46,7 +47,9 @@ impl Connection {
                     self.session.frame_max as usize,
                     self.cancel_notify,
                 );
-                vhost.lock().open_channel((self.session.id, id), state);
+                vhost
+                    .lock()
+                    .open_channel(ChannelKey::new(self.session.id, id), state);
                 self.channels.insert(id, Channel::new(id));
                 self.session.send(
                     id,
@@ -63,7 +66,7 @@ impl Connection {
                     .during(method::CHANNEL_CLOSE));
                 }
                 if let Some(v) = &self.session.vhost {
-                    v.lock().close_channel((self.session.id, id));
+                    v.lock().close_channel(ChannelKey::new(self.session.id, id));
                 }
                 self.session.send(
                     id,
@@ -135,7 +138,7 @@ impl Connection {
     pub(super) fn close_channel_with(&mut self, id: u16, e: AmqpError) {
         tracing::debug!(conn = self.session.id, channel = id, error = %e, "channel error");
         if let Some(v) = &self.session.vhost {
-            v.lock().close_channel((self.session.id, id));
+            v.lock().close_channel(ChannelKey::new(self.session.id, id));
         }
         if let Some(ch) = self.channels.get_mut(&id) {
             ch.closing = true;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{CLOSE_TIMEOUT, Connection, Phase};
 use crate::error::{AmqpError, Scope, code};
+use crate::queue::ChannelKey;
 
 impl Connection {
     /// Handles an error raised while applying a frame.
@@ -65,7 +66,7 @@ impl Connection {
         };
         let mut vhost = entry.lock();
         for id in self.channels.keys() {
-            vhost.close_channel((self.session.id, *id));
+            vhost.close_channel(ChannelKey::new(self.session.id, *id));
         }
         vhost.close_connection(self.session.id);
         vhost.commit_store();

@@ -196,12 +196,12 @@ fn channel_details(c: Option<&ConnInfo>, number: u16) -> (String, Value) {
 }
 
 pub(crate) fn channel(vhost: &str, ch: &ChannelSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
-    let conn = conns.get(&ch.key.0);
-    let (name, _) = channel_details(conn, ch.key.1);
+    let conn = conns.get(&ch.key.conn);
+    let (name, _) = channel_details(conn, ch.key.channel);
     let (peer_host, peer_port) = conn.map(peer_fields).unwrap_or_default();
     json!({
         "name": name,
-        "number": ch.key.1,
+        "number": ch.key.channel,
         "node": NODE_NAME,
         "user": conn.map(|c| c.user.as_str()).unwrap_or_default(),
         "vhost": vhost,
@@ -219,7 +219,7 @@ pub(crate) fn channel(vhost: &str, ch: &ChannelSnapshot, conns: &HashMap<u64, Co
 }
 
 pub(crate) fn consumer(vhost: &str, c: &ConsumerSnapshot, conns: &HashMap<u64, ConnInfo>) -> Value {
-    let (_, details) = channel_details(conns.get(&c.channel.0), c.channel.1);
+    let (_, details) = channel_details(conns.get(&c.channel.conn), c.channel.channel);
     json!({
         "queue": { "name": c.queue, "vhost": vhost },
         "consumer_tag": c.tag,

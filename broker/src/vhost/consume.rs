@@ -50,10 +50,10 @@ impl VHost {
             self.reply_tokens.insert(token.clone(), key);
             let ch = self.channel(key)?;
             ch.reply_consumer = Some((tag.clone(), token));
-            send_consume_ok(ch, key.1, &tag, opts.nowait);
+            send_consume_ok(ch, key.channel, &tag, opts.nowait);
             return Ok(tag);
         }
-        let q = self.accessible_mut(queue, key.0)?;
+        let q = self.accessible_mut(queue, key.conn)?;
         if q.consumers.iter().any(|c| c.exclusive) || (opts.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format_args!(
                 "queue '{queue}' in vhost '{}' in exclusive use",
@@ -64,7 +64,7 @@ impl VHost {
         let ch = self.channel(key)?;
         let prefetch = ch.prefetch_consumer;
         ch.consumers.insert(tag.clone(), qname.clone());
-        send_consume_ok(ch, key.1, &tag, opts.nowait);
+        send_consume_ok(ch, key.channel, &tag, opts.nowait);
         if let Some(q) = self.queues.get_mut(&qname) {
             q.consumers.push_back(Consumer {
                 tag: tag.clone(),
@@ -109,7 +109,7 @@ impl VHost {
     pub fn get(&mut self, key: ChannelKey, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
         let now = Instant::now();
         self.channel(key)?;
-        let q = self.accessible_mut(queue, key.0)?;
+        let q = self.accessible_mut(queue, key.conn)?;
         q.last_used = now;
         q.drop_expired(now);
         let qname = q.name.clone();
@@ -119,7 +119,7 @@ impl VHost {
             ch.outbox.push(|out| {
                 frame::encode_method(
                     out,
-                    key.1,
+                    key.channel,
                     AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                 );
             });
@@ -142,14 +142,14 @@ impl VHost {
         ch.outbox.push(|out| {
             frame::encode_get_ok(
                 out,
-                key.1,
+                key.channel,
                 tag,
                 qm.redelivered,
                 m.exchange.as_str(),
                 m.routing_key.as_str(),
                 remaining,
             );
-            frame::encode_content(out, key.1, &m.properties, &m.body, frame_max);
+            frame::encode_content(out, key.channel, &m.properties, &m.body, frame_max);
         });
         if !no_ack {
             ch.unacked_global += 1;

@@ -17,7 +17,7 @@ impl VHost {
         let queues: HashSet<ShortString> = self
             .channels
             .iter()
-            .filter(|(key, _)| key.0 == conn)
+            .filter(|(key, _)| key.conn == conn)
             .flat_map(|(_, ch)| ch.consumers.values().cloned())
             .collect();
         for q in queues {
@@ -78,7 +78,7 @@ impl VHost {
                 let tag = ch.last_tag;
                 let m = &qm.message;
                 let frame_max = ch.frame_max;
-                let id = consumer.channel.1;
+                let id = consumer.channel.channel;
                 ch.outbox.push(|out| {
                     frame::encode_deliver(
                         out,

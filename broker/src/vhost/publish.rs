@@ -223,8 +223,8 @@ impl VHost {
             // A reply cannot wait in a queue: to a client that does not read, it is
             // dropped rather than buffered without bound.
             tracing::debug!(
-                conn = key.0,
-                channel = key.1,
+                conn = key.conn,
+                channel = key.channel,
                 "reply dropped: client not reading"
             );
             return;
@@ -235,14 +235,20 @@ impl VHost {
         ch.outbox.push(|out| {
             frame::encode_deliver(
                 out,
-                key.1,
+                key.channel,
                 tag.as_str(),
                 delivery_tag,
                 false,
                 message.exchange.as_str(),
                 message.routing_key.as_str(),
             );
-            frame::encode_content(out, key.1, &message.properties, &message.body, frame_max);
+            frame::encode_content(
+                out,
+                key.channel,
+                &message.properties,
+                &message.body,
+                frame_max,
+            );
         });
     }
 }

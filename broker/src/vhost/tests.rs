@@ -19,7 +19,7 @@ fn msg(body: &'static str) -> Message {
 fn vhost_with_channel() -> (VHost, ChannelKey, Arc<Outbox>) {
     let mut v = VHost::new();
     let outbox = Arc::new(Outbox::default());
-    let key = (1, 1);
+    let key = ChannelKey::new(1, 1);
     v.open_channel(key, ChannelState::new(Arc::clone(&outbox), 131072, true));
     (v, key, outbox)
 }

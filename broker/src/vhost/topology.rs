@@ -453,7 +453,7 @@ impl VHost {
                         consumer_tag: c.tag.clone(),
                         nowait: true,
                     };
-                    let id = c.channel.1;
+                    let id = c.channel.channel;
                     ch.outbox.push(|out| {
                         frame::encode_method(
                             out,

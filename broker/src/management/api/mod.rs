@@ -187,7 +187,7 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
     let mut per_conn: HashMap<u64, u32> = HashMap::new();
     for e in shared.vhosts.all() {
         for ch in e.lock().channel_snapshots() {
-            *per_conn.entry(ch.key.0).or_default() += 1;
+            *per_conn.entry(ch.key.conn).or_default() += 1;
         }
     }
     let conns = shared
@@ -230,7 +230,7 @@ async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
         channels += v
             .channel_snapshots()
             .iter()
-            .filter(|ch| sees_channel(&viewer, &conns, ch.key.0))
+            .filter(|ch| sees_channel(&viewer, &conns, ch.key.conn))
             .count();
         consumers += v.consumer_snapshots().len();
         stats.add(&v.message_stats());
@@ -341,7 +341,7 @@ async fn channels(State(s): St, viewer: Viewer) -> ApiResult {
         out.extend(
             chans
                 .iter()
-                .filter(|c| sees_channel(&viewer, &conns, c.key.0))
+                .filter(|c| sees_channel(&viewer, &conns, c.key.conn))
                 .map(|c| j::channel(e.name(), c, &conns)),
         );
     }
