@@ -369,3 +369,51 @@ impl BrokerBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_listen_error_that_names_the_listener_and_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = taken.local_addr().expect("addr");
+        let err = Broker::builder()
+            .listen(at)
+            .start()
+            .await
+            .expect_err("the port is taken");
+        match &err {
+            StartError::Listen {
+                listener,
+                addr,
+                source,
+            } => {
+                assert_eq!((*listener, *addr), ("AMQP", at));
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected a listen error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&at.to_string()), "{err}");
+        let err = Broker::builder()
+            .management(at)
+            .start()
+            .await
+            .expect_err("the management port is taken");
+        assert!(
+            matches!(err, StartError::Listen { listener: "the management API", addr, .. } if addr == at),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn management_over_https_without_a_certificate_is_refused() {
+        let err = Broker::builder()
+            .management("127.0.0.1:0".parse().expect("addr"))
+            .management_tls(true)
+            .start()
+            .await
+            .expect_err("no certificate");
+        assert!(matches!(err, StartError::ManagementTlsWithoutCertificate));
+    }
+}
