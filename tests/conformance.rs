@@ -33,6 +33,8 @@ mod direct_reply_to;
 mod errors;
 #[path = "conformance/exchange.rs"]
 mod exchange;
+#[path = "conformance/length.rs"]
+mod length;
 #[path = "conformance/properties.rs"]
 mod properties;
 #[path = "conformance/queue.rs"]

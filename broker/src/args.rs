@@ -89,9 +89,53 @@ pub(crate) fn duration_arg(
     }
 }
 
+/// What a queue with a length limit does when full (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Overflow {
+    /// Drops the oldest ready messages to make room (RabbitMQ's default).
+    #[default]
+    DropHead,
+    /// Refuses the new message: a confirm-mode publisher gets `basic.nack`.
+    RejectPublish,
+    /// As `RejectPublish`; RabbitMQ also dead-letters the refused message, and the
+    /// broker has no dead-lettering yet.
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    /// RabbitMQ's names.
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "drop-head" => Self::DropHead,
+            "reject-publish" => Self::RejectPublish,
+            "reject-publish-dlx" => Self::RejectPublishDlx,
+            _ => return None,
+        })
+    }
+}
+
+/// The length limit of a queue: `x-max-length` and `x-overflow` (read leniently: a
+/// stored queue is recovered with what it was declared with; `check_declare_arguments`
+/// refused anything invalid at the declare).
+pub(crate) fn length_limit(args: &FieldTable) -> (Option<u64>, Overflow) {
+    let max = args
+        .inner()
+        .get("x-max-length")
+        .and_then(int_value)
+        .and_then(|n| u64::try_from(n).ok());
+    let overflow = match args.inner().get("x-overflow") {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
+            .ok()
+            .and_then(Overflow::parse),
+        Some(AMQPValue::ShortString(s)) => Overflow::parse(s.as_str()),
+        _ => None,
+    };
+    (max, overflow.unwrap_or_default())
+}
+
 /// Checks the declare arguments the broker only validates, as RabbitMQ does:
-/// `x-max-length` and `x-max-length-bytes` are integers from 0, `x-queue-type` one of
-/// RabbitMQ's types. A stored queue is recovered without these checks, so a queue an
+/// `x-max-length` and `x-max-length-bytes` are integers from 0, `x-overflow` one of
+/// RabbitMQ's overflow behaviours, `x-queue-type` one of RabbitMQ's types. A stored queue is recovered without these checks, so a queue an
 /// earlier version accepted keeps its messages.
 pub(crate) fn check_declare_arguments(
     vhost: &str,
@@ -115,6 +159,19 @@ pub(crate) fn check_declare_arguments(
                 return Err(invalid(key, &why));
             }
         }
+    }
+    let key = "x-overflow";
+    let overflow = match args.inner().get(key) {
+        None => None,
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+        Some(other) => {
+            let why = format!("{{unacceptable_type,{}}}", type_name(other));
+            return Err(invalid(key, &why));
+        }
+    };
+    if overflow.is_some_and(|o| Overflow::parse(&o).is_none()) {
+        return Err(invalid(key, &"invalid_overflow"));
     }
     let key = "x-queue-type";
     let kind = match args.inner().get(key) {

@@ -298,6 +298,15 @@ pub fn encode_ack(out: &mut Vec<u8>, channel: u16, delivery_tag: u64, multiple: 
     end_method(out, start);
 }
 
+/// Appends `basic.nack` for one publish (a queue refused it), hand-encoded as the acks.
+pub fn encode_nack(out: &mut Vec<u8>, channel: u16, delivery_tag: u64) {
+    let start = begin_method(out, channel, 60, 120);
+    out.extend_from_slice(&delivery_tag.to_be_bytes());
+    // multiple = false, requeue = false
+    out.push(0);
+    end_method(out, start);
+}
+
 fn begin_method(out: &mut Vec<u8>, channel: u16, class_id: u16, method_id: u16) -> usize {
     out.push(FRAME_METHOD);
     out.extend_from_slice(&channel.to_be_bytes());

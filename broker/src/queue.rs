@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
-use crate::args::{duration_arg, int_value, plain, type_name};
+use crate::args::{Overflow, duration_arg, int_value, length_limit, plain, type_name};
 use crate::error::{AmqpError, code};
 use crate::message::{QueuedMessage, Ready};
 use crate::store::log::{Location, Paged, QueueLog};
@@ -86,6 +86,10 @@ pub struct Queue {
     pub message_ttl: Option<Duration>,
     /// `x-expires`: deleted after this long unused.
     pub expires: Option<Duration>,
+    /// `x-max-length`: the most ready messages it holds (unacked ones do not count).
+    pub max_length: Option<u64>,
+    /// `x-overflow`: what a full queue does with one more.
+    pub overflow: Overflow,
     /// Ready messages in memory, oldest first.
     pub messages: Ready,
     /// Consumers, the next to serve first.
@@ -123,6 +127,7 @@ impl Queue {
     ) -> Result<Self, AmqpError> {
         let message_ttl = duration_arg(vhost, name.as_str(), &arguments, "x-message-ttl", true)?;
         let expires = duration_arg(vhost, name.as_str(), &arguments, "x-expires", false)?;
+        let (max_length, overflow) = length_limit(&arguments);
         Ok(Self {
             name,
             durable,
@@ -131,6 +136,8 @@ impl Queue {
             arguments,
             message_ttl,
             expires,
+            max_length,
+            overflow,
             messages: Ready::default(),
             consumers: VecDeque::new(),
             last_used: Instant::now(),
@@ -307,6 +314,41 @@ impl Queue {
         u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
     }
 
+    /// Whether a queue that refuses publishes when full (`reject-publish`) is full:
+    /// one more would go over `x-max-length`.
+    pub fn rejects_publish(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && self
+                .max_length
+                .is_some_and(|max| u64::from(self.ready_len()) >= max)
+    }
+
+    /// With `drop-head`, drops the oldest ready messages while the queue is over
+    /// `x-max-length`; returns how many. Paged-out messages come after those in
+    /// memory, so the oldest are read back first if memory holds none.
+    pub fn drop_over_limit(&mut self, now: Instant) -> usize {
+        let Some(max) = self
+            .max_length
+            .filter(|_| self.overflow == Overflow::DropHead)
+        else {
+            return 0;
+        };
+        let mut n = 0;
+        while u64::from(self.ready_len()) > max {
+            if self.messages.is_empty() {
+                self.page_in(now);
+            }
+            let Some(qm) = self.messages.pop_front() else {
+                // Not written back by the sync thread yet: the next publish or the
+                // housekeeping tick drops the rest.
+                break;
+            };
+            self.forget(&qm);
+            n += 1;
+        }
+        n
+    }
+
     /// Whether `x-expires` has run out at `now`.
     pub fn idle_expired(&self, now: Instant) -> bool {
         self.consumers.is_empty()
@@ -351,6 +393,8 @@ impl Queue {
             "x-message-ttl",
             "x-expires",
             "x-max-length",
+            "x-max-length-bytes",
+            "x-overflow",
             "x-dead-letter-exchange",
             "x-queue-type",
         ] {

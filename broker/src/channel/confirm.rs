@@ -75,9 +75,21 @@ impl Channel {
             .unsynced
             .front()
             .map_or(self.publish_seq, |&(seq, _)| seq - 1);
+        let id = self.id;
+        // A refused publish is nacked in its place: the acks before it are sent first,
+        // so no sequence number is confirmed twice.
+        while let Some(&n) = self.nacked.front().filter(|&&n| n <= upto) {
+            if n - 1 > self.confirmed {
+                let (to, multiple) = (n - 1, n - 1 - self.confirmed > 1);
+                ctx.outbox
+                    .push(|out| frame::encode_ack(out, id, to, multiple));
+            }
+            ctx.outbox.push(|out| frame::encode_nack(out, id, n));
+            self.confirmed = n;
+            self.nacked.pop_front();
+        }
         if upto > self.confirmed {
             let multiple = upto - self.confirmed > 1;
-            let id = self.id;
             ctx.outbox
                 .push(|out| frame::encode_ack(out, id, upto, multiple));
             self.confirmed = upto;

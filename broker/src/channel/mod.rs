@@ -90,6 +90,9 @@ pub struct Channel {
     /// Publishes written to the store, oldest first: (sequence number, store ticket).
     /// Their confirms, and those of every later publish, wait until it is synced.
     unsynced: VecDeque<(u64, u64)>,
+    /// Publishes a full queue refused (`x-overflow: reject-publish`), oldest first:
+    /// nacked, in order, when the confirms get to them.
+    nacked: VecDeque<u64>,
     tx: Option<Vec<TxOp>>,
     /// Committed transactions whose `commit-ok` waits for this store ticket.
     commits: VecDeque<u64>,
@@ -111,6 +114,7 @@ impl Channel {
             publish_seq: 0,
             confirmed: 0,
             unsynced: VecDeque::new(),
+            nacked: VecDeque::new(),
             tx: None,
             commits: VecDeque::new(),
             stored: false,

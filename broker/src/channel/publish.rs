@@ -239,6 +239,9 @@ impl Channel {
         if let (true, Some(ticket)) = (self.confirm, routed.ticket) {
             self.unsynced.push_back((self.publish_seq, ticket));
         }
+        if self.confirm && routed.rejected {
+            self.nacked.push_back(self.publish_seq);
+        }
         if let Some(m) = routed.returned.filter(|_| mandatory) {
             let (id, frame_max) = (self.id, ctx.frame_max);
             ctx.outbox.push(|out| {

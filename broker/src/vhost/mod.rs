@@ -71,6 +71,9 @@ pub struct Routed {
     /// The store ticket to wait for before confirming: the message is persistent and
     /// went to at least one durable queue.
     pub ticket: Option<u64>,
+    /// A queue it routed to was full and refuses publishes (`x-overflow:
+    /// reject-publish`): a confirm-mode publisher gets `basic.nack`, as from RabbitMQ.
+    pub rejected: bool,
 }
 
 /// A channel's delivery state, shared with the queues that deliver to it.

@@ -16,6 +16,14 @@ use crate::message::{Message, QueuedMessage};
 use crate::queue::ChannelKey;
 use crate::store::log::Record;
 
+/// What one queue did with a published message.
+struct Enqueued {
+    /// It was written to the queue's log (its confirm waits for the sync).
+    stored: bool,
+    /// The queue was full and refuses publishes (`reject-publish`).
+    rejected: bool,
+}
+
 impl VHost {
     /// Checks an exchange can be published to.
     pub fn check_publish(&self, exchange: &str) -> Result<(), AmqpError> {
@@ -123,6 +131,7 @@ impl VHost {
         let returned = |message| Routed {
             returned: Some(message),
             ticket: None,
+            rejected: false,
         };
         if message.exchange.as_str().is_empty() {
             // The default exchange: the queue named by the routing key, found without
@@ -135,10 +144,11 @@ impl VHost {
                 return returned(message);
             }
             let message = Arc::new(message);
-            let stored = self.enqueue(message.routing_key.as_str(), &message, now);
+            let e = self.enqueue(message.routing_key.as_str(), &message, now);
             return Routed {
                 returned: None,
-                ticket: self.ticket_if(stored),
+                ticket: self.ticket_if(e.stored),
+                rejected: e.rejected,
             };
         }
         let queues = self.route(
@@ -150,21 +160,31 @@ impl VHost {
             return returned(message);
         }
         let message = Arc::new(message);
-        let mut stored = false;
+        let (mut stored, mut rejected) = (false, false);
         for name in &queues {
-            stored |= self.enqueue(name.as_str(), &message, now);
+            let e = self.enqueue(name.as_str(), &message, now);
+            stored |= e.stored;
+            rejected |= e.rejected;
         }
         Routed {
             returned: None,
             ticket: self.ticket_if(stored),
+            rejected,
         }
     }
 
     /// Appends a message to one queue (its expiry the earlier of the message's and the
-    /// queue's TTL) and dispatches. Returns whether it was written to the queue's log.
-    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> bool {
+    /// queue's TTL) and dispatches; a full queue with `reject-publish` refuses it, one
+    /// with `drop-head` drops its oldest.
+    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> Enqueued {
         let mut stored = false;
         if let Some(q) = self.queues.get_mut(name) {
+            if q.rejects_publish() {
+                return Enqueued {
+                    stored: false,
+                    rejected: true,
+                };
+            }
             let ttl_at = q.message_ttl.map(|ttl| now + ttl);
             let expires_at = match (message.expires_at, ttl_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -198,11 +218,16 @@ impl VHost {
             }
         }
         self.dispatch_at(name, now);
-        // A message that expires on arrival (TTL 0) lives only if it went out at once.
+        // A message that expires on arrival (TTL 0) lives only if it went out at once;
+        // one that did not go out counts against the length limit.
         if let Some(q) = self.queues.get_mut(name) {
             q.drop_expired(now);
+            q.drop_over_limit(now);
         }
-        stored
+        Enqueued {
+            stored,
+            rejected: false,
+        }
     }
 
     /// Delivers to the channel whose direct reply-to name carries `token`; a reply for

@@ -222,3 +222,18 @@ fn x_expires_deletes_an_unused_queue_at_its_deadline_but_not_one_with_a_consumer
         "a queue with a consumer does not expire"
     );
 }
+
+#[test]
+fn a_message_handed_to_a_waiting_consumer_does_not_count_against_max_length() {
+    let (mut v, key, _out) = vhost_with_channel();
+    declare_with(&mut v, "q", "x-max-length", 1);
+    v.qos(key, 1, false).expect("qos");
+    consume(&mut v, key, "q");
+    for b in ["a", "b", "c"] {
+        assert!(!v.publish(&|| None, msg(b)).rejected);
+    }
+    // "a" went to the consumer at once; of "b" and "c" only the newest stays ready.
+    let q = &v.queues["q"];
+    let bodies: Vec<&[u8]> = q.messages.iter().map(|m| &m.message.body[..]).collect();
+    assert_eq!(bodies, vec![&b"c"[..]]);
+}
