@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{cfgs, client, docs, request, reserved, server, server_ident, variant_ident};
+use super::{cfgs, client, docs, request, reserved, server, variant_ident};
 use crate::ast::{Method, Output, Service, borrowed};
 
 /// The stubs for a service parsed with [`Service::lenient`].
@@ -101,26 +101,9 @@ fn server_common(s: &Service) -> TokenStream {
 
 /// `tower::Service<Request>`, for any handler, so the server fits in a stack.
 fn server_dispatch(s: &Service) -> TokenStream {
-    let ident = server_ident(s);
-    quote! {
-        impl<H> ::rpc_core::__private::Service<::rpc_core::__private::Request> for #ident<H> {
-            type Response = ::rpc_core::__private::Response;
-            type Error = ::core::convert::Infallible;
-            type Future = ::rpc_core::__private::BoxFuture<
-                'static,
-                ::core::result::Result<::rpc_core::__private::Response, ::core::convert::Infallible>,
-            >;
-
-            fn poll_ready(
-                &mut self,
-                _cx: &mut ::core::task::Context<'_>,
-            ) -> ::core::task::Poll<::core::result::Result<(), ::core::convert::Infallible>> {
-                ::core::task::Poll::Ready(::core::result::Result::Ok(()))
-            }
-
-            fn call(&mut self, _req: ::rpc_core::__private::Request) -> Self::Future {
-                ::core::unreachable!("#[service] failed to compile")
-            }
-        }
-    }
+    server::service_impl(
+        s,
+        quote!(__H),
+        quote!(::core::unreachable!("#[service] failed to compile")),
+    )
 }

@@ -122,11 +122,34 @@ pub fn inherent(s: &Service, bound: TokenStream, bodies: Bodies) -> TokenStream 
 /// `tower::Service<Request>`: decodes the request and runs the matching handler.
 pub fn dispatch(s: &Service) -> TokenStream {
     let trait_ident = &s.ident;
-    let ident = server_ident(s);
     let request = request_ident(s);
     let arms = s.methods.iter().map(|m| arm(s, m));
+    let call = quote! {
+        let __handler = ::std::sync::Arc::clone(&self.handler);
+        ::std::boxed::Box::pin(async move {
+            let __codec = __req.codec;
+            let __decoded = match #request::decode(__req.method.as_deref(), __codec, &__req.body) {
+                ::core::result::Result::Ok(r) => r,
+                ::core::result::Result::Err(e) => {
+                    return ::core::result::Result::Ok(e.into_response(__codec));
+                }
+            };
+            let __ctx = __req.context;
+            ::core::result::Result::Ok(match __decoded {
+                #(#arms)*
+            })
+        })
+    };
+    service_impl(s, quote!(__H: #trait_ident), call)
+}
+
+/// `impl Service<Request>` for the server with handlers `__H` bounded by `bound`, and
+/// `call`'s body (which sees the request as `__req`); the real server and the
+/// fallback stub share it.
+pub fn service_impl(s: &Service, bound: TokenStream, call: TokenStream) -> TokenStream {
+    let ident = server_ident(s);
     quote! {
-        impl<__H: #trait_ident> ::rpc_core::__private::Service<::rpc_core::__private::Request> for #ident<__H> {
+        impl<#bound> ::rpc_core::__private::Service<::rpc_core::__private::Request> for #ident<__H> {
             type Response = ::rpc_core::__private::Response;
             type Error = ::core::convert::Infallible;
             type Future = ::rpc_core::__private::BoxFuture<
@@ -141,21 +164,9 @@ pub fn dispatch(s: &Service) -> TokenStream {
                 ::core::task::Poll::Ready(::core::result::Result::Ok(()))
             }
 
+            #[allow(unused_variables)]
             fn call(&mut self, __req: ::rpc_core::__private::Request) -> Self::Future {
-                let __handler = ::std::sync::Arc::clone(&self.handler);
-                ::std::boxed::Box::pin(async move {
-                    let __codec = __req.codec;
-                    let __decoded = match #request::decode(__req.method.as_deref(), __codec, &__req.body) {
-                        ::core::result::Result::Ok(r) => r,
-                        ::core::result::Result::Err(e) => {
-                            return ::core::result::Result::Ok(e.into_response(__codec));
-                        }
-                    };
-                    let __ctx = __req.context;
-                    ::core::result::Result::Ok(match __decoded {
-                        #(#arms)*
-                    })
-                })
+                #call
             }
         }
     }
