@@ -46,16 +46,7 @@ impl BrokerHandle {
 
     /// `amqp://guest:guest@127.0.0.1:PORT/VHOST`, the vhost percent-encoded.
     pub fn amqp_url_for_vhost(&self, vhost: &str) -> String {
-        let mut path = String::new();
-        for b in vhost.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    path.push(char::from(b));
-                }
-                _ => path.push_str(&format!("%{b:02X}")),
-            }
-        }
-        format!("amqp://guest:guest@{}/{path}", self.addr)
+        format!("amqp://guest:guest@{}/{}", self.addr, encode_segment(vhost))
     }
 
     /// Stops accepting, closes every connection with 320 CONNECTION_FORCED, and waits
@@ -78,8 +69,39 @@ impl BrokerHandle {
     }
 }
 
+/// Percent-encodes one URL path segment: everything but RFC 3986's unreserved
+/// characters. The vhost of an AMQP URL, and a name in a management API path (`broker
+/// ctl` and the tests build those with it).
+pub fn encode_segment(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("/"), "%2F");
+        assert_eq!(
+            encode_segment("127.0.0.1:1 -> 127.0.0.1:2"),
+            "127.0.0.1%3A1%20-%3E%20127.0.0.1%3A2"
+        );
+        assert_eq!(encode_segment("a-Z.0_~"), "a-Z.0_~");
     }
 }

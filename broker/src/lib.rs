@@ -107,6 +107,7 @@ pub mod internals {
         pub use crate::vhost::{ExchangeOptions, QueueOptions, VHost};
     }
     pub use crate::exchange::topic_matches;
+    pub use crate::handle::encode_segment;
     pub use crate::management::PRODUCT_NAME;
     pub use crate::store::vhosts::write_list;
 }

@@ -229,15 +229,5 @@ pub async fn fill_queue(
 
 /// Percent-encodes one path segment of a management API URL (a vhost or connection
 /// name), as `broker ctl` does.
-#[allow(dead_code)]
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use broker::internals::encode_segment;

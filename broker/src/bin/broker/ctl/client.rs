@@ -40,19 +40,6 @@ pub enum CtlError {
     BadAnswer(String),
 }
 
-/// Percent-encodes one path segment.
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A blocking client of the management API.
 #[derive(Debug)]
 pub struct Client {
@@ -160,19 +147,5 @@ impl Client {
             });
         }
         Ok(value)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(encode_segment("/"), "%2F");
-        assert_eq!(
-            encode_segment("127.0.0.1:1 -> 127.0.0.1:2"),
-            "127.0.0.1%3A1%20-%3E%20127.0.0.1%3A2"
-        );
     }
 }

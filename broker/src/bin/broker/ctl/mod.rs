@@ -16,7 +16,8 @@ mod table;
 use serde_json::{Map, Value};
 
 pub use args::{CtlArgs, CtlCommand, Format};
-pub use client::{Client, CtlError, encode_segment};
+use broker::internals::encode_segment;
+pub use client::{Client, CtlError};
 use table::print_rows;
 
 /// Runs one command, writing its output to `out`.
