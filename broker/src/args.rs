@@ -2,6 +2,7 @@
 //! types, checking them, and printing them in RabbitMQ's reply texts. Shared by queue
 //! and exchange declares.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -9,11 +10,22 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use crate::error::AmqpError;
 use crate::message::MAX_EXPIRY_MS;
 
+/// A string field's text (an AMQP long or short string, invalid UTF-8 replaced), or
+/// `None` for a field of another type. Borrowed unless it had to be repaired.
+pub(crate) fn str_value(v: &AMQPValue) -> Option<Cow<'_, str>> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => Some(Cow::Borrowed(s.as_str())),
+        _ => None,
+    }
+}
+
 /// A field value as RabbitMQ prints it in reply texts.
 pub(crate) fn plain(v: &AMQPValue) -> String {
+    if let Some(s) = str_value(v) {
+        return s.into_owned();
+    }
     match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
         AMQPValue::Boolean(b) => b.to_string(),
         other => int_value(other).map_or_else(|| format!("{other:?}"), |i| i.to_string()),
     }
@@ -123,20 +135,19 @@ pub(crate) fn length_limit(args: &FieldTable) -> (Option<u64>, Overflow) {
         .get("x-max-length")
         .and_then(int_value)
         .and_then(|n| u64::try_from(n).ok());
-    let overflow = match args.inner().get("x-overflow") {
-        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
-            .ok()
-            .and_then(Overflow::parse),
-        Some(AMQPValue::ShortString(s)) => Overflow::parse(s.as_str()),
-        _ => None,
-    };
+    let overflow = args
+        .inner()
+        .get("x-overflow")
+        .and_then(str_value)
+        .and_then(|s| Overflow::parse(&s));
     (max, overflow.unwrap_or_default())
 }
 
 /// Checks the declare arguments the broker only validates, as RabbitMQ does:
 /// `x-max-length` and `x-max-length-bytes` are integers from 0, `x-overflow` one of
-/// RabbitMQ's overflow behaviours, `x-queue-type` one of RabbitMQ's types. A stored queue is recovered without these checks, so a queue an
-/// earlier version accepted keeps its messages.
+/// RabbitMQ's overflow behaviours, `x-queue-type` one of RabbitMQ's types. A stored
+/// queue is recovered without these checks, so a queue an earlier version accepted keeps
+/// its messages.
 pub(crate) fn check_declare_arguments(
     vhost: &str,
     queue: &str,
@@ -160,30 +171,22 @@ pub(crate) fn check_declare_arguments(
             }
         }
     }
-    let key = "x-overflow";
-    let overflow = match args.inner().get(key) {
-        None => None,
-        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-        Some(other) => {
-            let why = format!("{{unacceptable_type,{}}}", type_name(other));
-            return Err(invalid(key, &why));
-        }
+    // A string argument, or RabbitMQ's refusal of another type.
+    let string = |key: &str| match args.inner().get(key) {
+        None => Ok(None),
+        Some(v) => str_value(v).map(Some).ok_or_else(|| {
+            let why = format!("{{unacceptable_type,{}}}", type_name(v));
+            invalid(key, &why)
+        }),
     };
-    if overflow.is_some_and(|o| Overflow::parse(&o).is_none()) {
-        return Err(invalid(key, &"invalid_overflow"));
+    if string("x-overflow")?.is_some_and(|o| Overflow::parse(&o).is_none()) {
+        return Err(invalid("x-overflow", &"invalid_overflow"));
     }
     let key = "x-queue-type";
-    let kind = match args.inner().get(key) {
-        None => return Ok(()),
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        Some(other) => {
-            let why = format!("{{unacceptable_type,{}}}", type_name(other));
-            return Err(invalid(key, &why));
-        }
+    let Some(kind) = string(key)? else {
+        return Ok(());
     };
-    match kind.as_str() {
+    match kind.as_ref() {
         "classic" | "quorum" | "stream" => Ok(()),
         _ => Err(invalid(
             key,

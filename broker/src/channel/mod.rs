@@ -13,11 +13,12 @@
 //! `publish` (`basic.publish` and its content, then routing), `queue`, `exchange`,
 //! `confirm` (publisher confirms) and `tx` (transactions).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, access, channel};
-use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use amq_protocol::types::{FieldTable, ShortString};
 use parking_lot::{Mutex, RwLock};
 
 use crate::auth::{Access, Resource, Users};
@@ -246,11 +247,10 @@ fn unexpected(method: &AMQPClass) -> AmqpError {
 
 /// A string argument (`x-dead-letter-exchange`, `alternate-exchange`), if set as one.
 fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
-    match args.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
+    args.inner()
+        .get(key)
+        .and_then(crate::args::str_value)
+        .map(Cow::into_owned)
 }
 
 #[cfg(test)]

@@ -117,19 +117,17 @@ impl Exchange {
         if self.kind != ExchangeKind::Headers {
             return Ok(());
         }
-        let mode = match arguments.inner().get("x-match") {
-            None => return Ok(()),
-            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-            Some(other) => {
-                return Err(AmqpError::precondition(format_args!(
-                    "Invalid x-match field type {} (value {}); expected longstr",
-                    crate::args::type_name(other),
-                    crate::args::plain(other)
-                )));
-            }
+        let Some(value) = arguments.inner().get("x-match") else {
+            return Ok(());
         };
-        match mode.as_str() {
+        let Some(mode) = crate::args::str_value(value) else {
+            return Err(AmqpError::precondition(format_args!(
+                "Invalid x-match field type {} (value {}); expected longstr",
+                crate::args::type_name(value),
+                crate::args::plain(value)
+            )));
+        };
+        match mode.as_ref() {
             "all" | "any" | "all-with-x" | "any-with-x" => Ok(()),
             // Erlang prints an empty binary as `<<>>`.
             "" => Err(AmqpError::precondition(
@@ -147,12 +145,12 @@ impl Exchange {
 /// `x-match` = `all` (default) or `any`; `all-with-x` / `any-with-x` also compare
 /// arguments that start with `x-`. A binding argument of type void matches any value.
 pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool {
-    let mode = match binding.inner().get("x-match") {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        _ => "all".to_owned(),
-    };
-    let (any, with_x) = match mode.as_str() {
+    // Borrowed: this runs for every binding of a headers exchange, per publish.
+    let mode = binding
+        .inner()
+        .get("x-match")
+        .and_then(crate::args::str_value);
+    let (any, with_x) = match mode.as_deref().unwrap_or("all") {
         "any" => (true, false),
         "any-with-x" => (true, true),
         "all-with-x" => (false, true),
