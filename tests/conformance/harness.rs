@@ -367,18 +367,9 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// Message count of `queue` via a passive declare on a fresh channel of `conn`.
 pub async fn message_count(conn: &Connection, queue: &str) -> Result<u32> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
+    let n = message_count_on(&ch, queue).await;
     let _ = ch.close(200, "bye".into()).await;
-    Ok(q.message_count())
+    n
 }
 
 /// Message count of `queue` via a passive declare on `ch` itself: answered after

@@ -11,7 +11,7 @@ use lapin::{
 };
 
 use crate::exchange::drain;
-use crate::harness::{Ctx, cleanup, expect_code, scenarios};
+use crate::harness::{Ctx, cleanup, expect_code, message_count_on, scenarios};
 
 scenarios! {
     drop_head_keeps_the_newest,
@@ -59,20 +59,6 @@ async fn publish_all(ch: &Channel, q: &str, bodies: &[&str]) -> Result<Vec<bool>
     Ok(acked)
 }
 
-async fn ready(ch: &Channel, q: &str) -> Result<u32> {
-    let q = ch
-        .queue_declare(
-            q.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(q.message_count())
-}
-
 async fn drop_head_keeps_the_newest(ctx: Ctx) -> Result<()> {
     let q = ctx.name("len.drop");
     let (_conn, ch) = ctx.open().await?;
@@ -84,7 +70,7 @@ async fn drop_head_keeps_the_newest(ctx: Ctx) -> Result<()> {
             acked.iter().all(|a| *a),
             "drop-head acks every publish: {acked:?}"
         );
-        ensure!(ready(&ch, &q).await? == 2);
+        ensure!(message_count_on(&ch, &q).await? == 2);
         let bodies = drain(&ch, &q).await?;
         ensure!(bodies == ["3", "4"], "{overflow:?}: kept {bodies:?}");
         ch.queue_delete(q.as_str().into(), Default::default())
@@ -101,7 +87,7 @@ async fn max_length_zero_keeps_nothing_ready(ctx: Ctx) -> Result<()> {
     declare(&ch, &q, limit(0, None)).await?;
     let acked = publish_all(&ch, &q, &["z"]).await?;
     ensure!(acked == [true], "{acked:?}");
-    ensure!(ready(&ch, &q).await? == 0);
+    ensure!(message_count_on(&ch, &q).await? == 0);
     cleanup(&ctx, &[&q], &[]).await;
     Ok(())
 }
