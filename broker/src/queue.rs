@@ -324,16 +324,15 @@ impl Queue {
     }
 
     /// With `drop-head`, drops the oldest ready messages while the queue is over
-    /// `x-max-length`; returns how many. Paged-out messages come after those in
-    /// memory, so the oldest are read back first if memory holds none.
-    pub fn drop_over_limit(&mut self, now: Instant) -> usize {
+    /// `x-max-length`. Paged-out messages come after those in memory, so the oldest
+    /// are read back first if memory holds none.
+    pub fn drop_over_limit(&mut self, now: Instant) {
         let Some(max) = self
             .max_length
             .filter(|_| self.overflow == Overflow::DropHead)
         else {
-            return 0;
+            return;
         };
-        let mut n = 0;
         while u64::from(self.ready_len()) > max {
             if self.messages.is_empty() {
                 self.page_in(now);
@@ -344,9 +343,7 @@ impl Queue {
                 break;
             };
             self.forget(&qm);
-            n += 1;
         }
-        n
     }
 
     /// Whether `x-expires` has run out at `now`.

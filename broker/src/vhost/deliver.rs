@@ -109,12 +109,15 @@ impl VHost {
         }
     }
 
-    /// Drops expired messages at queue heads and deletes queues idle past `x-expires`.
+    /// Drops expired messages at queue heads and ready messages over `x-max-length`, and
+    /// deletes queues idle past `x-expires`.
     pub fn sweep(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut paged = Vec::new();
         for q in self.queues.values_mut() {
             q.drop_expired(now);
+            // Paged-out heads the last publish could not read back yet.
+            q.drop_over_limit(now);
             if q.idle_expired(now) {
                 expired.push(q.name.clone());
             }
