@@ -109,8 +109,7 @@ pub(crate) enum Overflow {
     DropHead,
     /// Refuses the new message: a confirm-mode publisher gets `basic.nack`.
     RejectPublish,
-    /// As `RejectPublish`; RabbitMQ also dead-letters the refused message, and the
-    /// broker has no dead-lettering yet.
+    /// As `RejectPublish`, and the refused message is dead-lettered (`maxlen`).
     RejectPublishDlx,
 }
 
@@ -181,6 +180,13 @@ pub(crate) fn check_declare_arguments(
     };
     if string("x-overflow")?.is_some_and(|o| Overflow::parse(&o).is_none()) {
         return Err(invalid("x-overflow", &"invalid_overflow"));
+    }
+    let dlx = string("x-dead-letter-exchange")?;
+    if string("x-dead-letter-routing-key")?.is_some() && dlx.is_none() {
+        return Err(invalid(
+            "x-dead-letter-routing-key",
+            &"routing_key_but_no_dlx_defined",
+        ));
     }
     let key = "x-queue-type";
     let Some(kind) = string(key)? else {

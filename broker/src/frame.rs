@@ -12,6 +12,7 @@
 
 use amq_protocol::frame::{AMQPFrame, gen_frame};
 use amq_protocol::protocol::{AMQPClass, basic, basic::AMQPProperties, parse_class};
+use amq_protocol::types::FieldTable;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{AmqpError, code, method};
@@ -333,6 +334,18 @@ fn put_short_str(out: &mut Vec<u8>, s: &str) {
 /// Appends a heartbeat frame.
 pub fn encode_heartbeat(out: &mut Vec<u8>) {
     out.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+/// A field table as it goes on the wire, its length prefix included.
+pub fn encode_table(table: &FieldTable) -> Vec<u8> {
+    use amq_protocol::types::generation::gen_field_table;
+    match gen_field_table(table)(Vec::new().into()) {
+        Ok(ctx) => ctx.into_inner().0,
+        Err(err) => {
+            tracing::error!(%err, "could not encode a field table");
+            vec![0, 0, 0, 0]
+        }
+    }
 }
 
 /// Encodes properties into their wire form (flags and fields).

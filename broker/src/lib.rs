@@ -64,6 +64,7 @@ mod auth;
 mod builder;
 mod channel;
 mod connection;
+mod dead_letter;
 mod deprecated;
 mod endpoint;
 mod error;

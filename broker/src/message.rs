@@ -19,6 +19,8 @@ pub struct Message {
     pub exchange: ShortString,
     /// The routing key it was published with.
     pub routing_key: ShortString,
+    /// The `priority` property (0 when unset), for priority queues.
+    pub priority: u8,
     /// The content header's property flags and fields, as the publisher sent them.
     pub properties: Bytes,
     /// The body.
@@ -97,6 +99,10 @@ impl QueuedMessage {
             message: std::sync::Arc::new(Message {
                 exchange: short(&m.exchange),
                 routing_key: short(&m.routing_key),
+                priority: crate::properties::Properties::scan(m.properties.clone())
+                    .ok()
+                    .and_then(|p| p.priority())
+                    .unwrap_or(0),
                 properties: m.properties,
                 body: m.body,
                 ttl: None,

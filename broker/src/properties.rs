@@ -40,6 +40,9 @@ use crate::nesting::{MAX_DEPTH, fixed_width};
 pub struct Properties {
     raw: Bytes,
     delivery_mode: Option<u8>,
+    priority: Option<u8>,
+    /// Where the headers table is, or where it would go (after the two content fields).
+    headers_at: usize,
     headers: Option<Range<usize>>,
     reply_to: Option<Range<usize>>,
     expiration: Option<Range<usize>>,
@@ -158,6 +161,7 @@ impl Properties {
         if has(CONTENT_ENCODING) {
             r.short_str()?;
         }
+        p.headers_at = r.pos;
         if has(HEADERS) {
             p.headers = Some(r.table(0)?);
         }
@@ -165,7 +169,7 @@ impl Properties {
             p.delivery_mode = Some(r.u8()?);
         }
         if has(PRIORITY) {
-            r.u8()?;
+            p.priority = Some(r.u8()?);
         }
         if has(CORRELATION_ID) {
             r.short_str()?;
@@ -218,6 +222,11 @@ impl Properties {
         self.delivery_mode
     }
 
+    /// `priority`.
+    pub fn priority(&self) -> Option<u8> {
+        self.priority
+    }
+
     /// `reply_to`.
     pub fn reply_to(&self) -> Option<&str> {
         self.text(&self.reply_to)
@@ -253,6 +262,33 @@ impl Properties {
     }
 }
 
+impl Properties {
+    /// The same properties with the headers table replaced by `headers` (already
+    /// encoded, its length prefix included) and, if `drop_expiration`, no
+    /// `expiration`: how a dead-lettered message is rewritten. Every other field keeps
+    /// its bytes.
+    pub fn with_headers(&self, headers: &[u8], drop_expiration: bool) -> Result<Self, Malformed> {
+        let raw = &self.raw;
+        let mut flags = u16::from_be_bytes([raw[0], raw[1]]) | HEADERS;
+        let mut out = BytesMut::with_capacity(raw.len() + headers.len());
+        out.put_u16(0);
+        out.extend_from_slice(&raw[2..self.headers_at]);
+        out.extend_from_slice(headers);
+        let after = self.headers.as_ref().map_or(self.headers_at, |r| r.end);
+        match self.expiration.as_ref().filter(|_| drop_expiration) {
+            Some(e) => {
+                flags &= !EXPIRATION;
+                // The length octet sits just before the string.
+                out.extend_from_slice(&raw[after..e.start - 1]);
+                out.extend_from_slice(&raw[e.end..]);
+            }
+            None => out.extend_from_slice(&raw[after..]),
+        }
+        out[..2].copy_from_slice(&flags.to_be_bytes());
+        Self::scan(out.freeze())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +298,10 @@ mod tests {
 
     fn encode(p: &AMQPProperties) -> Bytes {
         crate::frame::encode_properties(p)
+    }
+
+    fn encode_table(t: &FieldTable) -> Vec<u8> {
+        crate::frame::encode_table(t)
     }
 
     fn short() -> impl Strategy<Value = ShortString> {
@@ -360,6 +400,24 @@ mod tests {
                 let (_, decoded) = parse_properties(&rewritten.raw()[..]).expect("decodes");
                 prop_assert_eq!(decoded, p.clone().with_reply_to("amq.rabbitmq.reply-to.xyz".into()));
             }
+        }
+
+        #[test]
+        fn with_headers_replaces_headers_and_drops_expiration(p in props(), drop in any::<bool>()) {
+            let scanned = Properties::scan(encode(&p)).expect("well formed");
+            let mut table = FieldTable::default();
+            table.insert("x-death".into(), AMQPValue::LongInt(7));
+            let rewritten = scanned.with_headers(&encode_table(&table), drop).expect("rewrite");
+            let (_, d) = parse_properties(&rewritten.raw()[..]).expect("decodes");
+            prop_assert_eq!(d.headers(), &Some(table));
+            let expiration = if drop { &None } else { p.expiration() };
+            prop_assert_eq!(d.expiration(), expiration);
+            prop_assert_eq!(d.content_type(), p.content_type());
+            prop_assert_eq!(d.delivery_mode(), p.delivery_mode());
+            prop_assert_eq!(d.correlation_id(), p.correlation_id());
+            prop_assert_eq!(d.reply_to(), p.reply_to());
+            prop_assert_eq!(d.timestamp(), p.timestamp());
+            prop_assert_eq!(d.user_id(), p.user_id());
         }
 
         #[test]

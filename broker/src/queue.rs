@@ -5,13 +5,15 @@
 //! done by [`crate::vhost::VHost::dispatch`], which owns both.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use crate::args::{Overflow, duration_arg, int_value, length_limit, plain, type_name};
+use crate::dead_letter::{DeadLetterTo, Reason};
 use crate::error::{AmqpError, code};
-use crate::message::{QueuedMessage, Ready};
+use crate::message::{Message, QueuedMessage, Ready};
 use crate::store::log::{Location, Paged, QueueLog};
 
 /// A durable queue keeps at most this many ready messages in memory; beyond it, new
@@ -90,6 +92,12 @@ pub struct Queue {
     pub max_length: Option<u64>,
     /// `x-overflow`: what a full queue does with one more.
     pub overflow: Overflow,
+    /// `x-dead-letter-exchange` and `-routing-key`: where messages that leave for
+    /// good (rejected, expired, over the limit) are republished.
+    pub dead_letter: Option<DeadLetterTo>,
+    /// Messages that left for good and wait for the vhost to dead-letter them (only
+    /// with `dead_letter`): the queue cannot reach the exchanges itself.
+    pub dead: Vec<(Arc<Message>, Reason)>,
     /// Ready messages in memory, oldest first.
     pub messages: Ready,
     /// Consumers, the next to serve first.
@@ -128,6 +136,7 @@ impl Queue {
         let message_ttl = duration_arg(vhost, name.as_str(), &arguments, "x-message-ttl", true)?;
         let expires = duration_arg(vhost, name.as_str(), &arguments, "x-expires", false)?;
         let (max_length, overflow) = length_limit(&arguments);
+        let dead_letter = DeadLetterTo::from_args(&arguments);
         Ok(Self {
             name,
             durable,
@@ -138,6 +147,8 @@ impl Queue {
             expires,
             max_length,
             overflow,
+            dead_letter,
+            dead: Vec::new(),
             messages: Ready::default(),
             consumers: VecDeque::new(),
             last_used: Instant::now(),
@@ -152,7 +163,7 @@ impl Queue {
         let mut n = 0;
         while self.messages.front().is_some_and(|m| m.expired(now)) {
             if let Some(qm) = self.messages.pop_front() {
-                self.forget(&qm);
+                self.discard(qm, Reason::Expired);
             }
             n += 1;
         }
@@ -162,6 +173,15 @@ impl Queue {
     /// Records on disk that a message left the queue for good (acked, expired, purged).
     pub fn forget(&mut self, qm: &QueuedMessage) {
         self.forget_at(qm.loc);
+    }
+
+    /// A message leaves for good for `reason`: forgotten on disk, and kept for the
+    /// vhost to dead-letter if the queue has a dead-letter exchange.
+    pub fn discard(&mut self, qm: QueuedMessage, reason: Reason) {
+        self.forget(&qm);
+        if self.dead_letter.is_some() {
+            self.dead.push((qm.message, reason));
+        }
     }
 
     /// [`Queue::forget`] by location.
@@ -296,7 +316,7 @@ impl Queue {
             .is_some_and(|m| m.expires_at.is_some_and(|at| at < now))
         {
             if let Some(qm) = self.messages.pop_front() {
-                self.forget(&qm);
+                self.discard(qm, Reason::Expired);
             }
             n += 1;
         }
@@ -342,7 +362,7 @@ impl Queue {
                 // housekeeping tick drops the rest.
                 break;
             };
-            self.forget(&qm);
+            self.discard(qm, Reason::Maxlen);
         }
     }
 

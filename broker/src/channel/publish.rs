@@ -228,6 +228,7 @@ impl Channel {
         let message = Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
+            priority: header.properties.priority().unwrap_or(0),
             properties: header.properties.raw().clone(),
             body,
             ttl,

@@ -10,6 +10,7 @@ use amq_protocol::types::ShortString;
 use super::{
     ConsumeOptions, REPLY_TO, Unacked, VHost, generated_name, send_consume_ok, unknown_tag,
 };
+use crate::dead_letter::Reason;
 use crate::error::{AmqpError, code};
 use crate::frame;
 use crate::message::QueuedMessage;
@@ -123,6 +124,7 @@ impl VHost {
                     AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                 );
             });
+            self.dead_letter_from(qname.as_str());
             return Ok(());
         };
         if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
@@ -156,13 +158,14 @@ impl VHost {
             ch.unacked.insert(
                 tag,
                 Unacked {
-                    queue: qname,
+                    queue: qname.clone(),
                     consumer: None,
                     message: qm.message,
                     loc: qm.loc,
                 },
             );
         }
+        self.dead_letter_from(qname.as_str());
         Ok(())
     }
 
@@ -253,6 +256,9 @@ impl VHost {
             self.requeue(taken.into_iter(), &mut touched);
         } else {
             self.forget(&taken);
+            for u in taken {
+                self.set_aside(u.queue.as_str(), u.message, Reason::Rejected);
+            }
         }
         self.redispatch(key, touched);
         Ok(())

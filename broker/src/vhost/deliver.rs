@@ -33,6 +33,12 @@ impl VHost {
     /// [`VHost::dispatch`] as of `now`: messages expiring exactly at `now` (TTL 0 at
     /// publish) may still go out.
     pub(super) fn dispatch_at(&mut self, name: &str, now: Instant) {
+        self.dispatch_ready(name, now);
+        // Messages that expired at the head on the way.
+        self.dead_letter_from(name);
+    }
+
+    fn dispatch_ready(&mut self, name: &str, now: Instant) {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
@@ -131,6 +137,15 @@ impl VHost {
                 q.page_in(now);
             }
             self.dispatch_at(name.as_str(), now);
+        }
+        let dead: Vec<ShortString> = self
+            .queues
+            .values()
+            .filter(|q| !q.dead.is_empty())
+            .map(|q| q.name.clone())
+            .collect();
+        for name in dead {
+            self.dead_letter_from(name.as_str());
         }
         for name in expired {
             self.remove_queue(name.as_str());

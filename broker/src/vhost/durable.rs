@@ -390,6 +390,7 @@ mod tests {
         Message {
             exchange: "".into(),
             routing_key: "long".into(),
+            priority: 0,
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from(i.to_string()),
             ttl: None,

@@ -29,6 +29,7 @@ use crate::queue::{ChannelKey, Queue};
 use crate::store::log::Location;
 
 mod consume;
+mod dead_letter;
 mod deliver;
 mod durable;
 mod inspect;
@@ -204,6 +205,10 @@ pub struct VHost {
     stats: MessageStats,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
     pub(crate) deprecated: crate::deprecated::DeprecatedFeatures,
+    /// Dead-lettered messages waiting to be republished (see `dead_letter`).
+    dead_work: std::collections::VecDeque<dead_letter::DeadWork>,
+    /// The work list is being worked down by an outer call.
+    dead_busy: bool,
 }
 
 impl Default for VHost {
@@ -245,6 +250,8 @@ impl VHost {
             store: None,
             stats: MessageStats::default(),
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
+            dead_work: std::collections::VecDeque::new(),
+            dead_busy: false,
         }
     }
 

@@ -9,6 +9,8 @@ use std::time::Instant;
 use amq_protocol::types::{FieldTable, ShortString};
 
 use super::{REPLY_TO_PREFIX, Routed, VHost};
+use crate::args::Overflow;
+use crate::dead_letter::Reason;
 use crate::error::AmqpError;
 use crate::exchange::{Destination, ExchangeKind};
 use crate::frame;
@@ -17,7 +19,7 @@ use crate::queue::ChannelKey;
 use crate::store::log::Record;
 
 /// What one queue did with a published message.
-struct Enqueued {
+pub(super) struct Enqueued {
     /// It was written to the queue's log (its confirm waits for the sync).
     stored: bool,
     /// The queue was full and refuses publishes (`reject-publish`).
@@ -176,10 +178,14 @@ impl VHost {
     /// Appends a message to one queue (its expiry the earlier of the message's and the
     /// queue's TTL) and dispatches; a full queue with `reject-publish` refuses it, one
     /// with `drop-head` drops its oldest.
-    fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> Enqueued {
+    pub(super) fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> Enqueued {
         let mut stored = false;
         if let Some(q) = self.queues.get_mut(name) {
             if q.rejects_publish() {
+                if q.overflow == Overflow::RejectPublishDlx {
+                    self.set_aside(name, Arc::clone(message), Reason::Maxlen);
+                    self.dead_letter_from(name);
+                }
                 return Enqueued {
                     stored: false,
                     rejected: true,
@@ -224,6 +230,7 @@ impl VHost {
             q.drop_expired(now);
             q.drop_over_limit(now);
         }
+        self.dead_letter_from(name);
         Enqueued {
             stored,
             rejected: false,

@@ -8,6 +8,7 @@ fn msg(body: &'static str) -> Message {
     Message {
         exchange: "".into(),
         routing_key: "q".into(),
+        priority: 0,
         properties: Bytes::from_static(&[0, 0]),
         body: Bytes::from_static(body.as_bytes()),
         ttl: None,
