@@ -3,18 +3,26 @@
 //! The queue itself only keeps order and counts; handing a message to a consumer
 //! (delivery tags, prefetch, the consumer's outbox) needs the consumer's channel and is
 //! done by [`crate::vhost::VHost::dispatch`], which owns both.
+//!
+//! - `paging`: how a durable queue keeps a bounded head in memory and the rest on disk;
+//! - `equivalent`: the redeclare checks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use amq_protocol::types::{FieldTable, ShortString};
 
-use crate::args::{Overflow, duration_arg, int_value, length_limit, plain, type_name};
+use crate::args::{Overflow, duration_arg, length_limit};
 use crate::dead_letter::{DeadLetterTo, Reason};
-use crate::error::{AmqpError, code};
+use crate::error::AmqpError;
 use crate::message::{Message, QueuedMessage, Ready};
 use crate::store::log::{Location, Paged, QueueLog};
+
+mod equivalent;
+mod paging;
+
+pub(crate) use equivalent::locked;
 
 /// A durable queue keeps at most this many ready messages in memory; beyond it, new
 /// messages stay on disk only and are read back in order as the queue drains.
@@ -210,102 +218,6 @@ impl Queue {
         u32::try_from(self.messages.len() as u64 + paged).unwrap_or(u32::MAX)
     }
 
-    /// Whether a new message must stay on disk only: the queue holds many messages or
-    /// many bytes in memory (or is already paging, so order is kept).
-    pub fn pages_out(&self) -> bool {
-        self.log.is_some()
-            && (self.paged.is_some()
-                || self.messages.len() >= PAGE_OUT_AT
-                || self.messages.bytes() >= self.memory_budget)
-    }
-
-    /// Moves the newest ready messages from memory back to disk only until the queue
-    /// is within `PAGE_OUT_AT` and its memory budget; returns how many went. Only
-    /// messages in log order just before the paged-out ones can go (not transient
-    /// ones, which are not on disk, nor redelivered ones, which are out of order).
-    pub fn page_out_excess(&mut self) -> usize {
-        if self.log.is_none() {
-            return 0;
-        }
-        let mut n = 0;
-        while self.messages.len() > PAGE_OUT_AT || self.messages.bytes() > self.memory_budget {
-            let Some(loc) = self
-                .messages
-                .back()
-                .filter(|qm| !qm.redelivered)
-                .and_then(|qm| qm.loc)
-            else {
-                break;
-            };
-            if self.paged.is_some_and(|(first, _)| loc >= first) {
-                break;
-            }
-            self.messages.pop_back();
-            let count = self.paged.map_or(0, |(_, count)| count);
-            self.paged = Some((loc, count + 1));
-            n += 1;
-        }
-        n
-    }
-
-    /// Notes a message appended to the log but not kept in memory.
-    pub fn paged_out(&mut self, loc: Location) {
-        self.paged.get_or_insert((loc, 0)).1 += 1;
-    }
-
-    /// Reads paged-out messages back into memory, in order, when memory runs low.
-    /// Messages the sync thread has not written yet are read on a later call (every
-    /// dispatch and the housekeeping tick try again).
-    pub fn page_in(&mut self, now: Instant) {
-        if self.paged.is_none()
-            || self.messages.len() >= PAGE_IN_BELOW
-            || self.messages.bytes() >= self.memory_budget / 2
-        {
-            return;
-        }
-        // One message first, to learn their size; then batches that fill the budget.
-        let mut want = 1;
-        while let (Some((from, count)), Some(d)) = (self.paged, self.log.as_ref()) {
-            let room = PAGE_OUT_AT.saturating_sub(self.messages.len());
-            let want_now = want
-                .min(room)
-                .min(usize::try_from(count).unwrap_or(usize::MAX));
-            if want_now == 0 || self.messages.bytes() >= self.memory_budget {
-                return;
-            }
-            let read = match d.log.read_from(from, want_now) {
-                Ok(read) => read,
-                Err(err) => {
-                    tracing::error!(queue = %self.name, %err, "could not read paged-out messages");
-                    return;
-                }
-            };
-            let Some(last) = read.last().map(|m| m.location) else {
-                return;
-            };
-            let got = read.len();
-            let left = count.saturating_sub(got as u64);
-            self.paged = (left > 0).then_some((
-                Location {
-                    segment: last.segment,
-                    offset: last.offset + 1,
-                },
-                left,
-            ));
-            let before = self.messages.bytes();
-            for m in read {
-                self.messages.push_back(QueuedMessage::from_stored(m, now));
-            }
-            if got < want_now {
-                // The rest is not written yet: a later call reads it.
-                return;
-            }
-            let each = ((self.messages.bytes() - before) / got).max(1);
-            let left_in_budget = self.memory_budget.saturating_sub(self.messages.bytes());
-            want = (left_in_budget / each).clamp(1, PAGE_IN_BATCH);
-        }
-    }
-
     /// Drops messages that expired strictly before `now`: a message published with
     /// TTL 0 at `now` may still go to a consumer that is ready at that instant.
     pub fn drop_expired_before(&mut self, now: Instant) -> usize {
@@ -373,81 +285,6 @@ impl Queue {
                 .expires
                 .is_some_and(|ttl| now.duration_since(self.last_used) >= ttl)
     }
-
-    /// Whether a redeclare with these properties is equivalent; the 406 otherwise.
-    pub fn check_equivalent(
-        &self,
-        vhost: &str,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        arguments: &FieldTable,
-    ) -> Result<(), AmqpError> {
-        let inequivalent = |arg: &str, received: String, current: String| {
-            AmqpError::precondition(format_args!(
-                "inequivalent arg '{arg}' for queue '{}' in vhost '{vhost}': received {received} but current is {current}",
-                self.name
-            ))
-        };
-        if self.durable != durable {
-            return Err(inequivalent(
-                "durable",
-                format!("'{durable}'"),
-                format!("'{}'", self.durable),
-            ));
-        }
-        if exclusive && self.exclusive_owner.is_none() {
-            return Err(locked(vhost, self.name.as_str()));
-        }
-        if self.auto_delete != auto_delete {
-            return Err(inequivalent(
-                "auto_delete",
-                format!("'{auto_delete}'"),
-                format!("'{}'", self.auto_delete),
-            ));
-        }
-        for key in [
-            "x-message-ttl",
-            "x-expires",
-            "x-max-length",
-            "x-max-length-bytes",
-            "x-overflow",
-            "x-dead-letter-exchange",
-            "x-queue-type",
-        ] {
-            let (a, b) = (arguments.inner().get(key), self.arguments.inner().get(key));
-            let same = match (a, b) {
-                (Some(a), Some(b)) => int_value(a)
-                    .zip(int_value(b))
-                    .map_or(a == b, |(x, y)| x == y),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
-                // RabbitMQ's wording: plain values when both sides have one, typed
-                // values when one side is missing.
-                let show = |v: Option<&AMQPValue>, typed: bool| match v {
-                    None => "none".to_owned(),
-                    Some(v) if typed => {
-                        format!("the value '{}' of type '{}'", plain(v), type_name(v))
-                    }
-                    Some(v) => format!("'{}'", plain(v)),
-                };
-                let typed = a.is_none() || b.is_none();
-                return Err(inequivalent(key, show(a, typed), show(b, typed)));
-            }
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn locked(vhost: &str, name: &str) -> AmqpError {
-    AmqpError::channel(
-        code::RESOURCE_LOCKED,
-        format_args!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
-        ),
-    )
 }
 
 #[cfg(test)]
