@@ -125,21 +125,111 @@ impl Overflow {
     }
 }
 
-/// The length limit of a queue: `x-max-length` and `x-overflow` (read leniently: a
-/// stored queue is recovered with what it was declared with; `check_declare_arguments`
-/// refused anything invalid at the declare).
-pub(crate) fn length_limit(args: &FieldTable) -> (Option<u64>, Overflow) {
-    let max = args
-        .inner()
-        .get("x-max-length")
-        .and_then(int_value)
-        .and_then(|n| u64::try_from(n).ok());
-    let overflow = args
-        .inner()
-        .get("x-overflow")
-        .and_then(str_value)
-        .and_then(|s| Overflow::parse(&s));
-    (max, overflow.unwrap_or_default())
+/// Whether the declare argument `key` differs between a redeclare's `received`
+/// arguments and the `current` ones (numbers compare by value, strings by text), and
+/// if so the two as RabbitMQ's `inequivalent arg` text shows them: plain values when
+/// both sides have one, typed values when one side has none.
+pub(crate) fn differs(
+    key: &str,
+    received: &FieldTable,
+    current: &FieldTable,
+) -> Option<(String, String)> {
+    let (a, b) = (received.inner().get(key), current.inner().get(key));
+    let same = match (a, b) {
+        (Some(a), Some(b)) => match (
+            int_value(a).zip(int_value(b)),
+            str_value(a).zip(str_value(b)),
+        ) {
+            (Some((x, y)), _) => x == y,
+            (None, Some((x, y))) => x == y,
+            (None, None) => a == b,
+        },
+        (None, None) => true,
+        _ => false,
+    };
+    if same {
+        return None;
+    }
+    let typed = a.is_none() || b.is_none();
+    let show = |v: Option<&AMQPValue>| match v {
+        None => "none".to_owned(),
+        Some(v) if typed => format!("the value '{}' of type '{}'", plain(v), type_name(v)),
+        Some(v) => format!("'{}'", plain(v)),
+    };
+    Some((show(a), show(b)))
+}
+
+/// The length limits of a queue (`x-max-length`, `x-max-length-bytes`) and what it
+/// does when one is reached (`x-overflow`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LengthLimit {
+    /// The most ready messages (unacked ones do not count).
+    pub max_length: Option<u64>,
+    /// The most body bytes of ready messages.
+    pub max_bytes: Option<u64>,
+    /// What one more message does to a full queue.
+    pub overflow: Overflow,
+}
+
+impl LengthLimit {
+    /// Read leniently from the declare arguments: a stored queue is recovered with
+    /// what it was declared with; `check_declare_arguments` refused anything invalid at
+    /// the declare.
+    pub(crate) fn from_args(args: &FieldTable) -> Self {
+        let int = |key: &str| {
+            args.inner()
+                .get(key)
+                .and_then(int_value)
+                .and_then(|n| u64::try_from(n).ok())
+        };
+        let overflow = args
+            .inner()
+            .get("x-overflow")
+            .and_then(str_value)
+            .and_then(|s| Overflow::parse(&s));
+        Self {
+            max_length: int("x-max-length"),
+            max_bytes: int("x-max-length-bytes"),
+            overflow: overflow.unwrap_or_default(),
+        }
+    }
+
+    /// Whether a queue of `len` ready messages holding `bytes` body bytes is over a
+    /// limit.
+    pub(crate) fn exceeded(&self, len: u64, bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| len > max)
+            || self.max_bytes.is_some_and(|max| bytes > max)
+    }
+}
+
+/// The highest priority of a priority queue (`x-max-priority`, read leniently).
+pub(crate) fn max_priority(args: &FieldTable) -> Option<u8> {
+    let n = args.inner().get("x-max-priority").and_then(int_value)?;
+    u8::try_from(n).ok()
+}
+
+/// Whether a queue keeps every ready message in memory (no paging to disk): a
+/// priority queue, whose order is not the log's, and one with a byte limit, whose count
+/// needs every body's size.
+pub(crate) fn keeps_ready_in_memory(args: &FieldTable) -> bool {
+    max_priority(args).is_some() || args.inner().contains_key("x-max-length-bytes")
+}
+
+/// Checks an exchange's declare arguments as RabbitMQ does: `alternate-exchange` is
+/// a string.
+pub(crate) fn check_exchange_arguments(
+    vhost: &str,
+    exchange: &str,
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
+    let key = "alternate-exchange";
+    match args.inner().get(key) {
+        Some(v) if str_value(v).is_none() => Err(AmqpError::precondition(format_args!(
+            "invalid type '{}' for arg '{key}' in exchange '{exchange}' in vhost '{vhost}'",
+            type_name(v)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks the declare arguments the broker only validates, as RabbitMQ does:
@@ -157,11 +247,14 @@ pub(crate) fn check_declare_arguments(
             "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
         ))
     };
-    for key in ["x-max-length", "x-max-length-bytes"] {
+    for key in ["x-max-length", "x-max-length-bytes", "x-max-priority"] {
         let Some(value) = args.inner().get(key) else {
             continue;
         };
         match int_value(value) {
+            Some(n) if key == "x-max-priority" && n > 255 => {
+                return Err(invalid(key, &format_args!("{{max_value_exceeded,{n}}}")));
+            }
             Some(n) if n >= 0 => {}
             Some(n) => return Err(invalid(key, &format_args!("{{value_negative,{n}}}"))),
             None => {
@@ -181,12 +274,24 @@ pub(crate) fn check_declare_arguments(
     if string("x-overflow")?.is_some_and(|o| Overflow::parse(&o).is_none()) {
         return Err(invalid("x-overflow", &"invalid_overflow"));
     }
+    if let Some(v) = args.inner().get("x-single-active-consumer") {
+        if !matches!(v, AMQPValue::Boolean(_)) {
+            let why = format!("{{unacceptable_type,{}}}", type_name(v));
+            return Err(invalid("x-single-active-consumer", &why));
+        }
+    }
     let dlx = string("x-dead-letter-exchange")?;
     if string("x-dead-letter-routing-key")?.is_some() && dlx.is_none() {
         return Err(invalid(
             "x-dead-letter-routing-key",
             &"routing_key_but_no_dlx_defined",
         ));
+    }
+    if let Some(mode) = string("x-queue-mode")? {
+        if mode != "default" && mode != "lazy" {
+            let why = format!("\"unsupported queue mode '{mode}'\"");
+            return Err(invalid("x-queue-mode", &why));
+        }
     }
     let key = "x-queue-type";
     let Some(kind) = string(key)? else {
@@ -198,5 +303,101 @@ pub(crate) fn check_declare_arguments(
             key,
             &format_args!("\"unsupported queue type '{kind}'\""),
         )),
+    }
+}
+
+/// Whether the declare arguments make a quorum queue.
+pub(crate) fn is_quorum(args: &FieldTable) -> bool {
+    args.inner()
+        .get("x-queue-type")
+        .and_then(str_value)
+        .is_some_and(|t| t == "quorum")
+}
+
+/// The queue arguments RabbitMQ 4 knows, and which of them each queue type takes
+/// (its `capabilities()`); an argument it does not know is kept and ignored, as there.
+const CLASSIC_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+];
+const QUORUM_ARGS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-message-ttl",
+    "x-queue-leader-locator",
+    "x-quorum-target-group-size",
+];
+
+/// Checks a declare against its queue type, as RabbitMQ 4 does: a quorum queue is
+/// durable, not exclusive and not auto-delete, and a known argument another queue type
+/// takes is refused for this one. `x-queue-type: stream` is refused: the broker has no
+/// streams (540, as RabbitMQ answers what it does not implement).
+pub(crate) fn check_queue_type(
+    vhost: &str,
+    queue: &str,
+    flags: (bool, bool, bool),
+    args: &FieldTable,
+) -> Result<(), AmqpError> {
+    let (durable, exclusive, auto_delete) = flags;
+    let kind = args.inner().get("x-queue-type").and_then(str_value);
+    let (own, module) = match kind.as_deref() {
+        Some("quorum") => (QUORUM_ARGS, "rabbit_quorum_queue"),
+        Some("stream") => {
+            return Err(AmqpError::connection(
+                crate::error::code::NOT_IMPLEMENTED,
+                format_args!(
+                    "queue type 'stream' is not implemented by this broker (queue '{queue}' in vhost '{vhost}')"
+                ),
+            ));
+        }
+        _ => (CLASSIC_ARGS, "rabbit_classic_queue"),
+    };
+    if module == "rabbit_quorum_queue" {
+        let property = [
+            (!durable, "non-durable"),
+            (exclusive, "exclusive-owner"),
+            (auto_delete, "auto-delete"),
+        ]
+        .into_iter()
+        .find_map(|(bad, name)| bad.then_some(name));
+        if let Some(name) = property {
+            return Err(AmqpError::precondition(format_args!(
+                "invalid property '{name}' for queue '{queue}' in vhost '{vhost}'"
+            )));
+        }
+    }
+    let known = |k: &str| CLASSIC_ARGS.contains(&k) || QUORUM_ARGS.contains(&k);
+    let wrong = args
+        .inner()
+        .keys()
+        .map(|k| k.as_str())
+        .find(|k| known(k) && !own.contains(k));
+    match wrong {
+        Some(key) => Err(AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}' of queue type {module}"
+        ))),
+        None => Ok(()),
     }
 }

@@ -39,7 +39,6 @@ pub enum Reason {
     /// Dropped from the head of a full queue, or refused by `reject-publish-dlx`.
     Maxlen,
     /// Delivered more often than the queue's `x-delivery-limit`.
-    #[allow(dead_code)] // until quorum queues (x-delivery-limit) land
     DeliveryLimit,
 }
 

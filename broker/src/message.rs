@@ -70,6 +70,8 @@ pub struct QueuedMessage {
     pub expires_at: Option<Instant>,
     /// Where this queue's copy is stored, for a persistent message in a durable queue.
     pub loc: Option<crate::store::log::Location>,
+    /// How often it was delivered and came back (a quorum queue's `x-delivery-count`).
+    pub deliveries: u32,
 }
 
 impl QueuedMessage {
@@ -112,17 +114,31 @@ impl QueuedMessage {
             redelivered: m.delivered,
             expires_at,
             loc: Some(m.location),
+            deliveries: 0,
         }
     }
 }
 
-/// A queue's ready messages in memory, oldest first, and the bytes they hold, which
-/// decide when a durable queue pages out. Reading goes through `Deref` to the
-/// `VecDeque`; every change goes through these methods, which keep the count.
+/// A queue's ready messages in memory in delivery order, and the bytes they hold, which
+/// decide when a durable queue pages out and whether `x-max-length-bytes` is reached.
+/// Reading goes through `Deref` to the `VecDeque`; every change goes through these
+/// methods, which keep the counts and the order.
+///
+/// A plain queue delivers oldest first. A priority queue (`x-max-priority`) delivers
+/// the highest priority first and, within a priority, oldest first: the messages are
+/// kept sorted by priority, highest first, so a new one goes after the last of its
+/// level (a binary search; at the end when every message has the same priority) and a
+/// requeued one before the first of its level, as RabbitMQ does. A priority above the
+/// queue's maximum counts as the maximum; the message keeps its own property.
 #[derive(Debug, Default)]
 pub struct Ready {
     items: VecDeque<QueuedMessage>,
+    /// [`QueuedMessage::size`] summed.
     bytes: usize,
+    /// Body bytes summed: what `x-max-length-bytes` counts.
+    body_bytes: usize,
+    /// `x-max-priority`, for a priority queue.
+    max_priority: Option<u8>,
 }
 
 impl std::ops::Deref for Ready {
@@ -134,40 +150,83 @@ impl std::ops::Deref for Ready {
 }
 
 impl Ready {
+    /// An empty list; `max_priority` makes it a priority queue's.
+    pub fn new(max_priority: Option<u8>) -> Self {
+        Self {
+            max_priority,
+            ..Self::default()
+        }
+    }
+
     /// The bytes the messages hold ([`QueuedMessage::size`] summed).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Appends a message.
+    /// The bytes of the messages' bodies.
+    pub fn body_bytes(&self) -> usize {
+        self.body_bytes
+    }
+
+    fn level(&self, qm: &QueuedMessage) -> u8 {
+        self.max_priority
+            .map_or(0, |max| qm.message.priority.min(max))
+    }
+
+    fn count_in(&mut self, qm: &QueuedMessage) {
+        self.bytes += qm.size();
+        self.body_bytes += qm.message.body.len();
+    }
+
+    fn count_out(&mut self, qm: &QueuedMessage) {
+        self.bytes -= qm.size();
+        self.body_bytes -= qm.message.body.len();
+    }
+
+    /// Adds a message after those it does not go before (in a plain queue, last).
     pub fn push_back(&mut self, qm: QueuedMessage) {
-        self.bytes += qm.size();
-        self.items.push_back(qm);
+        self.count_in(&qm);
+        if self.max_priority.is_none() {
+            return self.items.push_back(qm);
+        }
+        let p = self.level(&qm);
+        if self.items.back().is_none_or(|last| self.level(last) >= p) {
+            return self.items.push_back(qm);
+        }
+        let at = self.items.partition_point(|m| self.level(m) >= p);
+        self.items.insert(at, qm);
     }
 
-    /// Puts a message first (a requeue).
+    /// Puts a message back before the others of its priority (a requeue; in a plain
+    /// queue, first).
     pub fn push_front(&mut self, qm: QueuedMessage) {
-        self.bytes += qm.size();
-        self.items.push_front(qm);
+        self.count_in(&qm);
+        if self.max_priority.is_none() {
+            return self.items.push_front(qm);
+        }
+        let p = self.level(&qm);
+        let at = self.items.partition_point(|m| self.level(m) > p);
+        self.items.insert(at, qm);
     }
 
-    /// Takes the oldest message.
+    /// Takes the next message to deliver.
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         let qm = self.items.pop_front()?;
-        self.bytes -= qm.size();
+        self.count_out(&qm);
         Some(qm)
     }
 
-    /// Takes the newest message.
+    /// Takes the last message in delivery order.
     pub fn pop_back(&mut self) -> Option<QueuedMessage> {
         let qm = self.items.pop_back()?;
-        self.bytes -= qm.size();
+        self.count_out(&qm);
         Some(qm)
     }
 
     /// Takes every message.
     pub fn take(&mut self) -> VecDeque<QueuedMessage> {
         self.bytes = 0;
+        self.body_bytes = 0;
         std::mem::take(&mut self.items)
     }
 }
@@ -230,5 +289,53 @@ mod tests {
             parse_expiration("18446744073709551616"),
             err("{value_too_large,18446744073709551616}")
         );
+    }
+
+    fn queued(body: &str, priority: u8) -> QueuedMessage {
+        QueuedMessage {
+            message: std::sync::Arc::new(Message {
+                exchange: "".into(),
+                routing_key: "q".into(),
+                priority,
+                properties: Bytes::new(),
+                body: Bytes::from(body.to_owned()),
+                ttl: None,
+                expires_at: None,
+                persistent: false,
+            }),
+            redelivered: false,
+            expires_at: None,
+            loc: None,
+            deliveries: 0,
+        }
+    }
+
+    fn bodies(r: &Ready) -> Vec<&[u8]> {
+        r.iter().map(|qm| &qm.message.body[..]).collect()
+    }
+
+    #[test]
+    fn a_priority_list_orders_by_priority_then_arrival_and_requeues_first_in_level() {
+        let mut r = Ready::new(Some(5));
+        for (body, p) in [("a", 1), ("b", 3), ("c", 9), ("d", 1), ("e", 0), ("f", 5)] {
+            r.push_back(queued(body, p));
+        }
+        // 9 counts as 5, so "c" stays ahead of the later "f".
+        assert_eq!(bodies(&r), [b"c", b"f", b"b", b"a", b"d", b"e"]);
+        r.push_front(queued("g", 1));
+        assert_eq!(bodies(&r), [b"c", b"f", b"b", b"g", b"a", b"d", b"e"]);
+        assert_eq!(r.body_bytes(), 7);
+        let first = r.pop_front().map(|qm| qm.message.priority);
+        assert_eq!(first, Some(9), "the property itself is kept");
+        assert_eq!(r.body_bytes(), 6);
+    }
+
+    #[test]
+    fn a_plain_list_ignores_priorities() {
+        let mut r = Ready::new(None);
+        r.push_back(queued("a", 0));
+        r.push_back(queued("b", 9));
+        r.push_front(queued("c", 5));
+        assert_eq!(bodies(&r), [b"c", b"a", b"b"]);
     }
 }

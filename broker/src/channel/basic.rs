@@ -53,6 +53,7 @@ impl Channel {
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     nowait: c.nowait,
+                    arguments: c.arguments,
                 };
                 ctx.vhost.lock().consume(key, c.queue.as_str(), opts)?;
             }

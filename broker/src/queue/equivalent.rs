@@ -1,10 +1,10 @@
 //! Redeclaring a queue: what must match the first declaration, with RabbitMQ's
 //! `inequivalent arg` texts, and the 405 of a queue another connection holds.
 
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 
 use super::Queue;
-use crate::args::{int_value, plain, type_name};
+use crate::args::{differs, str_value};
 use crate::error::{AmqpError, code};
 
 impl Queue {
@@ -40,6 +40,21 @@ impl Queue {
                 format!("'{}'", self.auto_delete),
             ));
         }
+        // A queue declared without a type is a classic one (RabbitMQ 4's texts).
+        let kind = |args: &FieldTable| {
+            args.inner()
+                .get("x-queue-type")
+                .and_then(str_value)
+                .map_or_else(|| "classic".to_owned(), |t| t.into_owned())
+        };
+        let (received, current) = (kind(arguments), kind(&self.arguments));
+        if received != current {
+            return Err(inequivalent(
+                "x-queue-type",
+                format!("'{received}'"),
+                format!("'{current}'"),
+            ));
+        }
         for key in [
             "x-message-ttl",
             "x-expires",
@@ -47,28 +62,13 @@ impl Queue {
             "x-max-length-bytes",
             "x-overflow",
             "x-dead-letter-exchange",
-            "x-queue-type",
+            "x-dead-letter-routing-key",
+            "x-max-priority",
+            "x-single-active-consumer",
+            "x-delivery-limit",
         ] {
-            let (a, b) = (arguments.inner().get(key), self.arguments.inner().get(key));
-            let same = match (a, b) {
-                (Some(a), Some(b)) => int_value(a)
-                    .zip(int_value(b))
-                    .map_or(a == b, |(x, y)| x == y),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
-                // RabbitMQ's wording: plain values when both sides have one, typed
-                // values when one side is missing.
-                let show = |v: Option<&AMQPValue>, typed: bool| match v {
-                    None => "none".to_owned(),
-                    Some(v) if typed => {
-                        format!("the value '{}' of type '{}'", plain(v), type_name(v))
-                    }
-                    Some(v) => format!("'{}'", plain(v)),
-                };
-                let typed = a.is_none() || b.is_none();
-                return Err(inequivalent(key, show(a, typed), show(b, typed)));
+            if let Some((received, current)) = differs(key, arguments, &self.arguments) {
+                return Err(inequivalent(key, received, current));
             }
         }
         Ok(())

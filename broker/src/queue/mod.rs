@@ -11,9 +11,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::types::{FieldTable, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
-use crate::args::{Overflow, duration_arg, length_limit};
+use crate::args::{
+    LengthLimit, Overflow, duration_arg, int_value, keeps_ready_in_memory, max_priority,
+};
 use crate::dead_letter::{DeadLetterTo, Reason};
 use crate::error::AmqpError;
 use crate::message::{Message, QueuedMessage, Ready};
@@ -36,6 +38,8 @@ pub const PAGE_OUT_BYTES: usize = 4 << 20;
 /// The bytes a durable queue keeps in memory while the memory alarm is on: the rest
 /// goes back to disk, as RabbitMQ pages queues out under memory pressure.
 pub const PAGE_OUT_BYTES_LOW_MEMORY: usize = 256 << 10;
+/// A quorum queue's `x-delivery-limit` when it is not given (RabbitMQ 4's).
+const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// Most messages read back from disk in one go.
 const PAGE_IN_BATCH: usize = 256;
 
@@ -70,6 +74,11 @@ pub struct Consumer {
     pub prefetch: u16,
     /// Deliveries not yet acked.
     pub unacked: u32,
+    /// `x-priority`: while a consumer of a higher priority can take a message, those
+    /// of lower ones get none.
+    pub priority: i64,
+    /// The order consumers came in: a single-active-consumer queue serves the first.
+    pub seq: u64,
 }
 
 impl Consumer {
@@ -96,10 +105,13 @@ pub struct Queue {
     pub message_ttl: Option<Duration>,
     /// `x-expires`: deleted after this long unused.
     pub expires: Option<Duration>,
-    /// `x-max-length`: the most ready messages it holds (unacked ones do not count).
-    pub max_length: Option<u64>,
-    /// `x-overflow`: what a full queue does with one more.
-    pub overflow: Overflow,
+    /// `x-max-length`, `x-max-length-bytes` and `x-overflow`: the most ready messages
+    /// and body bytes it holds (unacked ones do not count), and what a full queue does
+    /// with one more.
+    pub limit: LengthLimit,
+    /// A priority queue or one with a byte limit keeps every ready message in memory
+    /// (never pages out): its order or its byte count need them all.
+    pub in_memory_only: bool,
     /// `x-dead-letter-exchange` and `-routing-key`: where messages that leave for
     /// good (rejected, expired, over the limit) are republished.
     pub dead_letter: Option<DeadLetterTo>,
@@ -110,6 +122,17 @@ pub struct Queue {
     pub messages: Ready,
     /// Consumers, the next to serve first.
     pub consumers: VecDeque<Consumer>,
+    /// The next [`Consumer::seq`].
+    pub next_consumer_seq: u64,
+    /// `x-queue-type: quorum`: deliveries of returned messages carry
+    /// `x-delivery-count`.
+    pub quorum: bool,
+    /// `x-delivery-limit` (a quorum queue's default: 20, as RabbitMQ 4's): a message
+    /// returned more often leaves the queue (dead-lettered as `delivery_limit`).
+    pub delivery_limit: Option<u32>,
+    /// `x-single-active-consumer`: only the consumer that came first gets messages;
+    /// when it goes, the next one takes over.
+    pub single_active: bool,
     /// Last declare, consume or get: the `x-expires` clock.
     pub last_used: Instant,
     /// The on-disk log of a durable queue, when the broker has a data directory.
@@ -143,7 +166,22 @@ impl Queue {
     ) -> Result<Self, AmqpError> {
         let message_ttl = duration_arg(vhost, name.as_str(), &arguments, "x-message-ttl", true)?;
         let expires = duration_arg(vhost, name.as_str(), &arguments, "x-expires", false)?;
-        let (max_length, overflow) = length_limit(&arguments);
+        let limit = LengthLimit::from_args(&arguments);
+        let in_memory_only = keeps_ready_in_memory(&arguments);
+        let quorum = crate::args::is_quorum(&arguments);
+        let delivery_limit = match arguments
+            .inner()
+            .get("x-delivery-limit")
+            .and_then(int_value)
+        {
+            Some(n) => u32::try_from(n).ok(),
+            None => quorum.then_some(DEFAULT_DELIVERY_LIMIT),
+        };
+        let single_active = matches!(
+            arguments.inner().get("x-single-active-consumer"),
+            Some(AMQPValue::Boolean(true))
+        );
+        let messages = Ready::new(max_priority(&arguments));
         let dead_letter = DeadLetterTo::from_args(&arguments);
         Ok(Self {
             name,
@@ -153,12 +191,16 @@ impl Queue {
             arguments,
             message_ttl,
             expires,
-            max_length,
-            overflow,
+            limit,
+            in_memory_only,
             dead_letter,
             dead: Vec::new(),
-            messages: Ready::default(),
+            messages,
             consumers: VecDeque::new(),
+            next_consumer_seq: 0,
+            single_active,
+            quorum,
+            delivery_limit,
             last_used: Instant::now(),
             log: None,
             paged: None,
@@ -241,31 +283,83 @@ impl Queue {
         self.ready_len()
     }
 
+    /// The consumer the next message goes to, among those `available` (credit, room in
+    /// their channel): with a single active consumer, the first that came if it is
+    /// available; otherwise the next in turn of the highest priority available.
+    pub fn pick_consumer(&self, available: impl Fn(&Consumer) -> bool) -> Option<usize> {
+        if self.single_active {
+            let (i, first) = self
+                .consumers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.seq)?;
+            return available(first).then_some(i);
+        }
+        let top = self.consumers.iter().map(|c| c.priority).max()?;
+        let mut best: Option<(usize, i64)> = None;
+        for (i, c) in self.consumers.iter().enumerate() {
+            if best.is_some_and(|(_, p)| c.priority <= p) || !available(c) {
+                continue;
+            }
+            best = Some((i, c.priority));
+            if c.priority == top {
+                // Nobody outranks it (without priorities: the first available).
+                break;
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// The properties a delivery of `qm` carries: the message's own, with
+    /// `x-delivery-count` (a long long) in the headers for a quorum queue's message
+    /// that came back before, as RabbitMQ 4 sends it (not on the first delivery).
+    pub fn delivery_properties(&self, qm: &QueuedMessage) -> bytes::Bytes {
+        let own = &qm.message.properties;
+        if !self.quorum || qm.deliveries == 0 {
+            return own.clone();
+        }
+        let Ok(props) = crate::properties::Properties::scan(own.clone()) else {
+            return own.clone();
+        };
+        let mut headers = props.headers().unwrap_or_default();
+        headers.insert(
+            "x-delivery-count".into(),
+            AMQPValue::LongLongInt(i64::from(qm.deliveries)),
+        );
+        let encoded = crate::frame::encode_table(&headers);
+        props
+            .with_headers(&encoded, false)
+            .map_or_else(|_| own.clone(), |p| p.raw().clone())
+    }
+
     /// Number of consumers.
     pub fn consumer_count(&self) -> u32 {
         u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
     }
 
-    /// Whether a queue that refuses publishes when full (`reject-publish`) is full:
-    /// one more would go over `x-max-length`.
-    pub fn rejects_publish(&self) -> bool {
-        self.overflow != Overflow::DropHead
-            && self
-                .max_length
-                .is_some_and(|max| u64::from(self.ready_len()) >= max)
+    /// Whether a queue that refuses publishes when full (`reject-publish`) refuses a
+    /// message of `body_len` bytes: it would go over `x-max-length` or
+    /// `x-max-length-bytes` (even an empty queue refuses a body over the byte limit).
+    pub fn rejects_publish(&self, body_len: usize) -> bool {
+        self.limit.overflow != Overflow::DropHead
+            && self.limit.exceeded(
+                u64::from(self.ready_len()) + 1,
+                (self.messages.body_bytes() + body_len) as u64,
+            )
     }
 
     /// With `drop-head`, drops the oldest ready messages while the queue is over
-    /// `x-max-length`. Paged-out messages come after those in memory, so the oldest
-    /// are read back first if memory holds none.
+    /// `x-max-length` or `x-max-length-bytes` (a message over the byte limit by itself
+    /// drops itself). Paged-out messages come after those in memory, so the oldest are
+    /// read back first if memory holds none; a byte-limited queue does not page.
     pub fn drop_over_limit(&mut self, now: Instant) {
-        let Some(max) = self
-            .max_length
-            .filter(|_| self.overflow == Overflow::DropHead)
-        else {
+        if self.limit.overflow != Overflow::DropHead {
             return;
-        };
-        while u64::from(self.ready_len()) > max {
+        }
+        while self.limit.exceeded(
+            u64::from(self.ready_len()),
+            self.messages.body_bytes() as u64,
+        ) {
             if self.messages.is_empty() {
                 self.page_in(now);
             }

@@ -13,6 +13,7 @@ impl Queue {
     /// many bytes in memory (or is already paging, so order is kept).
     pub fn pages_out(&self) -> bool {
         self.log.is_some()
+            && !self.in_memory_only
             && (self.paged.is_some()
                 || self.messages.len() >= PAGE_OUT_AT
                 || self.messages.bytes() >= self.memory_budget)
@@ -23,7 +24,7 @@ impl Queue {
     /// messages in log order just before the paged-out ones can go (not transient
     /// ones, which are not on disk, nor redelivered ones, which are out of order).
     pub fn page_out_excess(&mut self) -> usize {
-        if self.log.is_none() {
+        if self.log.is_none() || self.in_memory_only {
             return 0;
         }
         let mut n = 0;

@@ -119,8 +119,13 @@ impl Store {
         let mut messages = 0u64;
         for def in &definitions.queues {
             let dir = queue_dir(root, def.dir_id);
-            let (mut log, mut live, paged) =
-                QueueLog::open_paged(&dir, segment_size, crate::queue::PAGE_OUT_AT)?;
+            // A queue that keeps every ready message in memory loads them all.
+            let keep = if crate::args::keeps_ready_in_memory(&def.arguments) {
+                usize::MAX
+            } else {
+                crate::queue::PAGE_OUT_AT
+            };
+            let (mut log, mut live, paged) = QueueLog::open_paged(&dir, segment_size, keep)?;
             if !clean {
                 log.mark_all_delivered();
                 for m in &mut live {

@@ -54,6 +54,7 @@ impl VHost {
             send_consume_ok(ch, key.channel, &tag, opts.nowait);
             return Ok(tag);
         }
+        let vhost_name = self.name.clone();
         let q = self.accessible_mut(queue, key.conn)?;
         if q.consumers.iter().any(|c| c.exclusive) || (opts.exclusive && !q.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format_args!(
@@ -61,6 +62,20 @@ impl VHost {
                 self.name
             )));
         }
+        let priority = match opts.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => crate::args::int_value(v)
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| {
+                    AmqpError::precondition(format_args!(
+                        "invalid arg 'x-priority' for queue '{queue}' in vhost '{}': \"expected integer, got {}\"",
+                        vhost_name,
+                        crate::args::type_name(v)
+                    ))
+                })?,
+        };
+        let seq = q.next_consumer_seq;
+        q.next_consumer_seq += 1;
         let qname = q.name.clone();
         let ch = self.channel(key)?;
         let prefetch = ch.prefetch_consumer;
@@ -74,6 +89,8 @@ impl VHost {
                 exclusive: opts.exclusive,
                 prefetch,
                 unacked: 0,
+                priority,
+                seq,
             });
             q.last_used = Instant::now();
         }
@@ -135,6 +152,7 @@ impl VHost {
             }
         }
         let remaining = q.ready(now);
+        let properties = q.delivery_properties(&qm);
         self.stats.count_delivery(no_ack, qm.redelivered, true);
         let ch = self.channel(key)?;
         ch.last_tag += 1;
@@ -151,7 +169,7 @@ impl VHost {
                 m.routing_key.as_str(),
                 remaining,
             );
-            frame::encode_content(out, key.channel, &m.properties, &m.body, frame_max);
+            frame::encode_content(out, key.channel, &properties, &m.body, frame_max);
         });
         if !no_ack {
             ch.unacked_global += 1;
@@ -162,6 +180,7 @@ impl VHost {
                     consumer: None,
                     message: qm.message,
                     loc: qm.loc,
+                    deliveries: qm.deliveries,
                 },
             );
         }
@@ -300,12 +319,19 @@ impl VHost {
     ) {
         for u in deliveries.rev() {
             if let Some(q) = self.queues.get_mut(&u.queue) {
-                q.messages.push_front(QueuedMessage {
+                let qm = QueuedMessage {
                     expires_at: u.message.expires_at,
                     message: u.message,
                     redelivered: true,
                     loc: u.loc,
-                });
+                    deliveries: u.deliveries.saturating_add(1),
+                };
+                if q.delivery_limit.is_some_and(|limit| qm.deliveries > limit) {
+                    // Returned once more than `x-delivery-limit` allows: it leaves.
+                    q.discard(qm, Reason::DeliveryLimit);
+                } else {
+                    q.messages.push_front(qm);
+                }
                 touched.insert(u.queue);
             }
         }

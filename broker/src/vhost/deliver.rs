@@ -51,7 +51,7 @@ impl VHost {
                 return;
             }
             let channels = &self.channels;
-            let pick = q.consumers.iter().position(|c| {
+            let pick = q.pick_consumer(|c| {
                 c.has_credit()
                     && channels
                         .get(&c.channel)
@@ -83,6 +83,7 @@ impl VHost {
                 ch.last_tag += 1;
                 let tag = ch.last_tag;
                 let m = &qm.message;
+                let properties = q.delivery_properties(&qm);
                 let frame_max = ch.frame_max;
                 let id = consumer.channel.channel;
                 ch.outbox.push(|out| {
@@ -95,7 +96,7 @@ impl VHost {
                         m.exchange.as_str(),
                         m.routing_key.as_str(),
                     );
-                    frame::encode_content(out, id, &m.properties, &m.body, frame_max);
+                    frame::encode_content(out, id, &properties, &m.body, frame_max);
                 });
                 if !consumer.no_ack {
                     consumer.unacked += 1;
@@ -107,6 +108,7 @@ impl VHost {
                             consumer: Some(consumer.tag.clone()),
                             message: qm.message,
                             loc: qm.loc,
+                            deliveries: qm.deliveries,
                         },
                     );
                 }

@@ -87,8 +87,9 @@ impl VHost {
             let mut excess: Option<(Location, u64)> = None;
             for m in messages {
                 let qm = QueuedMessage::from_stored(m, now);
-                let room = q.messages.len() < crate::queue::PAGE_OUT_AT
-                    && q.messages.bytes() < q.memory_budget;
+                let room = q.in_memory_only
+                    || (q.messages.len() < crate::queue::PAGE_OUT_AT
+                        && q.messages.bytes() < q.memory_budget);
                 match (&mut excess, qm.loc) {
                     (None, _) if room => q.messages.push_back(qm),
                     (None, Some(loc)) => excess = Some((loc, 1)),

@@ -60,6 +60,8 @@ pub struct Unacked {
     pub message: Arc<Message>,
     /// Where the queue's copy is stored (persistent message, durable queue).
     pub loc: Option<Location>,
+    /// How often it was delivered and came back before this delivery.
+    pub deliveries: u32,
 }
 
 /// What became of a publish.
@@ -189,6 +191,8 @@ pub struct ConsumeOptions {
     pub exclusive: bool,
     /// Do not send `consume-ok`.
     pub nowait: bool,
+    /// `basic.consume` arguments (`x-priority`).
+    pub arguments: FieldTable,
 }
 
 /// One virtual host.

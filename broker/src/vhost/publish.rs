@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use amq_protocol::types::{FieldTable, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use super::{REPLY_TO_PREFIX, Routed, VHost};
 use crate::args::Overflow;
 use crate::dead_letter::Reason;
 use crate::error::AmqpError;
-use crate::exchange::{Destination, ExchangeKind};
+use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::frame;
 use crate::message::{Message, QueuedMessage};
 use crate::queue::ChannelKey;
@@ -81,7 +81,9 @@ impl VHost {
                 _ => None,
             };
             let matched = x.matching(routing_key, table);
+            let mut routed = false;
             for dest in x.bindings.destinations(&matched) {
+                routed = true;
                 match dest {
                     Destination::Queue(q) if self.queues.contains_key(q) => {
                         // A short list is searched; a long one (fan-out to many
@@ -99,6 +101,16 @@ impl VHost {
                     }
                     Destination::Queue(_) => {}
                     Destination::Exchange(e) => todo.push(e.as_str()),
+                }
+            }
+            if !routed {
+                // Nothing bound matched: the alternate exchange gets the message, with
+                // the same routing key (RabbitMQ's process_alternate).
+                if let Some(ae) = alternate_exchange(x) {
+                    if !seen.contains(&xname) {
+                        seen.push(xname);
+                    }
+                    todo.push(ae);
                 }
             }
         }
@@ -181,8 +193,8 @@ impl VHost {
     pub(super) fn enqueue(&mut self, name: &str, message: &Arc<Message>, now: Instant) -> Enqueued {
         let mut stored = false;
         if let Some(q) = self.queues.get_mut(name) {
-            if q.rejects_publish() {
-                if q.overflow == Overflow::RejectPublishDlx {
+            if q.rejects_publish(message.body.len()) {
+                if q.limit.overflow == Overflow::RejectPublishDlx {
                     self.set_aside(name, Arc::clone(message), Reason::Maxlen);
                     self.dead_letter_from(name);
                 }
@@ -220,6 +232,7 @@ impl VHost {
                     redelivered: false,
                     expires_at,
                     loc,
+                    deliveries: 0,
                 }),
             }
         }
@@ -282,5 +295,15 @@ impl VHost {
                 frame_max,
             );
         });
+    }
+}
+
+/// An exchange's `alternate-exchange`, borrowed from its arguments (checked to be a
+/// string at the declare).
+fn alternate_exchange(x: &Exchange) -> Option<&str> {
+    match x.arguments.inner().get("alternate-exchange")? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
     }
 }

@@ -34,6 +34,7 @@ fn consume(v: &mut VHost, key: ChannelKey, queue: &str) -> ShortString {
             no_ack: false,
             exclusive: false,
             nowait: true,
+            arguments: Default::default(),
         },
     )
     .expect("consume")

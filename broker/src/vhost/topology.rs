@@ -25,6 +25,9 @@ impl VHost {
             ));
         }
         let kind = ExchangeKind::parse(&opts.kind);
+        if !opts.passive {
+            crate::args::check_exchange_arguments(&self.name, name, &opts.arguments)?;
+        }
         if let Some(x) = self.exchanges.get(name) {
             if opts.passive {
                 return Ok(());
@@ -51,6 +54,15 @@ impl VHost {
             }
             if x.internal != opts.internal {
                 return Err(inequivalent("internal", &opts.internal, &x.internal));
+            }
+            let key = "alternate-exchange";
+            if let Some((received, current)) =
+                crate::args::differs(key, &opts.arguments, &x.arguments)
+            {
+                return Err(AmqpError::precondition(format_args!(
+                    "inequivalent arg '{key}' for exchange '{name}' in vhost '{}': received {received} but current is {current}",
+                    self.name
+                )));
             }
             return Ok(());
         }
@@ -333,6 +345,8 @@ impl VHost {
             name.into()
         };
         crate::args::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
+        let flags = (opts.durable, opts.exclusive, opts.auto_delete);
+        crate::args::check_queue_type(&self.name, name.as_str(), flags, &opts.arguments)?;
         if !opts.durable && !opts.exclusive && !self.deprecated.transient_nonexcl_queues {
             return Err(crate::deprecated::transient_nonexcl_queue_denied());
         }
