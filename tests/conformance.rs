@@ -27,6 +27,10 @@ mod channel;
 mod confirm_tx;
 #[path = "conformance/connection.rs"]
 mod connection;
+#[path = "conformance/dead_letter.rs"]
+mod dead_letter;
+#[path = "conformance/death.rs"]
+mod death;
 #[path = "conformance/direct_reply_to.rs"]
 mod direct_reply_to;
 #[path = "conformance/errors.rs"]

@@ -37,6 +37,33 @@ pub struct Ctx {
     /// `host:port` of the broker, for raw-socket scenarios.
     pub addr: SocketAddr,
     pub run_id: String,
+    /// `product` and `version` from the server properties of connection.start.
+    pub server: ServerInfo,
+}
+
+/// What the broker says it is in connection.start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub product: String,
+    pub version: String,
+}
+
+impl ServerInfo {
+    /// Reads connection.start on a raw connection (then drops the socket).
+    async fn probe(addr: SocketAddr) -> Result<Self> {
+        let mut raw = crate::raw::Raw::connect(addr).await?;
+        let start = raw.start().await?;
+        let props = start.server_properties.inner();
+        let text = |k: &str| match props.get(k) {
+            Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+            Some(lapin::types::AMQPValue::ShortString(s)) => s.to_string(),
+            _ => String::new(),
+        };
+        Ok(Self {
+            product: text("product"),
+            version: text("version"),
+        })
+    }
 }
 
 impl Ctx {
@@ -71,6 +98,28 @@ impl Ctx {
             .map(|(_, r)| r)
             .unwrap_or(self.url.trim_start_matches("amqp://"));
         format!("amqp://{user}:{pass}@{rest}")
+    }
+
+    /// `(major, minor)` of the server when it is RabbitMQ, from its `version` property.
+    pub fn rabbitmq_version(&self) -> Option<(u32, u32)> {
+        if self.server.product != "RabbitMQ" {
+            return None;
+        }
+        let mut parts = self
+            .server
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().ok());
+        Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+    }
+
+    /// Whether the broker behaves as RabbitMQ 4.x where 3.x differs: RabbitMQ >= 4, and
+    /// the built-in broker (product `amqp-rpc broker`), which follows 4.x.
+    pub fn like_rabbitmq_4(&self) -> bool {
+        match self.rabbitmq_version() {
+            Some((major, _)) => major >= 4,
+            None => self.server.product == "amqp-rpc broker",
+        }
     }
 }
 
@@ -125,11 +174,16 @@ fn run_id() -> String {
 
 async fn run_external(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
     let url = external_url().ok_or_else(|| anyhow!("AMQP_URL not set"))?;
+    let addr = addr_of(&url)?;
+    let server = ServerInfo::probe(addr)
+        .await
+        .context("reading the server properties")?;
     let ctx = Ctx {
         target: Target::External,
-        addr: addr_of(&url)?,
+        addr,
         url,
         run_id: run_id(),
+        server,
     };
     match tokio::time::timeout(limit, f(ctx)).await {
         Ok(r) => r,
@@ -146,11 +200,15 @@ async fn run_embedded(f: fn(Ctx) -> BoxFut, limit: Duration) -> Result<()> {
                 .context("embedded broker start timed out")?
                 .context("embedded broker start")?;
         let url = broker.amqp_url();
+        let server = ServerInfo::probe(broker.local_addr())
+            .await
+            .context("reading the server properties")?;
         let ctx = Ctx {
             target: Target::Embedded,
             addr: broker.local_addr(),
             url,
             run_id: run_id(),
+            server,
         };
         let res = match tokio::time::timeout(limit, f(ctx)).await {
             Ok(r) => r,
