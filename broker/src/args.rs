@@ -280,7 +280,15 @@ pub(crate) fn check_declare_arguments(
             return Err(invalid("x-single-active-consumer", &why));
         }
     }
-    let dlx = string("x-dead-letter-exchange")?;
+    // RabbitMQ checks the exchange's type with another text than the others'.
+    let key = "x-dead-letter-exchange";
+    if let Some(v) = args.inner().get(key).filter(|v| str_value(v).is_none()) {
+        return Err(AmqpError::precondition(format_args!(
+            "invalid type '{}' for arg '{key}' in queue '{queue}' in vhost '{vhost}'",
+            type_name(v)
+        )));
+    }
+    let dlx = string(key)?;
     if string("x-dead-letter-routing-key")?.is_some() && dlx.is_none() {
         return Err(invalid(
             "x-dead-letter-routing-key",

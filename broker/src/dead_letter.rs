@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use crate::args::{int_value, str_value};
-use crate::message::Message;
+use crate::message::{Message, SenderKeys};
 use crate::properties::Properties;
 
 /// Why a message was dead-lettered, with RabbitMQ's names.
@@ -114,6 +114,19 @@ impl Rewritten {
     }
 }
 
+/// The `CC` header's keys.
+fn cc_of(headers: &FieldTable) -> Vec<String> {
+    match headers.inner().get("CC") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(str_value)
+            .map(Cow::into_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn long_str(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
@@ -165,7 +178,15 @@ pub fn rewrite(
             t.insert("queue".into(), long_str(queue));
             t.insert("time".into(), AMQPValue::Timestamp(now_secs));
             t.insert("exchange".into(), long_str(exchange));
-            let keys = vec![long_str(message.routing_key.as_str())];
+            // The original key and the `CC` keys, never the `BCC` ones.
+            let cc = message.sender_keys.as_ref().map_or_else(
+                || cc_of(&headers),
+                |k| k.cc.iter().map(|k| k.as_str().to_owned()).collect(),
+            );
+            let keys = std::iter::once(message.routing_key.as_str().to_owned())
+                .chain(cc)
+                .map(|k| long_str(&k))
+                .collect::<Vec<_>>();
             t.insert(
                 "routing-keys".into(),
                 AMQPValue::FieldArray(FieldArray::from(keys)),
@@ -201,10 +222,27 @@ pub fn rewrite(
     );
     let encoded = crate::frame::encode_table(&headers);
     let props = props.with_headers(&encoded, true).ok()?;
-    let routing_key = to
-        .routing_key
-        .clone()
-        .unwrap_or_else(|| message.routing_key.clone());
+    // With `x-dead-letter-routing-key` the copy goes by that key alone; without, by
+    // its own key and its `CC` and `BCC` keys (`CC` read back from the headers for a
+    // message recovered from disk).
+    let (routing_key, sender_keys) = match &to.routing_key {
+        // No extra keys from now on, though `CC` stays in the headers: the next
+        // death's `routing-keys` is this key alone, as RabbitMQ has it.
+        Some(key) => (key.clone(), Some(Box::default())),
+        None => (
+            message.routing_key.clone(),
+            message.sender_keys.clone().or_else(|| {
+                let cc: Vec<ShortString> =
+                    cc_of(&headers).into_iter().map(ShortString::from).collect();
+                (!cc.is_empty()).then(|| {
+                    Box::new(SenderKeys {
+                        cc,
+                        bcc: Vec::new(),
+                    })
+                })
+            }),
+        ),
+    };
     Some(Rewritten {
         message: Message {
             exchange: to.exchange.clone(),
@@ -215,6 +253,7 @@ pub fn rewrite(
             ttl: None,
             expires_at: None,
             persistent: message.persistent,
+            sender_keys,
         },
         deaths,
         reason,
@@ -237,6 +276,7 @@ mod tests {
             ttl: None,
             expires_at: None,
             persistent: false,
+            sender_keys: None,
         }
     }
 

@@ -31,6 +31,27 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// `delivery_mode = 2`: kept for the durable store.
     pub persistent: bool,
+    /// The `CC` and `BCC` headers' routing keys (sender-selected distribution), when
+    /// it had any: it routes by these too.
+    pub sender_keys: Option<Box<SenderKeys>>,
+}
+
+/// The extra routing keys a publisher gave in the `CC` and `BCC` headers. `BCC` is
+/// removed from the headers before the message is stored or delivered, as RabbitMQ
+/// does; its keys are kept here only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderKeys {
+    /// `CC`: routed by and shown in `x-death`'s `routing-keys`.
+    pub cc: Vec<ShortString>,
+    /// `BCC`: routed by, never shown.
+    pub bcc: Vec<ShortString>,
+}
+
+impl SenderKeys {
+    /// Every key, `CC` then `BCC`.
+    pub fn all(&self) -> impl Iterator<Item = &ShortString> {
+        self.cc.iter().chain(&self.bcc)
+    }
 }
 
 /// The largest TTL RabbitMQ accepts, for `expiration`, `x-message-ttl` and
@@ -110,6 +131,8 @@ impl QueuedMessage {
                 ttl: None,
                 expires_at,
                 persistent: m.persistent,
+                // `BCC` was not stored; `CC` is read again for dead-lettering.
+                sender_keys: None,
             }),
             redelivered: m.delivered,
             expires_at,
@@ -302,6 +325,7 @@ mod tests {
                 ttl: None,
                 expires_at: None,
                 persistent: false,
+                sender_keys: None,
             }),
             redelivered: false,
             expires_at: None,

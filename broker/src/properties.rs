@@ -11,8 +11,8 @@
 
 use std::ops::Range;
 
-use amq_protocol::types::FieldTable;
 use amq_protocol::types::parsing::parse_field_table;
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Property flag bits of the basic class, in wire order.
@@ -246,6 +246,45 @@ impl Properties {
     pub fn headers(&self) -> Option<FieldTable> {
         let r = self.headers.clone()?;
         parse_field_table(&self.raw[r]).ok().map(|(_, t)| t)
+    }
+
+    /// The `CC` and `BCC` headers' routing keys (arrays of strings), if the headers
+    /// have either. A byte search for the two names comes first, so a message without
+    /// them is not decoded.
+    pub fn sender_keys(&self) -> Option<(crate::message::SenderKeys, Option<FieldTable>)> {
+        let r = self.headers.clone()?;
+        let raw = &self.raw[r];
+        let has = |name: &[u8]| raw.windows(name.len()).any(|w| w == name);
+        if !has(b"\x02CC") && !has(b"\x03BCC") {
+            return None;
+        }
+        let headers = self.headers()?;
+        let keys = |v: Option<&AMQPValue>| -> Vec<ShortString> {
+            match v {
+                Some(AMQPValue::FieldArray(a)) => a
+                    .as_slice()
+                    .iter()
+                    .filter_map(crate::args::str_value)
+                    .map(|s| ShortString::from(s.into_owned()))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let cc = keys(headers.inner().get("CC"));
+        let bcc = keys(headers.inner().get("BCC"));
+        if cc.is_empty() && bcc.is_empty() {
+            return None;
+        }
+        let without_bcc = headers.inner().contains_key("BCC").then(|| {
+            let mut t = FieldTable::default();
+            for (k, v) in headers.inner() {
+                if k.as_str() != "BCC" {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+            t
+        });
+        Some((crate::message::SenderKeys { cc, bcc }, without_bcc))
     }
 
     /// The same properties with `reply_to` replaced (it must already be present).

@@ -223,6 +223,22 @@ impl Channel {
                 .with_reply_to(&name)
                 .map_err(|_| fail(AmqpError::precondition("reply_to could not be rewritten")))?;
         }
+        let sender_keys = match header.properties.sender_keys() {
+            None => None,
+            Some((keys, without_bcc)) => {
+                if let Some(t) = without_bcc {
+                    let encoded = crate::frame::encode_table(&t);
+                    header.properties =
+                        header
+                            .properties
+                            .with_headers(&encoded, false)
+                            .map_err(|_| {
+                                fail(AmqpError::precondition("headers could not be rewritten"))
+                            })?;
+                }
+                Some(Box::new(keys))
+            }
+        };
         let persistent = header.properties.delivery_mode() == Some(2);
         let mandatory = publish.mandatory;
         let message = Message {
@@ -234,6 +250,7 @@ impl Channel {
             ttl,
             expires_at: None,
             persistent,
+            sender_keys,
         };
         let routed = vhost.publish(&|| header.properties.headers(), message);
         drop(vhost);

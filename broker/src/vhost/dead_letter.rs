@@ -90,20 +90,12 @@ impl VHost {
             return;
         };
         let message = &rewritten.message;
-        let queues: Vec<ShortString> = if exchange.is_empty() {
-            self.queues
-                .get_key_value(message.routing_key.as_str())
-                .map(|(name, _)| name.clone())
-                .into_iter()
-                .collect()
-        } else {
-            let headers = || {
-                crate::properties::Properties::scan(message.properties.clone())
-                    .ok()
-                    .and_then(|p| p.headers())
-            };
-            self.route(exchange, message.routing_key.as_str(), &headers)
+        let headers = || {
+            crate::properties::Properties::scan(message.properties.clone())
+                .ok()
+                .and_then(|p| p.headers())
         };
+        let queues = self.route_message(message, &headers);
         let queues: Vec<ShortString> = queues
             .into_iter()
             .filter(|q| !rewritten.cycles_to(q.as_str()))

@@ -117,6 +117,27 @@ impl VHost {
         queues
     }
 
+    /// Queues a message routes to by its routing key and, if it has them, its `CC` and
+    /// `BCC` keys, each queue once.
+    pub(super) fn route_message(
+        &self,
+        message: &Message,
+        headers: &dyn Fn() -> Option<FieldTable>,
+    ) -> Vec<ShortString> {
+        let exchange = message.exchange.as_str();
+        let mut queues = self.route(exchange, message.routing_key.as_str(), headers);
+        if let Some(keys) = &message.sender_keys {
+            for key in keys.all() {
+                for q in self.route(exchange, key.as_str(), headers) {
+                    if !queues.contains(&q) {
+                        queues.push(q);
+                    }
+                }
+            }
+        }
+        queues
+    }
+
     /// Whether `reply_to = amq.rabbitmq.reply-to` may be used on this channel, and the
     /// name to rewrite it to.
     pub fn reply_name(&self, key: ChannelKey) -> Result<String, AmqpError> {
@@ -147,7 +168,7 @@ impl VHost {
             ticket: None,
             rejected: false,
         };
-        if message.exchange.as_str().is_empty() {
+        if message.exchange.as_str().is_empty() && message.sender_keys.is_none() {
             // The default exchange: the queue named by the routing key, found without
             // building a route.
             if let Some(token) = message.routing_key.as_str().strip_prefix(REPLY_TO_PREFIX) {
@@ -165,11 +186,7 @@ impl VHost {
                 rejected: e.rejected,
             };
         }
-        let queues = self.route(
-            message.exchange.as_str(),
-            message.routing_key.as_str(),
-            headers,
-        );
+        let queues = self.route_message(&message, headers);
         if queues.is_empty() {
             return returned(message);
         }
