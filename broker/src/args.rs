@@ -274,11 +274,11 @@ pub(crate) fn check_declare_arguments(
     if string("x-overflow")?.is_some_and(|o| Overflow::parse(&o).is_none()) {
         return Err(invalid("x-overflow", &"invalid_overflow"));
     }
-    if let Some(v) = args.inner().get("x-single-active-consumer") {
-        if !matches!(v, AMQPValue::Boolean(_)) {
-            let why = format!("{{unacceptable_type,{}}}", type_name(v));
-            return Err(invalid("x-single-active-consumer", &why));
-        }
+    if let Some(v) = args.inner().get("x-single-active-consumer")
+        && !matches!(v, AMQPValue::Boolean(_))
+    {
+        let why = format!("{{unacceptable_type,{}}}", type_name(v));
+        return Err(invalid("x-single-active-consumer", &why));
     }
     // RabbitMQ checks the exchange's type with another text than the others'.
     let key = "x-dead-letter-exchange";
@@ -295,11 +295,12 @@ pub(crate) fn check_declare_arguments(
             &"routing_key_but_no_dlx_defined",
         ));
     }
-    if let Some(mode) = string("x-queue-mode")? {
-        if mode != "default" && mode != "lazy" {
-            let why = format!("\"unsupported queue mode '{mode}'\"");
-            return Err(invalid("x-queue-mode", &why));
-        }
+    if let Some(mode) = string("x-queue-mode")?
+        && mode != "default"
+        && mode != "lazy"
+    {
+        let why = format!("\"unsupported queue mode '{mode}'\"");
+        return Err(invalid("x-queue-mode", &why));
     }
     let key = "x-queue-type";
     let Some(kind) = string(key)? else {

@@ -397,6 +397,7 @@ mod tests {
             ttl: None,
             expires_at: None,
             persistent,
+            sender_keys: None,
         }
     }
 

@@ -14,6 +14,7 @@ fn msg(body: &'static str) -> Message {
         ttl: None,
         expires_at: None,
         persistent: false,
+        sender_keys: None,
     }
 }
 
