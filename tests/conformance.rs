@@ -39,6 +39,8 @@ mod errors;
 mod exchange;
 #[path = "conformance/length.rs"]
 mod length;
+#[path = "conformance/length_bytes.rs"]
+mod length_bytes;
 #[path = "conformance/properties.rs"]
 mod properties;
 #[path = "conformance/queue.rs"]
