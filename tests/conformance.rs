@@ -41,6 +41,8 @@ mod exchange;
 mod length;
 #[path = "conformance/length_bytes.rs"]
 mod length_bytes;
+#[path = "conformance/priority.rs"]
+mod priority;
 #[path = "conformance/properties.rs"]
 mod properties;
 #[path = "conformance/queue.rs"]

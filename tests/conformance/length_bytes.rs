@@ -125,7 +125,11 @@ async fn limit_zero_keeps_empty_bodies(ctx: Ctx) -> Result<()> {
     ensure_eq!(acked, vec![true, true, true, true]);
     // "x" does not fit: the head goes ("" ahead of it, then "x" itself); the last two
     // empty bodies stay.
-    ensure_eq!(message_count_on(&ch, &q).await?, 2, "the later empty bodies stay");
+    ensure_eq!(
+        message_count_on(&ch, &q).await?,
+        2,
+        "the later empty bodies stay"
+    );
     ensure_eq!(drain(&ch, &q).await?, vec!["", ""]);
     conn.close(200, "bye".into()).await?;
     Ok(())
