@@ -27,6 +27,8 @@ mod channel;
 mod confirm_tx;
 #[path = "conformance/connection.rs"]
 mod connection;
+#[path = "conformance/consumers.rs"]
+mod consumers;
 #[path = "conformance/dead_letter.rs"]
 mod dead_letter;
 #[path = "conformance/death.rs"]
