@@ -17,6 +17,8 @@ mod harness;
 #[path = "conformance/raw.rs"]
 mod raw;
 
+#[path = "conformance/alternate.rs"]
+mod alternate;
 #[path = "conformance/args.rs"]
 mod args;
 #[path = "conformance/basic.rs"]
