@@ -51,6 +51,8 @@ mod priority;
 mod properties;
 #[path = "conformance/queue.rs"]
 mod queue;
+#[path = "conformance/quorum.rs"]
+mod quorum;
 #[path = "conformance/ttl.rs"]
 mod ttl;
 #[path = "conformance/tutorials.rs"]
