@@ -51,6 +51,8 @@ mod priority;
 mod properties;
 #[path = "conformance/queue.rs"]
 mod queue;
+#[path = "conformance/queue_args.rs"]
+mod queue_args;
 #[path = "conformance/quorum.rs"]
 mod quorum;
 #[path = "conformance/ttl.rs"]
