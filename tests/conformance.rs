@@ -17,6 +17,8 @@ mod harness;
 #[path = "conformance/raw.rs"]
 mod raw;
 
+#[path = "conformance/alternate.rs"]
+mod alternate;
 #[path = "conformance/args.rs"]
 mod args;
 #[path = "conformance/basic.rs"]
@@ -27,6 +29,8 @@ mod channel;
 mod confirm_tx;
 #[path = "conformance/connection.rs"]
 mod connection;
+#[path = "conformance/consumers.rs"]
+mod consumers;
 #[path = "conformance/dead_letter.rs"]
 mod dead_letter;
 #[path = "conformance/death.rs"]
@@ -39,10 +43,18 @@ mod errors;
 mod exchange;
 #[path = "conformance/length.rs"]
 mod length;
+#[path = "conformance/length_bytes.rs"]
+mod length_bytes;
+#[path = "conformance/priority.rs"]
+mod priority;
 #[path = "conformance/properties.rs"]
 mod properties;
 #[path = "conformance/queue.rs"]
 mod queue;
+#[path = "conformance/queue_args.rs"]
+mod queue_args;
+#[path = "conformance/quorum.rs"]
+mod quorum;
 #[path = "conformance/ttl.rs"]
 mod ttl;
 #[path = "conformance/tutorials.rs"]

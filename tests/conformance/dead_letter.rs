@@ -8,14 +8,14 @@
 use anyhow::{Result, ensure};
 use lapin::{
     BasicProperties, Channel,
-    options::{
-        BasicConsumeOptions, BasicNackOptions, BasicRejectOptions, ExchangeDeclareOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicConsumeOptions, BasicNackOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
 
-use crate::death::{body, cc, check_first_last, deaths, dlx, excl_queue, headers, wait_get, with};
+use crate::death::{
+    bind, body, cc, check_first_last, deaths, direct, dlx, excl_queue, fanout, headers, reject,
+    wait_get, with,
+};
 use crate::exchange::{drain, publish_confirmed};
 use crate::harness::{
     Ctx, WAIT, cleanup, consume, ensure_eq, expect_code, message_count_on, next_delivery,
@@ -41,40 +41,6 @@ scenarios! {
     declare_errors_406,
 }
 
-async fn fanout(ch: &Channel, x: &str) -> Result<()> {
-    ch.exchange_declare(
-        x.into(),
-        lapin::ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        Default::default(),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn direct(ch: &Channel, x: &str) -> Result<()> {
-    ch.exchange_declare(
-        x.into(),
-        lapin::ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        Default::default(),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn bind(ch: &Channel, q: &str, x: &str, key: &str) -> Result<()> {
-    ch.queue_bind(
-        q.into(),
-        x.into(),
-        key.into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await?;
-    Ok(())
-}
-
 /// A confirming channel with a fanout dead-letter exchange `x` bound to the exclusive
 /// queue `dlq`.
 async fn dl_setup(ctx: &Ctx, x: &str, dlq: &str) -> Result<(lapin::Connection, Channel)> {
@@ -84,11 +50,6 @@ async fn dl_setup(ctx: &Ctx, x: &str, dlq: &str) -> Result<(lapin::Connection, C
     excl_queue(&ch, dlq, FieldTable::default()).await?;
     bind(&ch, dlq, x, "").await?;
     Ok((conn, ch))
-}
-
-async fn reject(ch: &Channel, tag: u64, requeue: bool) -> Result<()> {
-    ch.basic_reject(tag, BasicRejectOptions { requeue }).await?;
-    Ok(())
 }
 
 fn long(n: i32) -> AMQPValue {

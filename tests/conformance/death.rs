@@ -1,14 +1,14 @@
 //! Helpers for dead-lettering scenarios: reading the `x-death` table array and the
 //! `x-first-death-*` / `x-last-death-*` headers of a dead-lettered message (each field
 //! checked for the type RabbitMQ sends), and the queue and exchange arguments that
-//! set up a dead-letter exchange.
+//! set up a dead-letter exchange, and small declare/bind/reject shorthands.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow, bail, ensure};
 use lapin::{
     BasicProperties, Channel,
-    options::QueueDeclareOptions,
+    options::{BasicRejectOptions, ExchangeDeclareOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldArray, FieldTable},
 };
 
@@ -201,6 +201,49 @@ pub fn cc(keys: &[&str]) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(arr)));
     t
+}
+
+/// Declares the fanout exchange `x`.
+pub async fn fanout(ch: &Channel, x: &str) -> Result<()> {
+    ch.exchange_declare(
+        x.into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        Default::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Declares the direct exchange `x`.
+pub async fn direct(ch: &Channel, x: &str) -> Result<()> {
+    ch.exchange_declare(
+        x.into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        Default::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Binds `q` to `x` by `key`.
+pub async fn bind(ch: &Channel, q: &str, x: &str, key: &str) -> Result<()> {
+    ch.queue_bind(
+        q.into(),
+        x.into(),
+        key.into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `basic.reject` of `tag` on `ch`.
+pub async fn reject(ch: &Channel, tag: u64, requeue: bool) -> Result<()> {
+    ch.basic_reject(tag, BasicRejectOptions { requeue }).await?;
+    Ok(())
 }
 
 /// Declares the exclusive queue `name` with `args`.
