@@ -107,10 +107,10 @@ fn routing(c: &mut Criterion) {
         }
     }
     c.bench_function("route: topic exchange, 3 bindings", |b| {
-        b.iter(|| black_box(v.route("logs", black_box("quick.orange.rabbit"), &|| None)))
+        b.iter(|| black_box(v.route("logs", black_box("quick.orange.rabbit"), &[], &|| None)))
     });
     c.bench_function("route: default exchange", |b| {
-        b.iter(|| black_box(v.route("", black_box("q1"), &|| None)))
+        b.iter(|| black_box(v.route("", black_box("q1"), &[], &|| None)))
     });
 }
 
@@ -153,10 +153,10 @@ fn routing_scale(c: &mut Criterion) {
     for n in [1, 100_000] {
         let v = many_bindings(n);
         c.bench_function(&format!("route: topic exchange, {n} bindings"), |b| {
-            b.iter(|| black_box(v.route("t", black_box("quick.orange.rabbit"), &|| None)))
+            b.iter(|| black_box(v.route("t", black_box("quick.orange.rabbit"), &[], &|| None)))
         });
         c.bench_function(&format!("route: direct exchange, {n} bindings"), |b| {
-            b.iter(|| black_box(v.route("d", black_box("target"), &|| None)))
+            b.iter(|| black_box(v.route("d", black_box("target"), &[], &|| None)))
         });
     }
 }

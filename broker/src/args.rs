@@ -247,13 +247,22 @@ pub(crate) fn check_declare_arguments(
             "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
         ))
     };
-    for key in ["x-max-length", "x-max-length-bytes", "x-max-priority"] {
+    for key in [
+        "x-max-length",
+        "x-max-length-bytes",
+        "x-max-priority",
+        "x-queue-version",
+    ] {
         let Some(value) = args.inner().get(key) else {
             continue;
         };
         match int_value(value) {
             Some(n) if key == "x-max-priority" && n > 255 => {
                 return Err(invalid(key, &format_args!("{{max_value_exceeded,{n}}}")));
+            }
+            Some(n) if key == "x-queue-version" && n != 1 && n != 2 => {
+                let why = format!("\"unsupported queue version '{n}'\"");
+                return Err(invalid(key, &why));
             }
             Some(n) if n >= 0 => {}
             Some(n) => return Err(invalid(key, &format_args!("{{value_negative,{n}}}"))),
@@ -358,11 +367,21 @@ const QUORUM_ARGS: &[&str] = &[
     "x-queue-leader-locator",
     "x-quorum-target-group-size",
 ];
+const STREAM_ARGS: &[&str] = &[
+    "x-max-length-bytes",
+    "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+    "x-stream-filter-size-bytes",
+];
 
 /// Checks a declare against its queue type, as RabbitMQ 4 does: a quorum queue is
 /// durable, not exclusive and not auto-delete, and a known argument another queue type
-/// takes is refused for this one. `x-queue-type: stream` is refused: the broker has no
-/// streams (540, as RabbitMQ answers what it does not implement).
+/// takes is refused for this one. A stream declare that RabbitMQ would accept is
+/// refused: the broker has no streams (540, as RabbitMQ answers what it does not
+/// implement).
 pub(crate) fn check_queue_type(
     vhost: &str,
     queue: &str,
@@ -373,17 +392,10 @@ pub(crate) fn check_queue_type(
     let kind = args.inner().get("x-queue-type").and_then(str_value);
     let (own, module) = match kind.as_deref() {
         Some("quorum") => (QUORUM_ARGS, "rabbit_quorum_queue"),
-        Some("stream") => {
-            return Err(AmqpError::connection(
-                crate::error::code::NOT_IMPLEMENTED,
-                format_args!(
-                    "queue type 'stream' is not implemented by this broker (queue '{queue}' in vhost '{vhost}')"
-                ),
-            ));
-        }
+        Some("stream") => (STREAM_ARGS, "rabbit_stream_queue"),
         _ => (CLASSIC_ARGS, "rabbit_classic_queue"),
     };
-    if module == "rabbit_quorum_queue" {
+    if module != "rabbit_classic_queue" {
         let property = [
             (!durable, "non-durable"),
             (exclusive, "exclusive-owner"),
@@ -397,16 +409,28 @@ pub(crate) fn check_queue_type(
             )));
         }
     }
-    let known = |k: &str| CLASSIC_ARGS.contains(&k) || QUORUM_ARGS.contains(&k);
+    let known = |k: &str| {
+        [CLASSIC_ARGS, QUORUM_ARGS, STREAM_ARGS]
+            .iter()
+            .any(|l| l.contains(&k))
+    };
     let wrong = args
         .inner()
         .keys()
         .map(|k| k.as_str())
         .find(|k| known(k) && !own.contains(k));
-    match wrong {
-        Some(key) => Err(AmqpError::precondition(format_args!(
+    if let Some(key) = wrong {
+        return Err(AmqpError::precondition(format_args!(
             "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}' of queue type {module}"
-        ))),
-        None => Ok(()),
+        )));
     }
+    if module == "rabbit_stream_queue" {
+        return Err(AmqpError::connection(
+            crate::error::code::NOT_IMPLEMENTED,
+            format_args!(
+                "queue type 'stream' is not implemented by this broker (queue '{queue}' in vhost '{vhost}')"
+            ),
+        ));
+    }
+    Ok(())
 }

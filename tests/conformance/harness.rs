@@ -113,6 +113,12 @@ impl Ctx {
         Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
     }
 
+    /// Whether this is the built-in broker, for what it deliberately does not have
+    /// (streams), which it refuses where RabbitMQ accepts.
+    pub fn is_builtin(&self) -> bool {
+        self.server.product == "amqp-rpc broker"
+    }
+
     /// Whether the broker behaves as RabbitMQ 4.x where 3.x differs: RabbitMQ >= 4, and
     /// the built-in broker (product `amqp-rpc broker`), which follows 4.x.
     pub fn like_rabbitmq_4(&self) -> bool {

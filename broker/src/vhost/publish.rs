@@ -39,7 +39,8 @@ impl VHost {
         }
     }
 
-    /// Queues a message routes to, following exchange-to-exchange bindings, each once.
+    /// Queues a message routes to by `routing_key` and the `extra` keys (`CC`, `BCC`),
+    /// following exchange-to-exchange bindings and alternate exchanges, each once.
     ///
     /// `headers` decodes the message's header table; it is called only if a headers
     /// exchange is on the way.
@@ -47,12 +48,18 @@ impl VHost {
         &self,
         exchange: &str,
         routing_key: &str,
+        extra: &[ShortString],
         headers: &dyn Fn() -> Option<FieldTable>,
     ) -> Vec<ShortString> {
-        let mut queues = Vec::new();
+        let mut queues: Vec<ShortString> = Vec::new();
+        let keys = || std::iter::once(routing_key).chain(extra.iter().map(ShortString::as_str));
         if exchange.is_empty() {
-            if let Some((name, _)) = self.queues.get_key_value(routing_key) {
-                queues.push(name.clone());
+            for key in keys() {
+                if let Some((name, _)) = self.queues.get_key_value(key)
+                    && !queues.contains(name)
+                {
+                    queues.push(name.clone());
+                }
             }
             return queues;
         }
@@ -80,27 +87,29 @@ impl VHost {
                 ExchangeKind::Headers => decoded.as_ref().and_then(Option::as_ref),
                 _ => None,
             };
-            let matched = x.matching(routing_key, table);
             let mut routed = false;
-            for dest in x.bindings.destinations(&matched) {
-                routed = true;
-                match dest {
-                    Destination::Queue(q) if self.queues.contains_key(q) => {
-                        // A short list is searched; a long one (fan-out to many
-                        // queues) gets a set, so routing stays linear in the matches.
-                        let new = match once.as_mut() {
-                            Some(set) => set.insert(q.clone()),
-                            None => !queues.contains(q),
-                        };
-                        if new {
-                            queues.push(q.clone());
-                            if once.is_none() && queues.len() > 16 {
-                                once = Some(queues.iter().cloned().collect());
+            for key in keys() {
+                let matched = x.matching(key, table);
+                for dest in x.bindings.destinations(&matched) {
+                    routed = true;
+                    match dest {
+                        Destination::Queue(q) if self.queues.contains_key(q) => {
+                            // A short list is searched; a long one (fan-out to many
+                            // queues) gets a set, so routing stays linear in the matches.
+                            let new = match once.as_mut() {
+                                Some(set) => set.insert(q.clone()),
+                                None => !queues.contains(q),
+                            };
+                            if new {
+                                queues.push(q.clone());
+                                if once.is_none() && queues.len() > 16 {
+                                    once = Some(queues.iter().cloned().collect());
+                                }
                             }
                         }
+                        Destination::Queue(_) => {}
+                        Destination::Exchange(e) => todo.push(e.as_str()),
                     }
-                    Destination::Queue(_) => {}
-                    Destination::Exchange(e) => todo.push(e.as_str()),
                 }
             }
             if !routed {
@@ -124,18 +133,16 @@ impl VHost {
         message: &Message,
         headers: &dyn Fn() -> Option<FieldTable>,
     ) -> Vec<ShortString> {
-        let exchange = message.exchange.as_str();
-        let mut queues = self.route(exchange, message.routing_key.as_str(), headers);
-        if let Some(keys) = &message.sender_keys {
-            for key in keys.all() {
-                for q in self.route(exchange, key.as_str(), headers) {
-                    if !queues.contains(&q) {
-                        queues.push(q);
-                    }
-                }
-            }
-        }
-        queues
+        let extra: Vec<ShortString> = match &message.sender_keys {
+            Some(keys) => keys.all().cloned().collect(),
+            None => Vec::new(),
+        };
+        self.route(
+            message.exchange.as_str(),
+            message.routing_key.as_str(),
+            &extra,
+            headers,
+        )
     }
 
     /// Whether `reply_to = amq.rabbitmq.reply-to` may be used on this channel, and the

@@ -150,8 +150,11 @@ fn exchange_to_exchange_routing_reaches_each_queue_once() {
         .expect("bind");
     v.bind_queue(1, "q", "a", "#", FieldTable::default())
         .expect("bind");
-    assert_eq!(v.route("a", "x.y", &|| None), vec![ShortString::from("q")]);
-    assert!(v.route("missing", "x", &|| None).is_empty());
+    assert_eq!(
+        v.route("a", "x.y", &[], &|| None),
+        vec![ShortString::from("q")]
+    );
+    assert!(v.route("missing", "x", &[], &|| None).is_empty());
 }
 
 #[test]
