@@ -29,7 +29,7 @@ fn bind(v: &mut VHost, q: &str, x: &str, key: &str) {
 
 fn route(v: &VHost, x: &str, key: &str) -> Vec<String> {
     let mut names: Vec<String> = v
-        .route(x, key, &|| None)
+        .route(x, key, &[], &|| None)
         .iter()
         .map(|q| q.as_str().to_owned())
         .collect();
