@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::error::StartError;
+use crate::limits::ConsumerTimeout;
 use crate::{
     BrokerHandle, DeprecatedFeatures, Limits, ManagementLimits, MemoryWatermark, TlsConfig, alarm,
     auth, management, server, shared, store, vhost,
@@ -37,6 +38,7 @@ impl Broker {
             memory_high_watermark: MemoryWatermark::default(),
             memory_probe: alarm::resident_memory,
             deprecated: DeprecatedFeatures::default(),
+            consumer_timeout: ConsumerTimeout::default(),
         }
     }
 }
@@ -59,6 +61,7 @@ pub struct BrokerBuilder {
     memory_high_watermark: MemoryWatermark,
     memory_probe: alarm::MemoryProbe,
     deprecated: DeprecatedFeatures,
+    consumer_timeout: ConsumerTimeout,
 }
 
 impl BrokerBuilder {
@@ -69,6 +72,14 @@ impl BrokerBuilder {
     /// consumer. See [`DeprecatedFeatures`].
     pub fn deprecated_features(mut self, features: DeprecatedFeatures) -> Self {
         self.deprecated = features;
+        self
+    }
+
+    /// How long a delivery may stay unacked before its channel is closed (RabbitMQ's
+    /// `consumer_timeout`; default 30 minutes, `None` for no limit), or its consumer
+    /// cancelled. A queue's `x-consumer-timeout` overrides it. See [`ConsumerTimeout`].
+    pub fn consumer_timeout(mut self, timeout: ConsumerTimeout) -> Self {
+        self.consumer_timeout = timeout;
         self
     }
 
@@ -322,7 +333,8 @@ impl BrokerBuilder {
         });
         let data = self.data_dir.clone().map(|dir| (dir, segment_size));
         let vhosts =
-            vhost::VHosts::open(data, &self.vhosts, self.deprecated).map_err(StartError::Store)?;
+            vhost::VHosts::open(data, &self.vhosts, (self.deprecated, self.consumer_timeout))
+                .map_err(StartError::Store)?;
         let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
         let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());

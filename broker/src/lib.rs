@@ -90,7 +90,7 @@ pub use deprecated::DeprecatedFeatures;
 pub use endpoint::Endpoint;
 pub use error::StartError;
 pub use handle::BrokerHandle;
-pub use limits::Limits;
+pub use limits::{ConsumerTimeout, Limits};
 pub use management::ManagementLimits;
 pub use tls::{TlsConfig, TlsError};
 

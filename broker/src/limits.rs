@@ -1,5 +1,8 @@
 //! What a broker allows its clients: the values offered in `connection.tune`, the
-//! largest message, the most connections. Set on the builder, read by every connection.
+//! largest message, the most connections, and how long a delivery may stay unacked.
+//! Set on the builder, read by every connection and vhost.
+
+use std::time::Duration;
 
 /// Limits offered in `connection.tune`.
 #[derive(Debug, Clone)]
@@ -36,6 +39,32 @@ impl Default for Limits {
             heartbeat: 60,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             max_connections: None,
+        }
+    }
+}
+
+/// RabbitMQ's default `consumer_timeout`.
+pub const DEFAULT_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How long a delivery may stay unacked, and what happens when it is over
+/// ([`crate::BrokerBuilder::consumer_timeout`]). A queue's `x-consumer-timeout`
+/// (milliseconds) overrides `default` for its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerTimeout {
+    /// For queues without `x-consumer-timeout` (`None`: no limit).
+    pub default: Option<Duration>,
+    /// `false` (RabbitMQ's behaviour): close the channel with
+    /// `406 PRECONDITION_FAILED - delivery acknowledgement on channel N timed out...`,
+    /// which returns all its unacked deliveries to their queues. `true`: cancel only
+    /// the consumer (`basic.cancel`) and return its deliveries; the channel stays open.
+    pub cancels: bool,
+}
+
+impl Default for ConsumerTimeout {
+    fn default() -> Self {
+        Self {
+            default: Some(DEFAULT_CONSUMER_TIMEOUT),
+            cancels: false,
         }
     }
 }

@@ -47,8 +47,11 @@ pub struct Outbox {
     /// The writer could not write: the socket is gone, and pushes are dropped.
     failed: AtomicBool,
     /// Wakes the connection's task: the outbox came back under [`LIMIT`] after being
-    /// full, or the writer failed.
+    /// full, the writer failed, or a channel must be closed.
     events: Notify,
+    /// Channels the broker closes on its own (a consumer timeout), with the error,
+    /// for the connection's task to close: it owns the channels' state.
+    channel_errors: Mutex<Vec<(u16, crate::error::AmqpError)>>,
 }
 
 impl Outbox {
@@ -100,6 +103,18 @@ impl Outbox {
         self.failed.store(true, Ordering::Release);
         self.buf.lock().clear();
         self.events.notify_one();
+    }
+
+    /// Asks the connection to close channel `id` with `error`, as if the client had
+    /// caused it.
+    pub fn fail_channel(&self, id: u16, error: crate::error::AmqpError) {
+        self.channel_errors.lock().push((id, error));
+        self.events.notify_one();
+    }
+
+    /// The channels to close, from [`Outbox::fail_channel`].
+    pub fn take_channel_errors(&self) -> Vec<(u16, crate::error::AmqpError)> {
+        std::mem::take(&mut *self.channel_errors.lock())
     }
 
     /// Whether the writer failed.

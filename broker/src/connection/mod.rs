@@ -366,6 +366,11 @@ impl Connection {
                         tracing::info!(conn = self.session.id, peer = %self.session.peer, "socket write failed, closing");
                         return;
                     }
+                    for (id, e) in outbox.take_channel_errors() {
+                        if self.channels.get(&id).is_some_and(|c| !c.closing) {
+                            self.close_channel_with(id, e);
+                        }
+                    }
                     // Back under the limit: the connection's consumers may take more.
                     if let Some(v) = &self.session.vhost {
                         v.lock().resume(self.session.id);

@@ -124,6 +124,9 @@ pub struct Queue {
     pub consumers: VecDeque<Consumer>,
     /// The next [`Consumer::seq`].
     pub next_consumer_seq: u64,
+    /// `x-consumer-timeout`: how long a delivery from this queue may stay unacked
+    /// (the broker's default otherwise).
+    pub consumer_timeout: Option<Duration>,
     /// `x-queue-type: quorum`: deliveries of returned messages carry
     /// `x-delivery-count`.
     pub quorum: bool,
@@ -169,6 +172,12 @@ impl Queue {
         let limit = LengthLimit::from_args(&arguments);
         let in_memory_only = keeps_ready_in_memory(&arguments);
         let quorum = crate::args::is_quorum(&arguments);
+        let consumer_timeout = arguments
+            .inner()
+            .get("x-consumer-timeout")
+            .and_then(int_value)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis);
         let delivery_limit = match arguments
             .inner()
             .get("x-delivery-limit")
@@ -201,6 +210,7 @@ impl Queue {
             single_active,
             quorum,
             delivery_limit,
+            consumer_timeout,
             last_used: Instant::now(),
             log: None,
             paged: None,

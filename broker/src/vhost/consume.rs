@@ -181,6 +181,7 @@ impl VHost {
                     message: qm.message,
                     loc: qm.loc,
                     deliveries: qm.deliveries,
+                    delivered_at: now,
                 },
             );
         }

@@ -109,6 +109,7 @@ impl VHost {
                             message: qm.message,
                             loc: qm.loc,
                             deliveries: qm.deliveries,
+                            delivered_at: now,
                         },
                     );
                 }
@@ -152,6 +153,7 @@ impl VHost {
         for name in expired {
             self.remove_queue(name.as_str());
         }
+        self.check_consumer_timeouts(now);
         self.commit_store();
     }
 }

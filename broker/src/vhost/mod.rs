@@ -30,6 +30,9 @@ use crate::store::log::Location;
 
 mod consume;
 mod dead_letter;
+mod timeout;
+
+pub(crate) use crate::limits::ConsumerTimeout;
 mod deliver;
 mod durable;
 mod inspect;
@@ -62,6 +65,8 @@ pub struct Unacked {
     pub loc: Option<Location>,
     /// How often it was delivered and came back before this delivery.
     pub deliveries: u32,
+    /// When it went out: the consumer timeout runs from here.
+    pub delivered_at: Instant,
 }
 
 /// What became of a publish.
@@ -102,6 +107,8 @@ pub struct ChannelState {
     pub reply_consumer: Option<(ShortString, String)>,
     /// Queues this channel consumes from, by consumer tag.
     pub consumers: HashMap<ShortString, ShortString>,
+    /// A delivery timed out and the connection was asked to close the channel.
+    pub timed_out: bool,
 }
 
 impl ChannelState {
@@ -118,6 +125,7 @@ impl ChannelState {
             cancel_notify,
             reply_consumer: None,
             consumers: HashMap::new(),
+            timed_out: false,
         }
     }
 
@@ -207,6 +215,8 @@ pub struct VHost {
     store: Option<StoreState>,
     /// Message counters for the management API and `/metrics`.
     stats: MessageStats,
+    /// How long a delivery may stay unacked, and what happens then (see `timeout`).
+    pub(crate) consumer_timeout: ConsumerTimeout,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
     pub(crate) deprecated: crate::deprecated::DeprecatedFeatures,
     /// Dead-lettered messages waiting to be republished (see `dead_letter`).
@@ -254,6 +264,7 @@ impl VHost {
             store: None,
             stats: MessageStats::default(),
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
+            consumer_timeout: ConsumerTimeout::default(),
             dead_work: std::collections::VecDeque::new(),
             dead_busy: false,
         }

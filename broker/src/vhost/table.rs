@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::VHost;
 use crate::deprecated::DeprecatedFeatures;
+use crate::limits::ConsumerTimeout;
 use crate::store::{self, Store};
 
 /// One vhost.
@@ -90,16 +91,18 @@ pub(crate) struct VHosts {
     admin: Mutex<()>,
     /// The deprecated features every vhost permits.
     deprecated: DeprecatedFeatures,
+    /// Every vhost's consumer timeout.
+    consumer_timeout: ConsumerTimeout,
 }
 
 impl VHosts {
     /// Opens `/` and, with a data directory, every vhost kept there, reading back
     /// their durable state; then creates each of `extra` that does not exist yet.
-    /// Every vhost permits the `deprecated` features.
+    /// Every vhost permits the `deprecated` features and has the consumer timeout.
     pub(crate) fn open(
         data_dir: Option<(PathBuf, u32)>,
         extra: &[String],
-        deprecated: DeprecatedFeatures,
+        (deprecated, consumer_timeout): (DeprecatedFeatures, ConsumerTimeout),
     ) -> io::Result<Self> {
         let data = data_dir.map(|(root, segment_size)| DataDir { root, segment_size });
         let vhosts = Self {
@@ -108,6 +111,7 @@ impl VHosts {
             unavailable: Mutex::new(Vec::new()),
             admin: Mutex::new(()),
             deprecated,
+            consumer_timeout,
         };
         let mut names = vec!["/".to_owned()];
         if let Some(d) = &vhosts.data {
@@ -153,6 +157,7 @@ impl VHosts {
             None => VHost::named(name),
         };
         vhost.deprecated = self.deprecated;
+        vhost.consumer_timeout = self.consumer_timeout;
         Ok(VHostEntry::new(vhost))
     }
 
@@ -265,8 +270,7 @@ mod tests {
 
     #[test]
     fn create_get_delete_in_memory() {
-        let v =
-            VHosts::open(None, &["extra".to_owned()], DeprecatedFeatures::default()).expect("open");
+        let v = VHosts::open(None, &["extra".to_owned()], Default::default()).expect("open");
         assert_eq!(v.names(), ["/", "extra"]);
         assert!(v.create("b").expect("create"));
         assert!(!v.create("b").expect("again"));

@@ -1,5 +1,6 @@
 //! Unit tests of the vhost: prefetch and acks, requeue order on close, auto-delete
-//! and exclusive queues, exchange-to-exchange routing, generated names.
+//! and exclusive queues, exchange-to-exchange routing, generated names, consumer
+//! timeouts, priority order.
 
 use super::*;
 use bytes::Bytes;
@@ -242,4 +243,82 @@ fn a_message_handed_to_a_waiting_consumer_does_not_count_against_max_length() {
     let q = &v.queues["q"];
     let bodies: Vec<&[u8]> = q.messages.iter().map(|m| &m.message.body[..]).collect();
     assert_eq!(bodies, vec![&b"c"[..]]);
+}
+
+// Consumer timeouts on a clock the test sets, as the TTLs above.
+
+#[test]
+fn a_delivery_over_x_consumer_timeout_closes_its_channel_with_rabbitmqs_406() {
+    let (mut v, key, out) = vhost_with_channel();
+    let t0 = Instant::now();
+    declare_with(&mut v, "q", "x-consumer-timeout", 1_000);
+    consume(&mut v, key, "q");
+    v.publish(&|| None, msg("m"));
+    v.sweep(t0 + std::time::Duration::from_millis(999));
+    assert!(out.take_channel_errors().is_empty(), "not yet");
+    v.sweep(Instant::now() + std::time::Duration::from_millis(1_001));
+    let errors = out.take_channel_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (id, e) = &errors[0];
+    assert_eq!(*id, key.channel);
+    assert_eq!(e.code, code::PRECONDITION_FAILED);
+    assert_eq!(
+        e.text,
+        "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1000 ms. This timeout value can be configured, see consumers doc guide to learn more"
+    );
+    v.sweep(Instant::now() + std::time::Duration::from_millis(5_000));
+    assert!(out.take_channel_errors().is_empty(), "asked once");
+}
+
+#[test]
+fn the_broker_default_applies_and_cancel_mode_returns_only_that_consumers_deliveries() {
+    let (mut v, key, out) = vhost_with_channel();
+    v.consumer_timeout = ConsumerTimeout {
+        default: Some(std::time::Duration::from_secs(60)),
+        cancels: true,
+    };
+    v.declare_queue(1, "q", QueueOptions::default())
+        .expect("declare");
+    consume(&mut v, key, "q");
+    v.publish(&|| None, msg("m"));
+    let t0 = Instant::now();
+    v.sweep(t0 + std::time::Duration::from_secs(59));
+    assert_eq!(v.queue_counts("q").map(|c| c.consumers), Some(1));
+    v.sweep(t0 + std::time::Duration::from_secs(61));
+    assert!(out.take_channel_errors().is_empty(), "the channel stays");
+    assert_eq!(
+        v.queue_counts("q"),
+        Some(QueueCounts {
+            ready: 1,
+            unacked: 0,
+            consumers: 0
+        }),
+        "cancelled, the delivery back"
+    );
+    assert!(v.queues["q"].messages[0].redelivered);
+}
+
+#[test]
+fn a_priority_queue_delivers_the_highest_priority_first() {
+    let mut v = VHost::new();
+    declare_with(&mut v, "q", "x-max-priority", 5);
+    for (body, p) in [("low", 1u8), ("high", 5), ("none", 0), ("mid", 3)] {
+        let mut m = msg(body);
+        m.priority = p;
+        v.publish(&|| None, m);
+    }
+    let order: Vec<Vec<u8>> = v.queues["q"]
+        .messages
+        .iter()
+        .map(|qm| qm.message.body.to_vec())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            b"high".to_vec(),
+            b"mid".to_vec(),
+            b"low".to_vec(),
+            b"none".to_vec()
+        ]
+    );
 }

@@ -109,6 +109,21 @@ struct Args {
     /// connections wait unaccepted until one closes. Unlimited by default.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// How long a delivery may stay unacked, in milliseconds (RabbitMQ's
+    /// `consumer_timeout`, default 30 minutes; 0: no limit). Past it the channel is
+    /// closed with 406 PRECONDITION_FAILED and its deliveries go back to their queues.
+    /// A queue's `x-consumer-timeout` overrides it.
+    #[arg(
+        long,
+        env = "BROKER_CONSUMER_TIMEOUT",
+        value_name = "MS",
+        default_value_t = 1_800_000
+    )]
+    consumer_timeout: u64,
+    /// On a consumer timeout, cancel the consumer (`basic.cancel`, its deliveries go
+    /// back) instead of closing the channel.
+    #[arg(long, env = "BROKER_CONSUMER_TIMEOUT_CANCELS")]
+    consumer_timeout_cancels: bool,
     /// Worker threads. 1 (the default) runs the broker as one event loop, which on
     /// small machines costs the least CPU per message (no cross-thread wake-ups).
     #[arg(long, env = "BROKER_THREADS", default_value_t = 1)]
@@ -255,6 +270,11 @@ async fn serve(
         .deprecated_features(broker::DeprecatedFeatures {
             transient_nonexcl_queues: args.permit_transient_nonexcl_queues,
             global_qos: args.permit_global_qos,
+        })
+        .consumer_timeout(broker::ConsumerTimeout {
+            default: (args.consumer_timeout > 0)
+                .then(|| std::time::Duration::from_millis(args.consumer_timeout)),
+            cancels: args.consumer_timeout_cancels,
         })
         .limits(broker::Limits {
             frame_max: args.frame_max.max(4096),
