@@ -1,7 +1,9 @@
 //! Queue length limits: `x-max-length` with `x-overflow` `drop-head` (the default: the
 //! oldest ready messages go) and `reject-publish` (the new one is refused, and a
 //! confirm-mode publisher gets `basic.nack`); unacked messages do not count; the
-//! argument's validation and its redeclare equivalence, as RabbitMQ words them.
+//! argument's validation and its redeclare equivalence, as RabbitMQ words them; a
+//! requeue into a full queue drops the head. Exclusive queues, so they run on RabbitMQ
+//! 4.3's defaults too.
 
 use anyhow::{Result, ensure};
 use lapin::{
@@ -18,6 +20,7 @@ scenarios! {
     max_length_zero_keeps_nothing_ready,
     reject_publish_nacks_when_full,
     unacked_messages_do_not_count,
+    requeue_into_a_full_queue_drops_the_head,
     overflow_invalid_406,
     overflow_redeclare_inequivalent_406,
 }
@@ -35,8 +38,11 @@ fn limit(max: i32, overflow: Option<&str>) -> FieldTable {
 }
 
 async fn declare(ch: &Channel, q: &str, args: FieldTable) -> Result<()> {
-    ch.queue_declare(q.into(), QueueDeclareOptions::default(), args)
-        .await?;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(q.into(), exclusive, args).await?;
     Ok(())
 }
 
@@ -173,7 +179,10 @@ async fn overflow_redeclare_inequivalent_406(ctx: Ctx) -> Result<()> {
         let res = ch
             .queue_declare(
                 q.as_str().into(),
-                QueueDeclareOptions::default(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
                 limit(1, Some("reject-publish")),
             )
             .await;
@@ -182,6 +191,32 @@ async fn overflow_redeclare_inequivalent_406(ctx: Ctx) -> Result<()> {
         );
         expect_code(res, 406, Some(&text))?;
     }
+    cleanup(&ctx, &[&q], &[]).await;
+    Ok(())
+}
+
+/// A requeued message counts again: the queue drops its head, which is the requeued
+/// message itself (it went back first).
+async fn requeue_into_a_full_queue_drops_the_head(ctx: Ctx) -> Result<()> {
+    let q = ctx.name("len.requeue");
+    let (_conn, ch) = ctx.open().await?;
+    ch.confirm_select(Default::default()).await?;
+    declare(&ch, &q, limit(2, None)).await?;
+    publish_all(&ch, &q, &["a", "b"]).await?;
+    let a = ch
+        .basic_get(q.as_str().into(), BasicGetOptions::default())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("empty"))?;
+    ensure!(a.delivery.data == b"a");
+    publish_all(&ch, &q, &["c"]).await?;
+    a.delivery
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await?;
+    let bodies = drain(&ch, &q).await?;
+    ensure!(bodies == ["b", "c"], "kept {bodies:?}");
     cleanup(&ctx, &[&q], &[]).await;
     Ok(())
 }

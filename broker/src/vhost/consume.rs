@@ -312,7 +312,10 @@ impl VHost {
         }
     }
 
-    /// Puts deliveries back at the head of their queues in their original order.
+    /// Puts deliveries back at the head of their queues in their original order (a
+    /// priority queue: at the head of their priority), dropping the head of a queue
+    /// that is over its length limit then; the caller dispatches `touched`, which
+    /// dead-letters what left.
     pub(super) fn requeue(
         &mut self,
         deliveries: impl DoubleEndedIterator<Item = Unacked>,
@@ -334,6 +337,14 @@ impl VHost {
                     q.messages.push_front(qm);
                 }
                 touched.insert(u.queue);
+            }
+        }
+        // Back in the queue, they count against `x-max-length` again: with drop-head
+        // the oldest go (RabbitMQ's requeue_and_run drops the head too).
+        let now = Instant::now();
+        for name in touched.iter() {
+            if let Some(q) = self.queues.get_mut(name) {
+                q.drop_over_limit(now);
             }
         }
     }
