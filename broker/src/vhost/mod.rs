@@ -389,4 +389,6 @@ pub fn generated_name(prefix: &str) -> String {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
