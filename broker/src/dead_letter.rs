@@ -26,8 +26,8 @@ use std::borrow::Cow;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use crate::args::{int_value, str_value};
-use crate::message::{Message, SenderKeys};
-use crate::properties::Properties;
+use crate::message::Message;
+use crate::properties::{Properties, SenderKeys};
 
 /// Why a message was dead-lettered, with RabbitMQ's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,25 +33,7 @@ pub struct Message {
     pub persistent: bool,
     /// The `CC` and `BCC` headers' routing keys (sender-selected distribution), when
     /// it had any: it routes by these too.
-    pub sender_keys: Option<Box<SenderKeys>>,
-}
-
-/// The extra routing keys a publisher gave in the `CC` and `BCC` headers. `BCC` is
-/// removed from the headers before the message is stored or delivered, as RabbitMQ
-/// does; its keys are kept here only.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SenderKeys {
-    /// `CC`: routed by and shown in `x-death`'s `routing-keys`.
-    pub cc: Vec<ShortString>,
-    /// `BCC`: routed by, never shown.
-    pub bcc: Vec<ShortString>,
-}
-
-impl SenderKeys {
-    /// Every key, `CC` then `BCC`.
-    pub fn all(&self) -> impl Iterator<Item = &ShortString> {
-        self.cc.iter().chain(&self.bcc)
-    }
+    pub sender_keys: Option<Box<crate::properties::SenderKeys>>,
 }
 
 /// The largest TTL RabbitMQ accepts, for `expiration`, `x-message-ttl` and

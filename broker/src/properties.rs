@@ -251,7 +251,7 @@ impl Properties {
     /// The `CC` and `BCC` headers' routing keys (arrays of strings), if the headers
     /// have either. A byte search for the two names comes first, so a message without
     /// them is not decoded.
-    pub fn sender_keys(&self) -> Option<(crate::message::SenderKeys, Option<FieldTable>)> {
+    pub fn sender_keys(&self) -> Option<(SenderKeys, Option<FieldTable>)> {
         let r = self.headers.clone()?;
         let raw = &self.raw[r];
         let has = |name: &[u8]| raw.windows(name.len()).any(|w| w == name);
@@ -264,8 +264,13 @@ impl Properties {
                 Some(AMQPValue::FieldArray(a)) => a
                     .as_slice()
                     .iter()
-                    .filter_map(crate::args::str_value)
-                    .map(|s| ShortString::from(s.into_owned()))
+                    .filter_map(|v| match v {
+                        AMQPValue::LongString(s) => Some(ShortString::from(
+                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        )),
+                        AMQPValue::ShortString(s) => Some(s.clone()),
+                        _ => None,
+                    })
                     .collect(),
                 _ => Vec::new(),
             }
@@ -284,7 +289,7 @@ impl Properties {
             }
             t
         });
-        Some((crate::message::SenderKeys { cc, bcc }, without_bcc))
+        Some((SenderKeys { cc, bcc }, without_bcc))
     }
 
     /// The same properties with `reply_to` replaced (it must already be present).
@@ -325,6 +330,24 @@ impl Properties {
         }
         out[..2].copy_from_slice(&flags.to_be_bytes());
         Self::scan(out.freeze())
+    }
+}
+
+/// The extra routing keys a publisher gave in the `CC` and `BCC` headers. `BCC` is
+/// removed from the headers before the message is stored or delivered, as RabbitMQ
+/// does; its keys are kept here only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderKeys {
+    /// `CC`: routed by and shown in `x-death`'s `routing-keys`.
+    pub cc: Vec<ShortString>,
+    /// `BCC`: routed by, never shown.
+    pub bcc: Vec<ShortString>,
+}
+
+impl SenderKeys {
+    /// Every key, `CC` then `BCC`.
+    pub fn all(&self) -> impl Iterator<Item = &ShortString> {
+        self.cc.iter().chain(&self.bcc)
     }
 }
 
