@@ -27,7 +27,7 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortSt
 
 use crate::args::{int_value, str_value};
 use crate::message::Message;
-use crate::properties::{Properties, SenderKeys};
+use crate::properties::{Properties, SenderKeys, header_keys};
 
 /// Why a message was dead-lettered, with RabbitMQ's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,19 +114,6 @@ impl Rewritten {
     }
 }
 
-/// The `CC` header's keys.
-fn cc_of(headers: &FieldTable) -> Vec<String> {
-    match headers.inner().get("CC") {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
-            .iter()
-            .filter_map(str_value)
-            .map(Cow::into_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn long_str(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
@@ -179,13 +166,13 @@ pub fn rewrite(
             t.insert("time".into(), AMQPValue::Timestamp(now_secs));
             t.insert("exchange".into(), long_str(exchange));
             // The original key and the `CC` keys, never the `BCC` ones.
-            let cc = message.sender_keys.as_ref().map_or_else(
-                || cc_of(&headers),
-                |k| k.cc.iter().map(|k| k.as_str().to_owned()).collect(),
-            );
-            let keys = std::iter::once(message.routing_key.as_str().to_owned())
-                .chain(cc)
-                .map(|k| long_str(&k))
+            let cc = message
+                .sender_keys
+                .as_ref()
+                .map_or_else(|| header_keys(&headers, "CC"), |k| k.cc.clone());
+            let keys = std::iter::once(&message.routing_key)
+                .chain(&cc)
+                .map(|k| long_str(k.as_str()))
                 .collect::<Vec<_>>();
             t.insert(
                 "routing-keys".into(),
@@ -232,8 +219,7 @@ pub fn rewrite(
         None => (
             message.routing_key.clone(),
             message.sender_keys.clone().or_else(|| {
-                let cc: Vec<ShortString> =
-                    cc_of(&headers).into_iter().map(ShortString::from).collect();
+                let cc = header_keys(&headers, "CC");
                 (!cc.is_empty()).then(|| {
                     Box::new(SenderKeys {
                         cc,

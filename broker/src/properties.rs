@@ -259,24 +259,8 @@ impl Properties {
             return None;
         }
         let headers = self.headers()?;
-        let keys = |v: Option<&AMQPValue>| -> Vec<ShortString> {
-            match v {
-                Some(AMQPValue::FieldArray(a)) => a
-                    .as_slice()
-                    .iter()
-                    .filter_map(|v| match v {
-                        AMQPValue::LongString(s) => Some(ShortString::from(
-                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                        )),
-                        AMQPValue::ShortString(s) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let cc = keys(headers.inner().get("CC"));
-        let bcc = keys(headers.inner().get("BCC"));
+        let cc = header_keys(&headers, "CC");
+        let bcc = header_keys(&headers, "BCC");
         if cc.is_empty() && bcc.is_empty() {
             return None;
         }
@@ -348,6 +332,25 @@ impl SenderKeys {
     /// Every key, `CC` then `BCC`.
     pub fn all(&self) -> impl Iterator<Item = &ShortString> {
         self.cc.iter().chain(&self.bcc)
+    }
+}
+
+/// The routing keys in header `name` (`CC` or `BCC`: an array of strings; anything
+/// else in it is skipped).
+pub fn header_keys(headers: &FieldTable, name: &str) -> Vec<ShortString> {
+    match headers.inner().get(name) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::LongString(s) => Some(ShortString::from(
+                    String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                )),
+                AMQPValue::ShortString(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -18,16 +18,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 fn start(dir: &Path) -> anyhow::Result<BrokerProcess> {
-    BrokerProcess::start([
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--management-listen".as_ref(),
-        "off".as_ref(),
-        "--log".as_ref(),
-        "warn".as_ref(),
-        "--data-dir".as_ref(),
-        dir.as_os_str(),
-    ])
+    BrokerProcess::on_data_dir(dir)
 }
 
 async fn channel(b: &BrokerProcess) -> anyhow::Result<(Connection, Channel)> {

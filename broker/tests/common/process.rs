@@ -107,6 +107,22 @@ impl BrokerProcess {
         Self::start(args)
     }
 
+    /// [`quiet`](Self::quiet) on the data directory `dir`: the binary as the crash and
+    /// store tests run it.
+    pub fn on_data_dir(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let quiet = [
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            "off",
+            "--log",
+            "warn",
+        ];
+        let mut args: Vec<&OsStr> = quiet.iter().map(OsStr::new).collect();
+        args.extend([OsStr::new("--data-dir"), dir.as_os_str()]);
+        Self::start(args)
+    }
+
     /// Its resident memory (Linux: `VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
