@@ -141,6 +141,10 @@ async fn consumer_priority_invalid_406(ctx: Ctx) -> Result<()> {
         let args = with(FieldTable::default(), "x-priority", p);
         ch.basic_consume(q.as_str().into(), "".into(), Default::default(), args)
             .await?;
+        // Closed here, not by drop: lapin 4.12 closes a dropped channel from a task of
+        // its own, and if `conn.close` below has already begun, that task fails the
+        // connection close with "invalid channel state: Closing".
+        ch.close(200, "bye".into()).await?;
     }
     conn.close(200, "bye".into()).await?;
     Ok(())
