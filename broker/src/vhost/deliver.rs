@@ -33,14 +33,17 @@ impl VHost {
     /// [`VHost::dispatch`] as of `now`: messages expiring exactly at `now` (TTL 0 at
     /// publish) may still go out.
     pub(super) fn dispatch_at(&mut self, name: &str, now: Instant) {
-        self.dispatch_ready(name, now);
         // Messages that expired at the head on the way.
-        self.dead_letter_from(name);
+        if self.dispatch_ready(name, now) {
+            self.dead_letter_from(name);
+        }
     }
 
-    fn dispatch_ready(&mut self, name: &str, now: Instant) {
+    /// Returns whether the queue has set messages aside to dead-letter (expired at
+    /// its head on the way), so that the caller looks it up again only then.
+    pub(super) fn dispatch_ready(&mut self, name: &str, now: Instant) -> bool {
         let Some(q) = self.queues.get_mut(name) else {
-            return;
+            return false;
         };
         loop {
             q.drop_expired_before(now);
@@ -48,7 +51,7 @@ impl VHost {
                 q.page_in(now);
             }
             if q.messages.is_empty() || q.consumers.is_empty() {
-                return;
+                break;
             }
             let channels = &self.channels;
             let pick = q.pick_consumer(|c| {
@@ -63,12 +66,12 @@ impl VHost {
                                 && (c.no_ack || c.prefetch > 0 || ch.global_credit())
                         })
             });
-            let Some(i) = pick else { return };
+            let Some(i) = pick else { break };
             let Some(mut consumer) = q.consumers.remove(i) else {
-                return;
+                break;
             };
             let Some(qm) = q.messages.pop_front() else {
-                return;
+                break;
             };
             if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
                 if consumer.no_ack {
@@ -116,6 +119,7 @@ impl VHost {
             }
             q.consumers.push_back(consumer);
         }
+        !q.dead.is_empty()
     }
 
     /// Drops expired messages at queue heads and ready messages over `x-max-length`, and

@@ -260,14 +260,19 @@ impl VHost {
                 }),
             }
         }
-        self.dispatch_at(name, now);
+        self.dispatch_ready(name, now);
         // A message that expires on arrival (TTL 0) lives only if it went out at once;
-        // one that did not go out counts against the length limit.
-        if let Some(q) = self.queues.get_mut(name) {
+        // one that did not go out counts against the length limit. What either sets
+        // aside (and what expired during the dispatch) is dead-lettered: one look-up
+        // more only when there is some.
+        let dead = self.queues.get_mut(name).is_some_and(|q| {
             q.drop_expired(now);
             q.drop_over_limit(now);
+            !q.dead.is_empty()
+        });
+        if dead {
+            self.dead_letter_from(name);
         }
-        self.dead_letter_from(name);
         Enqueued {
             stored,
             rejected: false,
