@@ -351,6 +351,14 @@ impl BrokerBuilder {
         });
         // Before the first connection: a full disk holds publishers from the start.
         shared.alarm.check(false, 0);
+        let listener_at = |protocol, addr| shared::Listener { protocol, addr };
+        shared.listeners = std::iter::once(listener_at("amqp", addr))
+            .chain(tls_addr.map(|a| listener_at("amqp/ssl", a)))
+            .chain(
+                management_addr
+                    .map(|a| listener_at(if self.management_tls { "https" } else { "http" }, a)),
+            )
+            .collect();
         let shared = Arc::new(shared);
         let (tx, rx) = watch::channel(false);
         let management_task = management.map(|l| {

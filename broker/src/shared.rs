@@ -25,6 +25,22 @@ pub(crate) struct Shared {
     /// table last written (see [`Shared::save_users`]).
     users_file: Option<(std::path::PathBuf, parking_lot::Mutex<u64>)>,
     next_id: AtomicU64,
+    /// The listeners, as RabbitMQ names their protocols (`amqp`, `amqp/ssl`, `http`,
+    /// `https`), for the overview and the listener health checks.
+    pub(crate) listeners: Vec<Listener>,
+    /// When the broker started, for the node's uptime.
+    pub(crate) started: std::time::Instant,
+    /// The counters' last samples, for the management API's rates.
+    pub(crate) rates: crate::management::rates::Rates,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Listener {
+    /// RabbitMQ's protocol name for it.
+    pub(crate) protocol: &'static str,
+    /// Where it listens.
+    pub(crate) addr: std::net::SocketAddr,
 }
 
 impl Shared {
@@ -48,6 +64,9 @@ impl Shared {
             alarm: Alarms::default(),
             registry: Default::default(),
             next_id: AtomicU64::new(1),
+            listeners: Vec::new(),
+            started: std::time::Instant::now(),
+            rates: Default::default(),
         }
     }
 

@@ -2,6 +2,8 @@
 //! once per read batch; a persistent message's confirm waits until the store has
 //! synced it (as do the `commit-ok`s of transactions that stored one).
 
+use std::sync::atomic::Ordering;
+
 use amq_protocol::protocol::{AMQPClass, confirm, tx};
 
 use super::{Channel, Ctx, unexpected};
@@ -25,6 +27,7 @@ impl Channel {
                     ));
                 }
                 self.confirm = true;
+                self.stats.confirm.store(true, Ordering::Relaxed);
                 if !s.nowait {
                     self.reply(
                         ctx,
@@ -94,6 +97,8 @@ impl Channel {
                 .push(|out| frame::encode_ack(out, id, upto, multiple));
             self.confirmed = upto;
         }
+        let owed = u32::try_from(self.publish_seq - self.confirmed).unwrap_or(u32::MAX);
+        self.stats.unconfirmed.store(owed, Ordering::Relaxed);
         self.unsynced.front().map(|&(_, t)| t)
     }
 }

@@ -27,7 +27,7 @@ use crate::frame;
 use crate::outbox::Outbox;
 use crate::queue::ChannelKey;
 use crate::store::Store;
-use crate::vhost::VHost;
+use crate::vhost::{ChannelStats, VHost};
 
 mod basic;
 mod confirm;
@@ -102,11 +102,20 @@ pub struct Channel {
     /// The exchange last published to with write permission, and the user table's
     /// generation then: publishing there again skips the pattern match.
     write_allowed: Option<(u64, ShortString)>,
+    /// Confirm mode and the confirms owed, for the management API.
+    stats: Arc<ChannelStats>,
 }
 
 impl Channel {
     /// A newly opened channel.
+    #[cfg(test)]
     pub fn new(id: u16) -> Self {
+        Self::with_stats(id, Arc::default())
+    }
+
+    /// A newly opened channel that reports confirm mode and the confirms it owes to
+    /// `stats` (which the vhost's side of the channel shares).
+    pub fn with_stats(id: u16, stats: Arc<ChannelStats>) -> Self {
         Self {
             id,
             closing: false,
@@ -120,6 +129,7 @@ impl Channel {
             commits: VecDeque::new(),
             stored: false,
             write_allowed: None,
+            stats,
         }
     }
 

@@ -10,7 +10,7 @@ use super::Connection;
 use crate::channel::{Channel, Ctx};
 use crate::error::{AmqpError, Scope, code, method};
 use crate::queue::ChannelKey;
-use crate::vhost::ChannelState;
+use crate::vhost::{ChannelState, ChannelStats};
 
 impl Connection {
     pub(super) fn channel_method(
@@ -42,15 +42,17 @@ impl Connection {
                 let Some(vhost) = &self.session.vhost else {
                     return Err(not_open());
                 };
-                let state = ChannelState::new(
+                let stats = Arc::<ChannelStats>::default();
+                let state = ChannelState::with_stats(
                     Arc::clone(&self.session.outbox),
                     self.session.frame_max as usize,
                     self.cancel_notify,
+                    Arc::clone(&stats),
                 );
                 vhost
                     .lock()
                     .open_channel(ChannelKey::new(self.session.id, id), state);
-                self.channels.insert(id, Channel::new(id));
+                self.channels.insert(id, Channel::with_stats(id, stats));
                 self.session.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),

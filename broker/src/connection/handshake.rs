@@ -189,6 +189,10 @@ impl Connection {
             self.blocked_notify = flag("connection.blocked");
             self.auth_failure_close = flag("authentication_failure_close");
         }
+        self.session
+            .shared
+            .registry
+            .started(self.session.id, &ok.client_properties);
         let mechanism = ok.mechanism.as_str();
         let creds = auth::parse_response(mechanism, ok.response.as_bytes())?;
         self.session

@@ -78,6 +78,19 @@ fn amqp_value(v: &Value) -> Option<AMQPValue> {
 }
 
 pub(crate) fn queue(vhost: &str, q: &QueueSnapshot) -> Value {
+    let mut v = queue_fields(vhost, q);
+    if q.quorum
+        && let Value::Object(m) = &mut v
+    {
+        // A quorum queue of one node: its leader and only member.
+        m.insert("leader".into(), json!(NODE_NAME));
+        m.insert("members".into(), json!([NODE_NAME]));
+        m.insert("online".into(), json!([NODE_NAME]));
+    }
+    v
+}
+
+fn queue_fields(vhost: &str, q: &QueueSnapshot) -> Value {
     json!({
         "name": q.name,
         "vhost": vhost,
@@ -90,7 +103,7 @@ pub(crate) fn queue(vhost: &str, q: &QueueSnapshot) -> Value {
         "messages_unacknowledged": q.messages_unacknowledged,
         "consumers": q.consumers,
         "state": "running",
-        "type": "classic",
+        "type": if q.quorum { "quorum" } else { "classic" },
         "node": NODE_NAME,
     })
 }
@@ -123,7 +136,7 @@ pub(crate) fn binding(vhost: &str, b: &BindingSnapshot) -> Value {
 /// RabbitMQ's `properties_key`: the routing key (`~` if empty), plus `~` and a hash of
 /// the arguments when there are any. (RabbitMQ hashes with Erlang's `phash2`; ours
 /// is a different, stable hash.)
-fn properties_key(routing_key: &str, arguments: &FieldTable) -> String {
+pub(crate) fn properties_key(routing_key: &str, arguments: &FieldTable) -> String {
     let key = routing_key.replace('~', "%7E");
     if arguments.inner().is_empty() {
         return if key.is_empty() { "~".to_owned() } else { key };
@@ -175,6 +188,8 @@ pub(crate) fn connection(c: &ConnInfo, channels: u32) -> Value {
         "frame_max": frame_max,
         "channel_max": channel_max,
         "timeout": timeout,
+        "auth_mechanism": "PLAIN",
+        "client_properties": table(&c.client_properties),
     })
 }
 
@@ -191,6 +206,7 @@ fn channel_details(c: Option<&ConnInfo>, number: u16) -> (String, Value) {
         "peer_host": peer_host,
         "peer_port": peer_port,
         "user": c.map(|c| c.user.as_str()).unwrap_or_default(),
+        "node": NODE_NAME,
     });
     (name, details)
 }
@@ -214,6 +230,8 @@ pub(crate) fn channel(vhost: &str, ch: &ChannelSnapshot, conns: &HashMap<u64, Co
         "messages_unacknowledged": ch.unacked,
         "prefetch_count": ch.prefetch_count,
         "global_prefetch_count": ch.global_prefetch_count,
+        "confirm": ch.confirm,
+        "messages_unconfirmed": ch.unconfirmed,
         "state": "running",
     })
 }
@@ -227,10 +245,23 @@ pub(crate) fn consumer(vhost: &str, c: &ConsumerSnapshot, conns: &HashMap<u64, C
         "ack_required": c.ack_required,
         "exclusive": c.exclusive,
         "prefetch_count": c.prefetch_count,
-        "active": true,
-        "activity_status": "up",
-        "arguments": Map::new(),
+        "active": c.active,
+        "activity_status": if c.active { "up" } else { "waiting" },
+        "arguments": consumer_arguments(c),
+        // RabbitMQ reports the timeout in milliseconds, 0 for none.
+        "consumer_timeout": c.timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        "priority": c.priority,
     })
+}
+
+/// A consumer's `basic.consume` arguments, as far as the broker keeps them: its
+/// `x-priority` (the only consume argument it acts on) when not 0.
+fn consumer_arguments(c: &ConsumerSnapshot) -> Value {
+    let mut m = Map::new();
+    if c.priority != 0 {
+        m.insert("x-priority".into(), json!(c.priority));
+    }
+    Value::Object(m)
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ mod api;
 mod json;
 mod listener;
 mod metrics;
+pub(crate) mod rates;
 pub(crate) mod registry;
+mod sampler;
 
 pub use listener::ManagementLimits;
 pub use registry::ConnInfo;
@@ -127,5 +129,6 @@ pub(crate) async fn serve(
     limits: ManagementLimits,
     shutdown: watch::Receiver<bool>,
 ) {
+    tokio::spawn(sampler::run(Arc::clone(&shared), shutdown.clone()));
     listener::run(listener, tls, api::router(shared), limits, shutdown).await;
 }

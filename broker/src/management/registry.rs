@@ -32,6 +32,8 @@ pub struct ConnInfo {
     pub tune: Option<(u32, u16, u16)>,
     /// What TLS negotiated, for a connection to the TLS port.
     pub tls: Option<crate::tls::TlsInfo>,
+    /// The client's `client-properties` from `connection.start-ok` (empty before).
+    pub client_properties: amq_protocol::types::FieldTable,
 }
 
 impl ConnInfo {
@@ -84,6 +86,7 @@ impl Registry {
             connected_at,
             tune: None,
             tls,
+            client_properties: Default::default(),
         };
         self.conns.lock().insert(
             id,
@@ -95,6 +98,13 @@ impl Registry {
         );
         self.opened.fetch_add(1, Ordering::Relaxed);
         kill
+    }
+
+    /// Records the client's properties from `connection.start-ok`.
+    pub(crate) fn started(&self, id: u64, props: &amq_protocol::types::FieldTable) {
+        if let Some(e) = self.conns.lock().get_mut(&id) {
+            e.info.client_properties = props.clone();
+        }
     }
 
     /// Records a successful `connection.open`.
@@ -144,6 +154,19 @@ impl Registry {
         let mut n = 0;
         for e in self.conns.lock().values_mut() {
             if e.info.is_open() && e.info.vhost == vhost {
+                e.reason = Some(reason.to_owned());
+                e.kill.notify_one();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Asks every connection of `user` to close with `reason`; how many were.
+    pub(crate) fn close_user(&self, user: &str, reason: &str) -> usize {
+        let mut n = 0;
+        for e in self.conns.lock().values_mut() {
+            if e.info.user == user {
                 e.reason = Some(reason.to_owned());
                 e.kill.notify_one();
                 n += 1;

@@ -2,6 +2,7 @@
 //! ack, nack, reject and recover, which return credit and requeue in order.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use amq_protocol::protocol::{AMQPClass, basic};
@@ -15,6 +16,21 @@ use crate::error::{AmqpError, code};
 use crate::frame;
 use crate::message::QueuedMessage;
 use crate::queue::{ChannelKey, Consumer};
+
+/// A message `basic.get` took.
+#[derive(Debug)]
+pub struct Got {
+    /// Its delivery tag on the channel.
+    pub tag: u64,
+    /// It was delivered before.
+    pub redelivered: bool,
+    /// Ready messages left in the queue.
+    pub remaining: u32,
+    /// Its properties as delivered (with `x-delivery-count` where the queue adds it).
+    pub properties: bytes::Bytes,
+    /// The message.
+    pub message: Arc<crate::message::Message>,
+}
 
 impl VHost {
     // ----- consuming ------------------------------------------------------------------
@@ -125,14 +141,7 @@ impl VHost {
 
     /// `basic.get`: writes `get-ok` with the content, or `get-empty`.
     pub fn get(&mut self, key: ChannelKey, queue: &str, no_ack: bool) -> Result<(), AmqpError> {
-        let now = Instant::now();
-        self.channel(key)?;
-        let q = self.accessible_mut(queue, key.conn)?;
-        q.last_used = now;
-        q.drop_expired(now);
-        let qname = q.name.clone();
-        q.page_in(now);
-        let Some(qm) = q.messages.pop_front() else {
+        let Some(got) = self.take_one(key, queue, no_ack)? else {
             let ch = self.channel(key)?;
             ch.outbox.push(|out| {
                 frame::encode_method(
@@ -141,8 +150,44 @@ impl VHost {
                     AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
                 );
             });
-            self.dead_letter_from(qname.as_str());
             return Ok(());
+        };
+        let ch = self.channel(key)?;
+        let frame_max = ch.frame_max;
+        let m = &got.message;
+        ch.outbox.push(|out| {
+            frame::encode_get_ok(
+                out,
+                key.channel,
+                got.tag,
+                got.redelivered,
+                m.exchange.as_str(),
+                m.routing_key.as_str(),
+                got.remaining,
+            );
+            frame::encode_content(out, key.channel, &got.properties, &m.body, frame_max);
+        });
+        Ok(())
+    }
+
+    /// The head of `queue` taken as `basic.get` takes it, on channel `key` (unacked
+    /// there unless `no_ack`); `None` when the queue is empty.
+    pub(super) fn take_one(
+        &mut self,
+        key: ChannelKey,
+        queue: &str,
+        no_ack: bool,
+    ) -> Result<Option<Got>, AmqpError> {
+        let now = Instant::now();
+        self.channel(key)?;
+        let q = self.accessible_mut(queue, key.conn)?;
+        q.last_used = now;
+        q.drop_expired(now);
+        let qname = q.name.clone();
+        q.page_in(now);
+        let Some(qm) = q.messages.pop_front() else {
+            self.dead_letter_from(qname.as_str());
+            return Ok(None);
         };
         if let (Some(loc), Some(d)) = (qm.loc, q.log.as_mut()) {
             if no_ack {
@@ -157,20 +202,13 @@ impl VHost {
         let ch = self.channel(key)?;
         ch.last_tag += 1;
         let tag = ch.last_tag;
-        let frame_max = ch.frame_max;
-        let m = &qm.message;
-        ch.outbox.push(|out| {
-            frame::encode_get_ok(
-                out,
-                key.channel,
-                tag,
-                qm.redelivered,
-                m.exchange.as_str(),
-                m.routing_key.as_str(),
-                remaining,
-            );
-            frame::encode_content(out, key.channel, &properties, &m.body, frame_max);
-        });
+        let got = Got {
+            tag,
+            redelivered: qm.redelivered,
+            remaining,
+            properties,
+            message: Arc::clone(&qm.message),
+        };
         if !no_ack {
             ch.unacked_global += 1;
             ch.unacked.insert(
@@ -186,7 +224,7 @@ impl VHost {
             );
         }
         self.dead_letter_from(qname.as_str());
-        Ok(())
+        Ok(Some(got))
     }
 
     /// `basic.qos`. With global QoS denied (see [`crate::deprecated`]) a global one is

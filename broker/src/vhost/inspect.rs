@@ -7,6 +7,7 @@
 //! only small fields, never message bodies.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use amq_protocol::types::FieldTable;
@@ -33,6 +34,32 @@ pub struct MessageStats {
     pub ack: u64,
     /// Deliveries (and gets) of messages marked redelivered.
     pub redeliver: u64,
+}
+
+/// Channel and queue churn since the broker started (RabbitMQ's `churn_rates` names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Churn {
+    /// Channels opened.
+    pub channel_created: u64,
+    /// Channels closed.
+    pub channel_closed: u64,
+    /// `queue.declare`s that were not passive, of new and existing queues.
+    pub queue_declared: u64,
+    /// Queues created.
+    pub queue_created: u64,
+    /// Queues deleted (by a client, the API, auto-delete or expiry).
+    pub queue_deleted: u64,
+}
+
+impl Churn {
+    /// Adds another vhost's counters to these.
+    pub fn add(&mut self, other: &Churn) {
+        self.channel_created += other.channel_created;
+        self.channel_closed += other.channel_closed;
+        self.queue_declared += other.queue_declared;
+        self.queue_created += other.queue_created;
+        self.queue_deleted += other.queue_deleted;
+    }
 }
 
 impl MessageStats {
@@ -77,6 +104,8 @@ pub struct QueueSnapshot {
     pub exclusive: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// `x-queue-type: quorum` (else classic).
+    pub quorum: bool,
     /// Ready messages.
     pub messages_ready: u32,
     /// Delivered, not yet acknowledged.
@@ -130,6 +159,10 @@ pub struct ChannelSnapshot {
     pub prefetch_count: u16,
     /// Channel-wide prefetch (`basic.qos` global = true).
     pub global_prefetch_count: u16,
+    /// In confirm mode.
+    pub confirm: bool,
+    /// Confirm-mode publishes not confirmed yet.
+    pub unconfirmed: u32,
 }
 
 /// A consumer.
@@ -147,6 +180,13 @@ pub struct ConsumerSnapshot {
     pub exclusive: bool,
     /// Its prefetch limit (0 = none).
     pub prefetch_count: u16,
+    /// Its `x-priority` (0 without).
+    pub priority: i64,
+    /// Gets deliveries: always, except a waiting one of a single-active-consumer queue.
+    pub active: bool,
+    /// How long a delivery may stay unacked (the queue's `x-consumer-timeout`, else
+    /// the broker's default; `None`: no limit).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl VHost {
@@ -170,6 +210,7 @@ impl VHost {
                 auto_delete: q.auto_delete,
                 exclusive: q.exclusive_owner.is_some(),
                 arguments: q.arguments.clone(),
+                quorum: q.quorum,
                 messages_ready: q.ready(now),
                 messages_unacknowledged: unacked.get(q.name.as_str()).copied().unwrap_or(0),
                 consumers: q.consumer_count(),
@@ -253,6 +294,8 @@ impl VHost {
                 unacked: u32::try_from(ch.unacked.len()).unwrap_or(u32::MAX),
                 prefetch_count: ch.prefetch_consumer,
                 global_prefetch_count: ch.prefetch_global,
+                confirm: ch.stats.confirm.load(Ordering::Relaxed),
+                unconfirmed: ch.stats.unconfirmed.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by_key(|c| c.key);
@@ -265,6 +308,8 @@ impl VHost {
             .queues
             .values()
             .flat_map(|q| {
+                let first = q.consumers.iter().map(|c| c.seq).min();
+                let timeout = q.consumer_timeout.or(self.consumer_timeout.default);
                 q.consumers.iter().map(move |c| ConsumerSnapshot {
                     queue: q.name.as_str().to_owned(),
                     tag: c.tag.as_str().to_owned(),
@@ -272,6 +317,9 @@ impl VHost {
                     ack_required: !c.no_ack,
                     exclusive: c.exclusive,
                     prefetch_count: c.prefetch,
+                    priority: c.priority,
+                    active: !q.single_active || Some(c.seq) == first,
+                    timeout,
                 })
             })
             .collect();
@@ -282,6 +330,11 @@ impl VHost {
     /// The message counters.
     pub fn message_stats(&self) -> MessageStats {
         self.stats
+    }
+
+    /// The churn counters.
+    pub fn churn(&self) -> Churn {
+        self.churn
     }
 
     /// Purges a queue whoever owns it; `None` if there is no such queue.

@@ -28,6 +28,7 @@ use crate::outbox::Outbox;
 use crate::queue::{ChannelKey, Queue};
 use crate::store::log::Location;
 
+mod api_get;
 mod consume;
 mod dead_letter;
 mod timeout;
@@ -40,9 +41,10 @@ mod publish;
 mod table;
 mod topology;
 
+pub use api_get::AckMode;
 pub use durable::StoreState;
 pub use inspect::{
-    BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
+    BindingSnapshot, ChannelSnapshot, Churn, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
     QueueSnapshot,
 };
 pub(crate) use table::{VHostEntry, VHosts};
@@ -109,11 +111,34 @@ pub struct ChannelState {
     pub consumers: HashMap<ShortString, ShortString>,
     /// A delivery timed out and the connection was asked to close the channel.
     pub timed_out: bool,
+    /// What the connection's side of the channel reports to the management API.
+    pub stats: Arc<ChannelStats>,
+}
+
+/// The publisher side of a channel, which its connection owns, as the management API
+/// lists it (RabbitMQ's `confirm` and `messages_unconfirmed`): written by the
+/// connection when they change, read by the API, never locked.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    /// `confirm.select` was accepted.
+    pub confirm: std::sync::atomic::AtomicBool,
+    /// Confirm-mode publishes not confirmed yet.
+    pub unconfirmed: std::sync::atomic::AtomicU32,
 }
 
 impl ChannelState {
     /// A fresh channel writing to `outbox`.
     pub fn new(outbox: Arc<Outbox>, frame_max: usize, cancel_notify: bool) -> Self {
+        Self::with_stats(outbox, frame_max, cancel_notify, Arc::default())
+    }
+
+    /// A fresh channel whose publisher side reports to `stats`.
+    pub fn with_stats(
+        outbox: Arc<Outbox>,
+        frame_max: usize,
+        cancel_notify: bool,
+        stats: Arc<ChannelStats>,
+    ) -> Self {
         Self {
             outbox,
             frame_max,
@@ -126,6 +151,7 @@ impl ChannelState {
             reply_consumer: None,
             consumers: HashMap::new(),
             timed_out: false,
+            stats,
         }
     }
 
@@ -215,6 +241,7 @@ pub struct VHost {
     store: Option<StoreState>,
     /// Message counters for the management API and `/metrics`.
     stats: MessageStats,
+    churn: inspect::Churn,
     /// How long a delivery may stay unacked, and what happens then (see `timeout`).
     pub(crate) consumer_timeout: ConsumerTimeout,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
@@ -263,6 +290,7 @@ impl VHost {
             reply_tokens: HashMap::new(),
             store: None,
             stats: MessageStats::default(),
+            churn: inspect::Churn::default(),
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
             consumer_timeout: ConsumerTimeout::default(),
             dead_work: std::collections::VecDeque::new(),
@@ -279,6 +307,7 @@ impl VHost {
 
     /// Registers a newly opened channel.
     pub fn open_channel(&mut self, key: ChannelKey, state: ChannelState) {
+        self.churn.channel_created += 1;
         self.channels.insert(key, state);
     }
 
@@ -288,6 +317,7 @@ impl VHost {
         let Some(mut ch) = self.channels.remove(&key) else {
             return;
         };
+        self.churn.channel_closed += 1;
         if let Some((_, token)) = ch.reply_consumer.take() {
             self.reply_tokens.remove(&token);
         }

@@ -161,6 +161,18 @@ impl VHosts {
         Ok(VHostEntry::new(vhost))
     }
 
+    /// The deprecated features every vhost permits.
+    pub(crate) fn deprecated(&self) -> DeprecatedFeatures {
+        self.deprecated
+    }
+
+    /// The vhosts whose data could not be opened, by name (they serve nothing).
+    pub(crate) fn unavailable(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.unavailable.lock().iter().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The vhost called `name`.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<VHostEntry>> {
         self.map.read().get(name).cloned()

@@ -311,6 +311,9 @@ impl VHost {
                 consumers: 1,
             });
         }
+        if !opts.passive {
+            self.churn.queue_declared += 1;
+        }
         if self.queues.contains_key(name) {
             self.accessible(name, conn)?;
             let Some(q) = self.queues.get_mut(name) else {
@@ -364,6 +367,7 @@ impl VHost {
             self.attach_log(&mut q)?;
         }
         self.queues.insert(name.clone(), q);
+        self.churn.queue_created += 1;
         if durable {
             self.write_declared_queue(&name)?;
         }
@@ -458,6 +462,7 @@ impl VHost {
         let Some(q) = self.queues.remove(name) else {
             return 0;
         };
+        self.churn.queue_deleted += 1;
         self.detach_log(&q);
         for c in &q.consumers {
             if let Some(ch) = self.channels.get_mut(&c.channel) {

@@ -6,19 +6,25 @@
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
 //! string holds) answers 400.
 
+mod conns;
+mod health;
+mod lists;
+mod messages;
+mod node;
 mod objects;
+mod routes;
+mod topology;
 mod vhosts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+
 use serde_json::{Value, json};
 
 use super::access::{Admin, Viewer};
@@ -29,66 +35,11 @@ use crate::auth::AuthError;
 use crate::error::code;
 use crate::shared::Shared;
 use crate::vhost::VHostEntry;
-use objects::*;
-use vhosts::*;
 
 type St = State<Arc<Shared>>;
 type ApiResult = Result<Response, ApiError>;
 
-/// Every route.
-pub(super) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/api/overview", get(overview))
-        .route("/api/nodes", get(nodes))
-        .route("/api/whoami", get(whoami))
-        .route("/api/queues", get(queues))
-        .route("/api/queues/{vhost}", get(queues_in))
-        .route(
-            "/api/queues/{vhost}/{name}",
-            get(queue).put(put_queue).delete(delete_queue),
-        )
-        .route(
-            "/api/queues/{vhost}/{name}/contents",
-            axum::routing::delete(purge_queue),
-        )
-        .route("/api/exchanges", get(exchanges))
-        .route("/api/exchanges/{vhost}", get(exchanges_in))
-        .route("/api/exchanges/{vhost}/{name}", get(exchange))
-        .route("/api/bindings", get(bindings))
-        .route("/api/bindings/{vhost}", get(bindings_in))
-        .route(
-            "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
-            axum::routing::post(bind_queue),
-        )
-        .route("/api/connections", get(connections))
-        .route(
-            "/api/connections/{name}",
-            get(connection).delete(close_connection),
-        )
-        .route("/api/channels", get(channels))
-        .route("/api/consumers", get(consumers))
-        .route("/api/consumers/{vhost}", get(consumers_in))
-        .route("/api/users", get(users))
-        .route(
-            "/api/users/{name}",
-            get(user).put(put_user).delete(delete_user),
-        )
-        .route("/api/vhosts", get(vhosts))
-        .route(
-            "/api/vhosts/{name}",
-            get(vhost).put(put_vhost).delete(delete_vhost),
-        )
-        .route("/api/permissions", get(permissions))
-        .route(
-            "/api/permissions/{vhost}/{user}",
-            get(permission)
-                .put(put_permission)
-                .delete(delete_permission),
-        )
-        .route("/metrics", get(metrics_aggregated))
-        .route("/metrics/per-object", get(metrics_per_object))
-        .with_state(shared)
-}
+pub(super) use routes::router;
 
 fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
@@ -201,21 +152,6 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
 
 // ----- overview -----------------------------------------------------------------------
 
-/// The one node, with its memory and alarms as RabbitMQ's `/api/nodes` reports them.
-async fn nodes(State(s): St, _: Viewer) -> ApiResult {
-    let [mem_alarm, disk_free_alarm] = s.alarm.state();
-    ok(json!([{
-        "name": NODE_NAME,
-        "type": "disc",
-        "running": true,
-        "mem_used": s.alarm.memory_used(),
-        "mem_limit": s.alarm.memory_limit(),
-        "mem_alarm": mem_alarm,
-        "disk_free_alarm": disk_free_alarm,
-        "connections": s.registry.snapshot().len(),
-    }]))
-}
-
 /// Totals over the vhosts the user sees (its own connections and channels only for a
 /// `management` user), as RabbitMQ's overview.
 async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
@@ -260,16 +196,42 @@ async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
             "messages_ready": ready,
             "messages_unacknowledged": unacked,
         },
+        // Counts over the vhosts the user sees; rates broker-wide, as sampled.
         "message_stats": {
             "publish": stats.publish,
+            "publish_details": { "rate": s.rates.rate("publish") },
             "deliver": stats.deliver,
+            "deliver_details": { "rate": s.rates.rate("deliver") },
             "deliver_no_ack": stats.deliver_no_ack,
+            "deliver_no_ack_details": { "rate": s.rates.rate("deliver_no_ack") },
             "get": stats.get,
+            "get_details": { "rate": s.rates.rate("get") },
             "get_no_ack": stats.get_no_ack,
+            "get_no_ack_details": { "rate": s.rates.rate("get_no_ack") },
             "deliver_get": stats.deliver_get(),
+            "deliver_get_details": { "rate": s.rates.rate("deliver_get") },
             "ack": stats.ack,
+            "ack_details": { "rate": s.rates.rate("ack") },
             "redeliver": stats.redeliver,
+            "redeliver_details": { "rate": s.rates.rate("redeliver") },
         },
+        "churn_rates": s.rates.with_details(&crate::management::sampler::read(&s), &[
+            "connection_created",
+            "connection_closed",
+            "channel_created",
+            "channel_closed",
+            "queue_declared",
+            "queue_created",
+            "queue_deleted",
+        ]),
+        "listeners": s.listeners.iter().map(|l| json!({
+            "node": NODE_NAME,
+            "protocol": l.protocol,
+            "ip_address": l.addr.ip().to_string(),
+            "port": l.addr.port(),
+        })).collect::<Vec<_>>(),
+        "rates_mode": "basic",
+        "statistics_db_event_queue": 0,
     }))
 }
 
@@ -483,7 +445,7 @@ fn auth_error(e: AuthError) -> ApiError {
 
 // ----- permissions --------------------------------------------------------------------
 
-fn permission_json(user: &str, vhost: &str, p: &crate::auth::Permission) -> Value {
+pub(super) fn permission_json(user: &str, vhost: &str, p: &crate::auth::Permission) -> Value {
     json!({
         "user": user,
         "vhost": vhost,
