@@ -1,11 +1,13 @@
 //! The routes of the management API and their handlers: the overview, connections,
 //! channels, consumers, users, permissions and `/metrics` (and `/metrics/per-object`) here; queues, exchanges and
-//! bindings in `objects`; vhosts in `vhosts`.
+//! bindings in `objects`; vhosts in `vhosts`; definitions (export and import) in
+//! `definitions`.
 //!
 //! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
 //! string holds) answers 400.
 
+mod definitions;
 mod objects;
 mod vhosts;
 
@@ -29,6 +31,7 @@ use crate::auth::AuthError;
 use crate::error::code;
 use crate::shared::Shared;
 use crate::vhost::VHostEntry;
+use definitions::*;
 use objects::*;
 use vhosts::*;
 
@@ -84,6 +87,14 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(permission)
                 .put(put_permission)
                 .delete(delete_permission),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions).post(import_definitions),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(vhost_definitions).post(import_vhost_definitions),
         )
         .route("/metrics", get(metrics_aggregated))
         .route("/metrics/per-object", get(metrics_per_object))
@@ -368,29 +379,30 @@ async fn consumers_in(State(s): St, viewer: Viewer, Path(vhost): Path<String>) -
 
 // ----- users --------------------------------------------------------------------------
 
-fn user_json(name: &str, tags: &[String]) -> Value {
+fn user_json(name: &str, tags: &[String], hash: &str) -> Value {
     json!({
         "name": name,
+        "password_hash": hash,
         "tags": tags,
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "hashing_algorithm": crate::auth::SHA256_HASHING,
         "limits": {},
     })
 }
 
 async fn users(State(s): St, _: Admin) -> ApiResult {
-    let list = s.users.read().list_users();
+    let list = s.users.read().list_users_with_hashes();
     ok(Value::Array(
-        list.iter().map(|(n, t)| user_json(n, t)).collect(),
+        list.iter().map(|(n, t, h)| user_json(n, t, h)).collect(),
     ))
 }
 
 async fn user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
-    let list = s.users.read().list_users();
-    let (n, t) = list
+    let list = s.users.read().list_users_with_hashes();
+    let (n, t, h) = list
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|(n, _, _)| *n == name)
         .ok_or(ApiError::NotFound)?;
-    ok(user_json(n, t))
+    ok(user_json(n, t, h))
 }
 
 /// Tags as RabbitMQ takes them: a comma-separated string or a list.
@@ -417,34 +429,60 @@ fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// What a `PUT /api/users` body sets the password to, as RabbitMQ reads it:
+/// `password` (hashed here), else `password_hash` (base64, under `hashing_algorithm`;
+/// `""` is no password), else nothing.
+enum NewPassword<'a> {
+    Clear(&'a str),
+    Hash(Vec<u8>),
+    Unchanged,
+}
+
+fn new_password(body: &Value) -> Result<NewPassword<'_>, ApiError> {
+    let string = |field: &str| match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) => Ok(Some(p.as_str())),
+        Some(_) => Err(ApiError::BadRequest(format!("{field} must be a string"))),
+    };
+    if let Some(p) = string("password")? {
+        return Ok(NewPassword::Clear(p));
+    }
+    match string("password_hash")? {
+        Some(h) => crate::auth::decode_hash(h, string("hashing_algorithm")?)
+            .map(NewPassword::Hash)
+            .map_err(|e| ApiError::BadRequest(e.to_string())),
+        None => Ok(NewPassword::Unchanged),
+    }
+}
+
 async fn put_user(State(s): St, _: Admin, Path(name): Path<String>, body: Bytes) -> ApiResult {
     let body = body_json(&body)?;
     let tags = parse_tags(body.get("tags"))?;
-    if body.get("password_hash").is_some() {
-        return Err(ApiError::NotImplemented(
-            "password_hash is not supported; send password".into(),
-        ));
-    }
-    let password = match body.get("password") {
-        None => None,
-        Some(Value::String(p)) => Some(p.as_str()),
-        Some(_) => return Err(ApiError::BadRequest("password must be a string".into())),
-    };
+    let password = new_password(&body)?;
     let reply = {
         let mut users = s.users.write();
         let exists = users.list_users().iter().any(|(n, _)| *n == name);
         match (exists, password) {
-            (false, None) => {
-                return Err(ApiError::BadRequest("a new user needs a password".into()));
+            (false, NewPassword::Unchanged) => {
+                return Err(ApiError::BadRequest(
+                    "a new user needs a password or a password_hash".into(),
+                ));
             }
-            (false, Some(p)) => {
+            (false, NewPassword::Clear(p)) => {
                 users.add_user(&name, p, tags);
                 created()
             }
+            (false, NewPassword::Hash(h)) => {
+                users.add_user_with_hash(&name, h, tags);
+                created()
+            }
             (true, p) => {
-                if let Some(p) = p {
-                    users.change_password(&name, p).map_err(auth_error)?;
+                match p {
+                    NewPassword::Clear(p) => users.change_password(&name, p),
+                    NewPassword::Hash(h) => users.set_password_hash(&name, h),
+                    NewPassword::Unchanged => Ok(()),
                 }
+                .map_err(auth_error)?;
                 users.set_tags(&name, tags).map_err(auth_error)?;
                 no_content()
             }
