@@ -1,7 +1,7 @@
 //! The routes of the management API and their handlers: the overview, connections,
-//! channels, consumers, users, permissions and `/metrics` (and `/metrics/per-object`) here; queues, exchanges and
-//! bindings in `objects`; vhosts in `vhosts`; definitions (export and import) in
-//! `definitions`.
+//! channels, consumers, permissions (and the user table's saving) and `/metrics` (and `/metrics/per-object`) here; queues, exchanges and
+//! bindings in `objects`; vhosts in `vhosts`; users in `users`; definitions (export
+//! and import) in `definitions`.
 //!
 //! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
@@ -9,6 +9,7 @@
 
 mod definitions;
 mod objects;
+mod users;
 mod vhosts;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::shared::Shared;
 use crate::vhost::VHostEntry;
 use definitions::*;
 use objects::*;
+use users::*;
 use vhosts::*;
 
 type St = State<Arc<Shared>>;
@@ -378,125 +380,6 @@ async fn consumers_in(State(s): St, viewer: Viewer, Path(vhost): Path<String>) -
 }
 
 // ----- users --------------------------------------------------------------------------
-
-fn user_json(name: &str, tags: &[String], hash: &str) -> Value {
-    json!({
-        "name": name,
-        "password_hash": hash,
-        "tags": tags,
-        "hashing_algorithm": crate::auth::SHA256_HASHING,
-        "limits": {},
-    })
-}
-
-async fn users(State(s): St, _: Admin) -> ApiResult {
-    let list = s.users.read().list_users_with_hashes();
-    ok(Value::Array(
-        list.iter().map(|(n, t, h)| user_json(n, t, h)).collect(),
-    ))
-}
-
-async fn user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
-    let list = s.users.read().list_users_with_hashes();
-    let (n, t, h) = list
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .ok_or(ApiError::NotFound)?;
-    ok(user_json(n, t, h))
-}
-
-/// Tags as RabbitMQ takes them: a comma-separated string or a list.
-fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|t| {
-                t.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::BadRequest("tags must be strings".into()))
-            })
-            .collect(),
-        Some(_) => Err(ApiError::BadRequest(
-            "tags must be a string or a list".into(),
-        )),
-    }
-}
-
-/// What a `PUT /api/users` body sets the password to, as RabbitMQ reads it:
-/// `password` (hashed here), else `password_hash` (base64, under `hashing_algorithm`;
-/// `""` is no password), else nothing.
-enum NewPassword<'a> {
-    Clear(&'a str),
-    Hash(Vec<u8>),
-    Unchanged,
-}
-
-fn new_password(body: &Value) -> Result<NewPassword<'_>, ApiError> {
-    let string = |field: &str| match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(p)) => Ok(Some(p.as_str())),
-        Some(_) => Err(ApiError::BadRequest(format!("{field} must be a string"))),
-    };
-    if let Some(p) = string("password")? {
-        return Ok(NewPassword::Clear(p));
-    }
-    match string("password_hash")? {
-        Some(h) => crate::auth::decode_hash(h, string("hashing_algorithm")?)
-            .map(NewPassword::Hash)
-            .map_err(|e| ApiError::BadRequest(e.to_string())),
-        None => Ok(NewPassword::Unchanged),
-    }
-}
-
-async fn put_user(State(s): St, _: Admin, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    let body = body_json(&body)?;
-    let tags = parse_tags(body.get("tags"))?;
-    let password = new_password(&body)?;
-    let reply = {
-        let mut users = s.users.write();
-        let exists = users.list_users().iter().any(|(n, _)| *n == name);
-        match (exists, password) {
-            (false, NewPassword::Unchanged) => {
-                return Err(ApiError::BadRequest(
-                    "a new user needs a password or a password_hash".into(),
-                ));
-            }
-            (false, NewPassword::Clear(p)) => {
-                users.add_user(&name, p, tags);
-                created()
-            }
-            (false, NewPassword::Hash(h)) => {
-                users.add_user_with_hash(&name, h, tags);
-                created()
-            }
-            (true, p) => {
-                match p {
-                    NewPassword::Clear(p) => users.change_password(&name, p),
-                    NewPassword::Hash(h) => users.set_password_hash(&name, h),
-                    NewPassword::Unchanged => Ok(()),
-                }
-                .map_err(auth_error)?;
-                users.set_tags(&name, tags).map_err(auth_error)?;
-                no_content()
-            }
-        }
-    };
-    save_users(&s).await?;
-    reply
-}
-
-async fn delete_user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
-    s.users.write().delete_user(&name).map_err(auth_error)?;
-    save_users(&s).await?;
-    no_content()
-}
 
 /// Saves the user table after a change (with a data directory; nothing without),
 /// on a blocking thread. A failure is a 500: the change holds until the broker
