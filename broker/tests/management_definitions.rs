@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::http::{GUEST, http};
+use common::http::http;
 use lapin::options::QueueDeclareOptions;
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -29,16 +29,11 @@ async fn call(
     body: Option<Value>,
     status: u16,
 ) -> anyhow::Result<Value> {
-    let (got, text) = http(method, format!("{base}{path}"), GUEST, body).await?;
-    anyhow::ensure!(
-        got == status,
-        "{method} {path}: {got} {text} (wanted {status})"
-    );
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    })
+    common::definitions::call(base, ("guest", "guest"), method, path, body, status).await
+}
+
+async fn listings(base: &str) -> anyhow::Result<BTreeSet<String>> {
+    common::definitions::listings(base, ("guest", "guest")).await
 }
 
 async fn start() -> anyhow::Result<(broker::BrokerHandle, String)> {
@@ -51,68 +46,6 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
         t.insert((*k).into(), v.clone());
     }
     t
-}
-
-/// What a user observes of a broker's definitions, from its ordinary listings:
-/// users (name, tags, hash), vhosts, permissions, queues, exchanges and bindings
-/// (without the default exchange, the `amq.*` ones and exclusive queues).
-async fn listings(base: &str) -> anyhow::Result<BTreeSet<String>> {
-    let mut seen = BTreeSet::new();
-    let list = |v: Value| v.as_array().cloned().unwrap_or_default();
-    for u in list(call(base, "GET", "/api/users", None, 200).await?) {
-        seen.insert(format!(
-            "user {} {} {}",
-            u["name"], u["tags"], u["password_hash"]
-        ));
-    }
-    for v in list(call(base, "GET", "/api/vhosts", None, 200).await?) {
-        seen.insert(format!("vhost {}", v["name"]));
-    }
-    for p in list(call(base, "GET", "/api/permissions", None, 200).await?) {
-        seen.insert(format!(
-            "permission {} {} {} {} {}",
-            p["user"], p["vhost"], p["configure"], p["write"], p["read"]
-        ));
-    }
-    // Exclusive queues, and so their bindings, are not part of definitions.
-    let mut exclusive = BTreeSet::new();
-    for q in list(call(base, "GET", "/api/queues", None, 200).await?) {
-        if q["exclusive"] == json!(true) {
-            exclusive.insert(format!("{} {}", q["vhost"], q["name"]));
-            continue;
-        }
-        seen.insert(format!(
-            "queue {} {} {} {} {}",
-            q["vhost"], q["name"], q["durable"], q["auto_delete"], q["arguments"]
-        ));
-    }
-    for x in list(call(base, "GET", "/api/exchanges", None, 200).await?) {
-        let name = x["name"].as_str().unwrap_or_default();
-        if name.is_empty() || name.starts_with("amq.") {
-            continue;
-        }
-        seen.insert(format!(
-            "exchange {} {name} {} {} {} {} {}",
-            x["vhost"], x["type"], x["durable"], x["auto_delete"], x["internal"], x["arguments"]
-        ));
-    }
-    for b in list(call(base, "GET", "/api/bindings", None, 200).await?) {
-        let to_exclusive = b["destination_type"] == json!("queue")
-            && exclusive.contains(&format!("{} {}", b["vhost"], b["destination"]));
-        if b["source"] == json!("") || to_exclusive {
-            continue;
-        }
-        seen.insert(format!(
-            "binding {} {} {} {} {} {}",
-            b["vhost"],
-            b["source"],
-            b["destination_type"],
-            b["destination"],
-            b["routing_key"],
-            b["arguments"]
-        ));
-    }
-    Ok(seen)
 }
 
 /// Builds the definitions the round trip carries, over the API and over AMQP; the
@@ -382,7 +315,7 @@ async fn policies_and_parameters_are_refused_and_nothing_is_imported() -> anyhow
     );
     call(&base, "GET", "/api/queues/%2F/would.be", None, 404).await?;
     // RabbitMQ's own cluster identity is skipped, anything else refused.
-    let own = json!([{ "name": "cluster_name", "value": "rabbit@x" }, { "name": "internal_cluster_id", "value": "id" }]);
+    let own = json!([{ "name": "cluster_name", "value": "rabbit@x" }, { "name": "internal_cluster_id", "value": "id" }, { "name": "cluster_tags", "value": [] }]);
     let file = json!({ "queues": [queue], "global_parameters": own });
     call(&base, "POST", "/api/definitions", Some(file), 204).await?;
     call(&base, "GET", "/api/queues/%2F/would.be", None, 200).await?;

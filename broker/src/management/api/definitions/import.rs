@@ -31,9 +31,11 @@ use crate::vhost::{ExchangeOptions, QueueOptions, VHost, VHostEntry};
 /// API's own declarations), so no queue is tied to a connection.
 const IMPORT_CONN: u64 = 0;
 
-/// RabbitMQ's own global parameters, which describe the exporting cluster rather
-/// than anything to recreate here, so an import skips them.
-const CLUSTER_PARAMETERS: [&str; 2] = ["cluster_name", "internal_cluster_id"];
+/// RabbitMQ's own global parameters, which describe the exporting cluster (its name,
+/// its id, and since 3.13 its tags) rather than anything to recreate here, so an
+/// import skips them. RabbitMQ 3.10 exports `internal_cluster_id`, 4.0 also
+/// `cluster_tags`; any other global parameter refuses the file.
+const CLUSTER_PARAMETERS: [&str; 3] = ["cluster_name", "cluster_tags", "internal_cluster_id"];
 
 /// A definitions file, as RabbitMQ 3.x and 4.x write it (unknown fields ignored).
 #[derive(Debug, Default, Deserialize)]
