@@ -105,3 +105,22 @@ fn answer(v: serde_json::Value, query: &HashMap<String, String>) -> ApiResult {
 fn refused(reason: impl Into<String>) -> ApiError {
     ApiError::BadRequest(reason.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_asks_for_an_attachment_with_a_harmless_name() {
+        let query = HashMap::from([("download".to_owned(), "my defs/../x\".json".to_owned())]);
+        let resp = answer(serde_json::json!({}), &query).expect("answer");
+        assert_eq!(
+            resp.headers().get(header::CONTENT_DISPOSITION),
+            Some(&HeaderValue::from_static(
+                "attachment; filename=\"mydefs..x.json\""
+            ))
+        );
+        let plain = answer(serde_json::json!({}), &HashMap::new()).expect("answer");
+        assert!(plain.headers().get(header::CONTENT_DISPOSITION).is_none());
+    }
+}
