@@ -3,7 +3,8 @@
 //! and exchanges) imports into a fresh one, whose listings then match and whose
 //! imported users log in with their original passwords. The export is decoded into
 //! `rabbitmq_http_client`'s definition types (what rabbitmqadmin v2 reads), a real
-//! RabbitMQ 3.10 export (`fixtures/rabbitmq-3.10-definitions.json`) imports, and
+//! RabbitMQ 3.10 export (`fixtures/rabbitmq-3.10-definitions.json`) and a 4.0.5 one
+//! (`fixtures/rabbitmq-4.0-definitions.json`) import, and
 //! what the broker cannot hold (policies, parameters) is refused, never dropped.
 
 mod common;
@@ -16,10 +17,12 @@ use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use rabbitmq_http_client::password_hashing;
+use rabbitmq_http_client::requests::UserParams;
 use rabbitmq_http_client::responses::{ClusterDefinitionSet, VirtualHostDefinitionSet};
 use serde_json::{Value, json};
 
 const FIXTURE_310: &str = include_str!("fixtures/rabbitmq-3.10-definitions.json");
+const FIXTURE_40: &str = include_str!("fixtures/rabbitmq-4.0-definitions.json");
 
 /// An API call as guest that must answer `status`; the body as JSON (`null` if empty).
 async fn call(
@@ -380,8 +383,11 @@ async fn password_hash_users_log_in_and_bad_hashes_are_refused() -> anyhow::Resu
     let (b, base) = start().await?;
     let salt = password_hashing::salt();
     let hash = password_hashing::base64_encoded_salted_password_hash_sha256(&salt, "s3cret");
-    let body = json!({ "password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "" });
+    // The body rabbitmqadmin v2's `users declare` sends.
+    let body = serde_json::to_value(UserParams::new("h", &hash, "management"))?;
     call(&base, "PUT", "/api/users/h", Some(body), 201).await?;
+    let with_algorithm = json!({ "password_hash": hash, "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": "" });
+    call(&base, "PUT", "/api/users/h2", Some(with_algorithm), 201).await?;
     let perm = json!({ "configure": ".*", "write": ".*", "read": ".*" });
     call(&base, "PUT", "/api/permissions/%2F/h", Some(perm), 201).await?;
     assert!(logs_in(&b, "h", "s3cret", "/").await);
@@ -464,6 +470,35 @@ async fn a_rabbitmq_3_10_export_imports() -> anyhow::Result<()> {
     call(&base, "POST", "/api/definitions", Some(old), 204).await?;
     let u = call(&base, "GET", "/api/users/defs-fixture-old", None, 200).await?;
     assert_eq!(u["tags"], json!(["management", "policymaker"]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rabbitmq_4_0_export_imports() -> anyhow::Result<()> {
+    // 4.0 adds vhost metadata, `x-queue-type: classic` on every classic queue and the
+    // `cluster_tags` global parameter.
+    let (b, base) = start().await?;
+    let file: Value = serde_json::from_str(FIXTURE_40)?;
+    call(&base, "POST", "/api/definitions", Some(file), 204).await?;
+    let q = call(
+        &base,
+        "GET",
+        "/api/queues/defs-fixture4/fixture4.q",
+        None,
+        200,
+    )
+    .await?;
+    assert_eq!(q["arguments"]["x-overflow"], json!("reject-publish"));
+    let bindings = call(&base, "GET", "/api/bindings/defs-fixture4", None, 200).await?;
+    assert!(
+        bindings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|b| b["source"] == json!("fixture4.direct") && b["routing_key"] == json!("k")),
+        "{bindings}"
+    );
+    assert!(logs_in(&b, "defs-fixture4-user", "pw4", "defs-fixture4").await);
     Ok(())
 }
 
