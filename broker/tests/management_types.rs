@@ -146,6 +146,9 @@ async fn every_endpoint_decodes_into_rabbitmq_http_client_types() -> anyhow::Res
     rep.check(decode::<r::ExchangeInfo>(&base, "exchanges/%2F/types.x").await);
     rep.check(decode::<Vec<r::BindingInfo>>(&base, "bindings").await);
     rep.check(decode::<Vec<r::BindingInfo>>(&base, "bindings/%2F").await);
+    rep.check(decode::<Vec<r::User>>(&base, "users").await);
+    rep.check(decode::<Vec<r::User>>(&base, "users/without-permissions").await);
+    rep.check(decode::<r::User>(&base, "users/guest").await);
     rep.check(decode::<r::CurrentUser>(&base, "whoami").await);
     rep.check(decode::<Vec<r::VirtualHost>>(&base, "vhosts").await);
     rep.check(decode::<r::VirtualHost>(&base, "vhosts/%2F").await);

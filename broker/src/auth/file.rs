@@ -73,7 +73,8 @@ impl Users {
                 ));
             }
             let hash = r.bytes()?.to_vec();
-            if hash.len() != HASH_LEN {
+            // Empty: a user without a password (imported with `password_hash: ""`).
+            if !hash.is_empty() && hash.len() != HASH_LEN {
                 return Err(UsersFileError::Malformed(
                     "password hash of the wrong length",
                 ));

@@ -23,13 +23,15 @@ use crate::error::{AmqpError, code};
 
 pub(crate) mod config;
 mod file;
+mod password;
 mod sasl;
 
 pub(crate) use file::save as save_file;
+pub(crate) use password::{SHA256 as SHA256_HASHING, decode_hash};
 use sasl::refused;
 pub use sasl::{Credentials, parse_response};
 
-/// One user: a salted password hash and tags.
+/// One user: a salted password hash (empty: no password logs it in) and tags.
 #[derive(Debug, Clone)]
 pub struct User {
     /// RabbitMQ's `rabbit_password_hashing_sha256` layout: 4 random salt bytes, then

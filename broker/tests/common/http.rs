@@ -29,6 +29,10 @@ pub async fn http(
         if let Some(a) = &auth {
             req = req.header("authorization", a);
         }
+        // RabbitMQ answers 415 to a body without it.
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
         let req = req.body(body.map(|b| b.to_string()).unwrap_or_default())?;
         let mut resp = agent.run(req)?;
         let status = resp.status().as_u16();

@@ -1,11 +1,13 @@
 //! Helpers shared by the broker's tests: raw-socket handshakes, lapin error checks,
-//! (in [`http`]) a management API client, (in [`poll`]) the bounded wait shared with the
+//! (in [`http`]) a management API client, (in [`definitions`]) a broker's
+//! definitions as its listings show them, (in [`poll`]) the bounded wait shared with the
 //! root package's tests, (in [`process`]) the `broker` binary as a child process, and (in
 //! [`raw`]) frames by hand.
 
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
+pub mod definitions;
 pub mod http;
 pub mod poll;
 pub mod process;

@@ -1,12 +1,18 @@
-//! The routes of the management API and their handlers: the overview, connections,
-//! channels, consumers, users, permissions and `/metrics` (and `/metrics/per-object`) here; queues, exchanges and
-//! bindings in `objects`; vhosts in `vhosts`.
+//! The management API's handlers (the routes are in `routes`): the overview,
+//! connections, channels, consumers, permissions (and the user table's saving) and
+//! `/metrics` (and `/metrics/per-object`) here; queues, exchanges and bindings in
+//! `objects`, their changes in `topology`; vhosts in `vhosts`; users in `users`;
+//! definitions (export and import) in `definitions`; the node, feature flags and
+//! deprecated features in `node`; health checks in `health`; messages over HTTP in
+//! `messages`; narrower connection and channel listings in `conns`; what the broker
+//! keeps none of in `lists`.
 //!
 //! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
 //! string holds) answers 400.
 
 mod conns;
+mod definitions;
 mod health;
 mod lists;
 mod messages;
@@ -14,6 +20,7 @@ mod node;
 mod objects;
 mod routes;
 mod topology;
+mod users;
 mod vhosts;
 
 use std::collections::HashMap;
@@ -329,98 +336,6 @@ async fn consumers_in(State(s): St, viewer: Viewer, Path(vhost): Path<String>) -
 }
 
 // ----- users --------------------------------------------------------------------------
-
-fn user_json(name: &str, tags: &[String]) -> Value {
-    json!({
-        "name": name,
-        "tags": tags,
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
-        "limits": {},
-    })
-}
-
-async fn users(State(s): St, _: Admin) -> ApiResult {
-    let list = s.users.read().list_users();
-    ok(Value::Array(
-        list.iter().map(|(n, t)| user_json(n, t)).collect(),
-    ))
-}
-
-async fn user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
-    let list = s.users.read().list_users();
-    let (n, t) = list
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or(ApiError::NotFound)?;
-    ok(user_json(n, t))
-}
-
-/// Tags as RabbitMQ takes them: a comma-separated string or a list.
-fn parse_tags(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|t| {
-                t.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| ApiError::BadRequest("tags must be strings".into()))
-            })
-            .collect(),
-        Some(_) => Err(ApiError::BadRequest(
-            "tags must be a string or a list".into(),
-        )),
-    }
-}
-
-async fn put_user(State(s): St, _: Admin, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    let body = body_json(&body)?;
-    let tags = parse_tags(body.get("tags"))?;
-    if body.get("password_hash").is_some() {
-        return Err(ApiError::NotImplemented(
-            "password_hash is not supported; send password".into(),
-        ));
-    }
-    let password = match body.get("password") {
-        None => None,
-        Some(Value::String(p)) => Some(p.as_str()),
-        Some(_) => return Err(ApiError::BadRequest("password must be a string".into())),
-    };
-    let reply = {
-        let mut users = s.users.write();
-        let exists = users.list_users().iter().any(|(n, _)| *n == name);
-        match (exists, password) {
-            (false, None) => {
-                return Err(ApiError::BadRequest("a new user needs a password".into()));
-            }
-            (false, Some(p)) => {
-                users.add_user(&name, p, tags);
-                created()
-            }
-            (true, p) => {
-                if let Some(p) = p {
-                    users.change_password(&name, p).map_err(auth_error)?;
-                }
-                users.set_tags(&name, tags).map_err(auth_error)?;
-                no_content()
-            }
-        }
-    };
-    save_users(&s).await?;
-    reply
-}
-
-async fn delete_user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
-    s.users.write().delete_user(&name).map_err(auth_error)?;
-    save_users(&s).await?;
-    no_content()
-}
 
 /// Saves the user table after a change (with a data directory; nothing without),
 /// on a blocking thread. A failure is a 500: the change holds until the broker

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{delete, get, post, put};
 
+use super::definitions::*;
 use super::objects::*;
+use super::users::*;
 use super::vhosts::*;
 use super::*;
 use crate::management::ApiError;
@@ -160,6 +162,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/consumers/{vhost}", get(consumers_in))
         .route("/api/users", get(users))
         .route(
+            "/api/users/without-permissions",
+            get(users_without_permissions),
+        )
+        .route(
             "/api/users/{name}",
             get(user).put(put_user).delete(delete_user),
         )
@@ -174,6 +180,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(permission)
                 .put(put_permission)
                 .delete(delete_permission),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions).post(import_definitions),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(vhost_definitions).post(import_vhost_definitions),
         )
         .route("/metrics", get(metrics_aggregated))
         .route("/metrics/per-object", get(metrics_per_object))

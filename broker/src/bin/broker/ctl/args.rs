@@ -185,4 +185,23 @@ pub enum CtlCommand {
         /// Vhost name.
         name: String,
     },
+    /// Writes the broker's definitions (users with their password hashes, vhosts,
+    /// permissions, queues, exchanges, bindings) as RabbitMQ's JSON, which
+    /// `import-definitions` here or RabbitMQ's own import reads.
+    ExportDefinitions {
+        /// The file to write; `-` for standard output.
+        file: String,
+        /// Only this vhost's queues, exchanges and bindings (RabbitMQ's per-vhost form).
+        #[arg(short = 'p', long = "vhost")]
+        vhost: Option<String>,
+    },
+    /// Creates what a definitions file (exported here or by RabbitMQ) has and the
+    /// broker lacks; refuses a file with policies or parameters, which the broker has not.
+    ImportDefinitions {
+        /// The file to read; `-` for standard input.
+        file: String,
+        /// Into this vhost only: the file's queues, exchanges and bindings.
+        #[arg(short = 'p', long = "vhost")]
+        vhost: Option<String>,
+    },
 }

@@ -38,6 +38,14 @@ pub enum CtlError {
     /// The answer was not what the API should send.
     #[error("unexpected answer from the management API: {0}")]
     BadAnswer(String),
+    /// A definitions file could not be read or written, or is not JSON.
+    #[error("definitions file {path}: {detail}")]
+    DefinitionsFile {
+        /// The file (`-` for standard input or output).
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// A blocking client of the management API.

@@ -7,10 +7,12 @@
 //! nested fields are reached with dots (`queue.name`).
 //!
 //! `args` is the command line, `client` the HTTP client of the API, `table` the
-//! output; this module runs the commands.
+//! output, `definitions` the files of `export-definitions` and `import-definitions`;
+//! this module runs the commands.
 
 mod args;
 mod client;
+mod definitions;
 mod table;
 
 use serde_json::{Map, Value};
@@ -272,6 +274,38 @@ pub fn run(args: &CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlError>
             c.request("DELETE", &format!("/api/vhosts/{}", seg(name)), None, None)
                 .map(drop)
         }
+        C::ExportDefinitions { file, vhost } => {
+            if file != "-" {
+                say(
+                    out,
+                    format!("Exporting definitions in JSON to a file at \"{file}\" ..."),
+                );
+            }
+            let defs = c.request("GET", &definitions_path(vhost.as_deref()), None, None)?;
+            definitions::write(file, &defs, out)
+        }
+        C::ImportDefinitions { file, vhost } => {
+            say(
+                out,
+                format!("Importing definitions in JSON from a file at \"{file}\" ..."),
+            );
+            let defs = definitions::read(file)?;
+            c.request(
+                "POST",
+                &definitions_path(vhost.as_deref()),
+                Some(&defs),
+                None,
+            )
+            .map(drop)
+        }
+    }
+}
+
+/// `/api/definitions`, or one vhost's.
+fn definitions_path(vhost: Option<&str>) -> String {
+    match vhost {
+        Some(v) => format!("/api/definitions/{}", encode_segment(v)),
+        None => "/api/definitions".to_owned(),
     }
 }
 

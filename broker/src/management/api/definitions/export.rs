@@ -1,0 +1,199 @@
+//! The broker's definitions as RabbitMQ exports them (`GET /api/definitions`), with the
+//! field names of RabbitMQ 4.x (tags as lists, vhost `metadata`), which 3.10 also reads.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::management::PRODUCT_NAME;
+use crate::management::json::table;
+use crate::shared::Shared;
+use crate::vhost::VHostEntry;
+
+/// What the broker reports as its version, where RabbitMQ puts its own.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A vhost's description as `/api/vhosts` reports it (the broker keeps none of its
+/// own: `/` is RabbitMQ's default vhost).
+fn description(name: &str) -> &'static str {
+    if name == "/" {
+        "Default virtual host"
+    } else {
+        ""
+    }
+}
+
+fn metadata(name: &str) -> Value {
+    json!({
+        "description": description(name),
+        "tags": [],
+        "default_queue_type": "classic",
+    })
+}
+
+/// Queues, exchanges and bindings of one vhost, each with `vhost` when `with_vhost`.
+struct Objects {
+    queues: Vec<Value>,
+    exchanges: Vec<Value>,
+    bindings: Vec<Value>,
+}
+
+fn objects(e: &VHostEntry, with_vhost: bool) -> Objects {
+    let (qs, xs, bs) = {
+        let mut v = e.lock();
+        (
+            v.queue_snapshots(),
+            v.exchange_snapshots(),
+            v.binding_snapshots(),
+        )
+    };
+    let tag = |mut o: Value| {
+        if with_vhost && let Value::Object(m) = &mut o {
+            m.insert("vhost".into(), json!(e.name()));
+        }
+        o
+    };
+    // RabbitMQ does not export exclusive queues: they die with their connection.
+    let exclusive: HashSet<&str> = qs
+        .iter()
+        .filter(|q| q.exclusive)
+        .map(|q| q.name.as_str())
+        .collect();
+    let queues = qs
+        .iter()
+        .filter(|q| !q.exclusive)
+        .map(|q| {
+            tag(json!({
+                "name": q.name,
+                "durable": q.durable,
+                "auto_delete": q.auto_delete,
+                "arguments": table(&q.arguments),
+            }))
+        })
+        .collect();
+    // Nor the default exchange and the `amq.*` ones, which every vhost has.
+    let exchanges = xs
+        .iter()
+        .filter(|x| !x.name.is_empty() && !x.name.starts_with("amq."))
+        .map(|x| {
+            tag(json!({
+                "name": x.name,
+                "type": x.kind,
+                "durable": x.durable,
+                "auto_delete": x.auto_delete,
+                "internal": x.internal,
+                "arguments": table(&x.arguments),
+            }))
+        })
+        .collect();
+    // Nor the default exchange's implicit bindings, nor bindings to exclusive queues.
+    let bindings = bs
+        .iter()
+        .filter(|b| !b.source.is_empty())
+        .filter(|b| !(b.to_queue && exclusive.contains(b.destination.as_str())))
+        .map(|b| {
+            tag(json!({
+                "source": b.source,
+                "destination": b.destination,
+                "destination_type": if b.to_queue { "queue" } else { "exchange" },
+                "routing_key": b.routing_key,
+                "arguments": table(&b.arguments),
+            }))
+        })
+        .collect();
+    Objects {
+        queues,
+        exchanges,
+        bindings,
+    }
+}
+
+/// `GET /api/definitions`: everything.
+pub(super) fn cluster(s: &Shared) -> Value {
+    let (users, permissions) = {
+        let users = s.users.read();
+        (users.list_users_with_hashes(), users.list_permissions())
+    };
+    let users: Vec<Value> = users
+        .iter()
+        .map(|(name, tags, hash)| {
+            json!({
+                "name": name,
+                "password_hash": hash,
+                "hashing_algorithm": crate::auth::SHA256_HASHING,
+                "tags": tags,
+                "limits": {},
+            })
+        })
+        .collect();
+    let permissions: Vec<Value> = permissions
+        .iter()
+        .map(|(user, vhost, p)| {
+            json!({
+                "user": user,
+                "vhost": vhost,
+                "configure": p.configure,
+                "write": p.write,
+                "read": p.read,
+            })
+        })
+        .collect();
+    let entries = s.vhosts.all();
+    let vhosts: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.name(),
+                "description": description(e.name()),
+                "tags": [],
+                "default_queue_type": "classic",
+                "metadata": metadata(e.name()),
+            })
+        })
+        .collect();
+    let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    for e in &entries {
+        let o = objects(e, true);
+        queues.extend(o.queues);
+        exchanges.extend(o.exchanges);
+        bindings.extend(o.bindings);
+    }
+    json!({
+        "rabbit_version": VERSION,
+        "rabbitmq_version": VERSION,
+        "product_name": PRODUCT_NAME,
+        "product_version": VERSION,
+        "rabbitmq_definition_format": "cluster",
+        "users": users,
+        "vhosts": vhosts,
+        "permissions": permissions,
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })
+}
+
+/// `GET /api/definitions/{vhost}`: one vhost's objects, without `vhost` fields.
+pub(super) fn vhost(e: &VHostEntry) -> Value {
+    let o = objects(e, false);
+    json!({
+        "rabbit_version": VERSION,
+        "rabbitmq_version": VERSION,
+        "product_name": PRODUCT_NAME,
+        "product_version": VERSION,
+        "rabbitmq_definition_format": "single_virtual_host",
+        "original_vhost_name": e.name(),
+        "metadata": metadata(e.name()),
+        "description": description(e.name()),
+        "default_queue_type": "classic",
+        "parameters": [],
+        "policies": [],
+        "queues": o.queues,
+        "exchanges": o.exchanges,
+        "bindings": o.bindings,
+    })
+}

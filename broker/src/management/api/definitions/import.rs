@@ -1,0 +1,501 @@
+//! Importing a definitions file (`POST /api/definitions`): parse it, check all of it,
+//! then create what is missing in RabbitMQ's order (users, vhosts, permissions, then
+//! per vhost exchanges, queues and bindings) and persist it as the broker persists
+//! the same changes made over the API or AMQP (the user table saved, each vhost's
+//! store committed).
+//!
+//! Everything that can be refused is refused before the first change: a malformed
+//! file, what the broker has no place for (policies, parameters, topic permissions,
+//! user limits, another hashing algorithm), a name AMQP cannot carry, an object in a
+//! vhost that neither exists nor is in the file, a permission of an unknown user, a
+//! binding whose source or destination will not exist (400, as RabbitMQ 4.0's
+//! `resources_missing`). What can only fail while being applied (a queue the broker
+//! refuses to declare) stops the import with 400 and leaves what was already made.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use amq_protocol::types::FieldTable;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::refused;
+use crate::auth::Permission;
+use crate::management::ApiError;
+use crate::management::api::users::parse_tags;
+use crate::management::api::{MAX_NAME, save_users, short_name};
+use crate::management::json as j;
+use crate::shared::Shared;
+use crate::vhost::{ExchangeOptions, QueueOptions, VHost, VHostEntry};
+
+/// The connection id imported queues are declared as: no connection has it (as the
+/// API's own declarations), so no queue is tied to a connection.
+const IMPORT_CONN: u64 = 0;
+
+/// RabbitMQ's own global parameters, which describe the exporting cluster (its name,
+/// its id, and since 3.13 its tags) rather than anything to recreate here, so an
+/// import skips them. RabbitMQ 3.10 exports `internal_cluster_id`, 4.0 also
+/// `cluster_tags`; any other global parameter refuses the file.
+const CLUSTER_PARAMETERS: [&str; 3] = ["cluster_name", "cluster_tags", "internal_cluster_id"];
+
+/// A definitions file, as RabbitMQ 3.x and 4.x write it (unknown fields ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct File {
+    users: Vec<UserDef>,
+    vhosts: Vec<VhostDef>,
+    permissions: Vec<PermissionDef>,
+    topic_permissions: Vec<Value>,
+    parameters: Vec<Value>,
+    global_parameters: Vec<GlobalParameter>,
+    policies: Vec<Value>,
+    queues: Vec<QueueDef>,
+    exchanges: Vec<ExchangeDef>,
+    bindings: Vec<BindingDef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserDef {
+    name: String,
+    #[serde(default)]
+    password_hash: String,
+    #[serde(default)]
+    hashing_algorithm: Option<String>,
+    /// A list (3.13+) or a comma-separated string (3.10 and older).
+    #[serde(default)]
+    tags: Value,
+    #[serde(default)]
+    limits: Value,
+}
+
+/// A vhost: only the name is kept (description, tags, default queue type and
+/// metadata have no place in this broker).
+#[derive(Debug, Deserialize)]
+struct VhostDef {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PermissionDef {
+    user: String,
+    vhost: String,
+    configure: String,
+    write: String,
+    read: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct GlobalParameter {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueueDef {
+    name: String,
+    #[serde(default)]
+    vhost: Option<String>,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    arguments: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExchangeDef {
+    name: String,
+    #[serde(default)]
+    vhost: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    arguments: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BindingDef {
+    source: String,
+    #[serde(default)]
+    vhost: Option<String>,
+    destination: String,
+    destination_type: String,
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    arguments: Map<String, Value>,
+}
+
+/// Parses a definitions file (400 `failed_to_parse_json` as RabbitMQ, with why).
+pub(super) fn parse(json: &[u8]) -> Result<File, ApiError> {
+    serde_json::from_slice(json).map_err(|e| refused(format!("failed_to_parse_json: {e}")))
+}
+
+/// One vhost's exchanges, queues and bindings, checked and converted.
+#[derive(Debug, Default)]
+struct Topology {
+    exchanges: Vec<(String, ExchangeOptions)>,
+    queues: Vec<(String, QueueOptions)>,
+    bindings: Vec<Bind>,
+}
+
+#[derive(Debug)]
+struct Bind {
+    source: String,
+    destination: String,
+    to_queue: bool,
+    routing_key: String,
+    arguments: FieldTable,
+}
+
+fn arguments(what: &str, args: Map<String, Value>) -> Result<FieldTable, ApiError> {
+    j::amqp_table(&Value::Object(args)).ok_or_else(|| {
+        refused(format!(
+            "the arguments of {what} have a key over {MAX_NAME} bytes"
+        ))
+    })
+}
+
+/// 400 if the file holds what the broker has no place for: never accepted and dropped.
+/// A per-vhost import (`users: false`) looks at no users.
+fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
+    let mut count = |n: usize, what: &str, why: &str| {
+        if n > 0 {
+            problems.push(format!("{n} {what} ({why})"));
+        }
+    };
+    count(
+        file.policies.len(),
+        "policies",
+        "this broker has no policies",
+    );
+    count(
+        file.parameters.len(),
+        "parameters",
+        "this broker has no runtime parameters",
+    );
+    count(
+        file.topic_permissions.len(),
+        "topic_permissions",
+        "this broker has no topic permissions",
+    );
+    let globals: Vec<&str> = file
+        .global_parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|n| !CLUSTER_PARAMETERS.contains(n))
+        .collect();
+    if !globals.is_empty() {
+        problems.push(format!(
+            "global_parameters {} (this broker has no global parameters)",
+            globals.join(", ")
+        ));
+    }
+    for u in file.users.iter().filter(|_| users) {
+        let limited = match &u.limits {
+            Value::Null => false,
+            Value::Object(m) => !m.is_empty(),
+            _ => true,
+        };
+        if limited {
+            problems.push(format!(
+                "limits of user '{}' (this broker has no user limits)",
+                u.name
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "nothing was imported: the file has {}",
+        problems.join("; ")
+    )))
+}
+
+/// The file's queues, exchanges and bindings by vhost: `into` for every object when
+/// given (the per-vhost form), else each object's own `vhost`.
+fn topology(file: &mut File, into: Option<&str>) -> Result<BTreeMap<String, Topology>, ApiError> {
+    let mut by_vhost: BTreeMap<String, Topology> = BTreeMap::new();
+    let vhost_of = |own: Option<String>, what: &str| -> Result<String, ApiError> {
+        match (into, own) {
+            (Some(v), _) => Ok(v.to_owned()),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Err(refused(format!("{what} has no vhost"))),
+        }
+    };
+    for x in std::mem::take(&mut file.exchanges) {
+        let what = format!("exchange '{}'", x.name);
+        short_name("exchange name", &x.name)?;
+        let vhost = vhost_of(x.vhost, &what)?;
+        let opts = ExchangeOptions {
+            kind: x.kind,
+            passive: false,
+            durable: x.durable,
+            auto_delete: x.auto_delete,
+            internal: x.internal,
+            arguments: arguments(&what, x.arguments)?,
+        };
+        by_vhost
+            .entry(vhost)
+            .or_default()
+            .exchanges
+            .push((x.name, opts));
+    }
+    for q in std::mem::take(&mut file.queues) {
+        let what = format!("queue '{}'", q.name);
+        short_name("queue name", &q.name)?;
+        if q.name.is_empty() {
+            return Err(refused("a queue in the file has no name"));
+        }
+        let vhost = vhost_of(q.vhost, &what)?;
+        let opts = QueueOptions {
+            passive: false,
+            durable: q.durable,
+            exclusive: false,
+            auto_delete: q.auto_delete,
+            arguments: arguments(&what, q.arguments)?,
+        };
+        by_vhost
+            .entry(vhost)
+            .or_default()
+            .queues
+            .push((q.name, opts));
+    }
+    for b in std::mem::take(&mut file.bindings) {
+        let what = format!("the binding of '{}' to '{}'", b.source, b.destination);
+        for name in [&b.source, &b.destination] {
+            short_name("binding source or destination", name)?;
+        }
+        short_name("routing key", &b.routing_key)?;
+        let to_queue = match b.destination_type.as_str() {
+            "queue" => true,
+            "exchange" => false,
+            other => {
+                return Err(refused(format!(
+                    "{what}: destination_type '{other}' is neither queue nor exchange"
+                )));
+            }
+        };
+        let vhost = vhost_of(b.vhost, &what)?;
+        let bind = Bind {
+            source: b.source,
+            destination: b.destination,
+            to_queue,
+            routing_key: b.routing_key,
+            arguments: arguments(&what, b.arguments)?,
+        };
+        by_vhost.entry(vhost).or_default().bindings.push(bind);
+    }
+    Ok(by_vhost)
+}
+
+/// 400 `resources_missing` (as RabbitMQ 4.0) for a binding whose source or
+/// destination neither exists in the vhost nor is declared by the file.
+/// `v`: the vhost as it is (`None`: one the import creates).
+fn check_bindings(vhost: &str, t: &Topology, v: Option<&VHost>) -> Result<(), ApiError> {
+    let has_exchange = |n: &str| v.is_some_and(|v| v.has_exchange(n));
+    let has_queue = |n: &str| v.is_some_and(|v| v.has_queue(n));
+    let exchanges: HashSet<&str> = t.exchanges.iter().map(|(n, _)| n.as_str()).collect();
+    let queues: HashSet<&str> = t.queues.iter().map(|(n, _)| n.as_str()).collect();
+    let mut missing = BTreeSet::new();
+    for b in &t.bindings {
+        // The default exchange's bindings are implicit: nothing to check or make.
+        if b.source.is_empty() {
+            continue;
+        }
+        if !exchanges.contains(b.source.as_str()) && !has_exchange(&b.source) {
+            missing.insert(format!("exchange '{}'", b.source));
+        }
+        let found = if b.to_queue {
+            queues.contains(b.destination.as_str()) || has_queue(&b.destination)
+        } else {
+            exchanges.contains(b.destination.as_str()) || has_exchange(&b.destination)
+        };
+        if !found {
+            let kind = if b.to_queue { "queue" } else { "exchange" };
+            missing.insert(format!("{kind} '{}'", b.destination));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing.into_iter().collect();
+    Err(refused(format!(
+        "resources_missing: bindings refer to {} in vhost '{vhost}', which neither exist nor are in the file",
+        list.join(", ")
+    )))
+}
+
+/// Declares the vhost's exchanges, queues and bindings, then commits its store.
+/// An object that exists stays as it is, as RabbitMQ keeps it (a warning says so
+/// when its properties differ).
+fn apply(e: &VHostEntry, t: Topology) -> Result<(), ApiError> {
+    let vhost = e.name();
+    let failed = |what: String, err: crate::error::AmqpError| {
+        refused(format!("{what} in vhost '{vhost}': {}", err.text))
+    };
+    let mut v = e.lock();
+    let result = (|| {
+        for (name, opts) in t.exchanges {
+            if name.is_empty() {
+                continue;
+            }
+            let existed = v.has_exchange(&name);
+            match v.declare_exchange(&name, opts) {
+                Ok(()) => {}
+                Err(err) if existed => {
+                    tracing::warn!(%vhost, exchange = %name, reason = %err.text, "definitions import: kept the existing exchange");
+                }
+                Err(err) => return Err(failed(format!("exchange '{name}'"), err)),
+            }
+        }
+        for (name, opts) in t.queues {
+            let existed = v.has_queue(&name);
+            let declared = if name.starts_with("amq.") {
+                // A server-named queue exported by name: declared under it.
+                v.declare_server_named_queue(IMPORT_CONN, name.as_str().into(), opts)
+            } else {
+                v.declare_queue(IMPORT_CONN, &name, opts)
+            };
+            match declared {
+                Ok(_) => {}
+                Err(err) if existed => {
+                    tracing::warn!(%vhost, queue = %name, reason = %err.text, "definitions import: kept the existing queue");
+                }
+                Err(err) => return Err(failed(format!("queue '{name}'"), err)),
+            }
+        }
+        for b in t.bindings {
+            if b.source.is_empty() {
+                continue;
+            }
+            let what = format!("the binding of '{}' to '{}'", b.source, b.destination);
+            let bound = if b.to_queue {
+                v.bind_queue(
+                    IMPORT_CONN,
+                    &b.destination,
+                    &b.source,
+                    &b.routing_key,
+                    b.arguments,
+                )
+            } else {
+                v.bind_exchange(&b.destination, &b.source, &b.routing_key, b.arguments)
+            };
+            bound.map_err(|err| failed(what, err))?;
+        }
+        Ok(())
+    })();
+    v.commit_store();
+    result
+}
+
+/// `POST /api/definitions`.
+pub(super) async fn cluster(
+    s: &std::sync::Arc<Shared>,
+    acting_user: &str,
+    mut file: File,
+) -> Result<(), ApiError> {
+    unsupported(&file, true)?;
+    let users = file
+        .users
+        .iter()
+        .map(|u| {
+            short_name("user name", &u.name)?;
+            let hash = crate::auth::decode_hash(&u.password_hash, u.hashing_algorithm.as_deref())
+                .map_err(|e| refused(format!("user '{}': {e}", u.name)))?;
+            Ok((u.name.clone(), hash, parse_tags(Some(&u.tags))?))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let new_vhosts: Vec<String> = file.vhosts.iter().map(|v| v.name.clone()).collect();
+    for name in &new_vhosts {
+        short_name("vhost name", name)?;
+        if name.is_empty() {
+            return Err(refused("a vhost name is 1 to 255 bytes"));
+        }
+    }
+    let topology = topology(&mut file, None)?;
+    {
+        let known = s.users.read();
+        let vhost_known = |v: &str| new_vhosts.iter().any(|n| n == v) || s.vhosts.get(v).is_some();
+        let user_known = |u: &str| {
+            users.iter().any(|(n, _, _)| n == u) || known.list_users().iter().any(|(n, _)| n == u)
+        };
+        for p in &file.permissions {
+            if !user_known(&p.user) {
+                return Err(refused(format!("no_such_user: '{}'", p.user)));
+            }
+            if !vhost_known(&p.vhost) {
+                return Err(refused(format!("no_such_vhost: '{}'", p.vhost)));
+            }
+            Permission::new(&p.configure, &p.write, &p.read).map_err(|e| refused(e.to_string()))?;
+        }
+        for vhost in topology.keys() {
+            if !vhost_known(vhost) {
+                return Err(refused(format!("no_such_vhost: '{vhost}'")));
+            }
+        }
+    }
+    for (vhost, t) in &topology {
+        match s.vhosts.get(vhost) {
+            Some(e) => check_bindings(vhost, t, Some(&e.lock()))?,
+            None => check_bindings(vhost, t, None)?,
+        }
+    }
+    tracing::info!(
+        user = %acting_user,
+        users = users.len(),
+        vhosts = new_vhosts.len(),
+        permissions = file.permissions.len(),
+        "importing definitions"
+    );
+    {
+        let mut table = s.users.write();
+        for (name, hash, tags) in users {
+            table.add_user_with_hash(&name, hash, tags);
+        }
+    }
+    for name in new_vhosts {
+        let shared = std::sync::Arc::clone(s);
+        tokio::task::spawn_blocking(move || shared.create_vhost(&name))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("could not write the vhost's data: {e}")))?;
+    }
+    {
+        let mut table = s.users.write();
+        for p in &file.permissions {
+            table
+                .set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+    }
+    save_users(s).await?;
+    for (vhost, t) in topology {
+        let e = s
+            .vhosts
+            .get(&vhost)
+            .ok_or_else(|| refused(format!("no_such_vhost: '{vhost}'")))?;
+        apply(&e, t)?;
+    }
+    Ok(())
+}
+
+/// `POST /api/definitions/{vhost}`: the file's queues, exchanges and bindings into
+/// `e`, whatever their own `vhost` says (users, vhosts and permissions are not part
+/// of a vhost's definitions and are left alone, as RabbitMQ does).
+pub(super) fn vhost(e: &VHostEntry, mut file: File) -> Result<(), ApiError> {
+    unsupported(&file, false)?;
+    let mut topology = topology(&mut file, Some(e.name()))?;
+    let Some(t) = topology.remove(e.name()) else {
+        return Ok(());
+    };
+    check_bindings(e.name(), &t, Some(&e.lock()))?;
+    apply(e, t)
+}
