@@ -144,6 +144,15 @@ async fn every_endpoint_decodes_into_rabbitmq_http_client_types() -> anyhow::Res
     rep.check(decode::<Vec<r::ExchangeInfo>>(&base, "exchanges").await);
     rep.check(decode::<Vec<r::ExchangeInfo>>(&base, "exchanges/%2F").await);
     rep.check(decode::<r::ExchangeInfo>(&base, "exchanges/%2F/types.x").await);
+    for vertex in ["source", "destination"] {
+        rep.check(
+            decode::<Vec<r::BindingInfo>>(
+                &base,
+                &format!("exchanges/%2F/types.x/bindings/{vertex}"),
+            )
+            .await,
+        );
+    }
     rep.check(decode::<Vec<r::BindingInfo>>(&base, "bindings").await);
     rep.check(decode::<Vec<r::BindingInfo>>(&base, "bindings/%2F").await);
     rep.check(decode::<Vec<r::User>>(&base, "users").await);

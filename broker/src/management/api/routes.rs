@@ -75,6 +75,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .delete(topology::delete_exchange),
         )
         .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(topology::exchange_bindings_source),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(topology::exchange_bindings_destination),
+        )
+        .route(
             "/api/exchanges/{vhost}/{name}/publish",
             post(messages::publish),
         )

@@ -125,6 +125,34 @@ pub(super) async fn queue_bindings(
     })
 }
 
+/// `/api/exchanges/{vhost}/{name}/bindings/source`: the bindings from the exchange.
+pub(super) async fn exchange_bindings_source(
+    State(s): St,
+    viewer: Viewer,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult {
+    let e = visible_vhost(&s, &viewer, &vhost)?;
+    if !e.lock().has_exchange(&name) {
+        return Err(ApiError::NotFound);
+    }
+    bindings_where(&s, &viewer, &vhost, |b| b.source == name)
+}
+
+/// `/api/exchanges/{vhost}/{name}/bindings/destination`: the bindings to the exchange.
+pub(super) async fn exchange_bindings_destination(
+    State(s): St,
+    viewer: Viewer,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult {
+    let e = visible_vhost(&s, &viewer, &vhost)?;
+    if !e.lock().has_exchange(&name) {
+        return Err(ApiError::NotFound);
+    }
+    bindings_where(&s, &viewer, &vhost, |b| {
+        !b.to_queue && b.destination == name
+    })
+}
+
 pub(super) async fn bindings_to_queue(
     State(s): St,
     viewer: Viewer,
