@@ -63,6 +63,12 @@ run vhosts list
 run declare user --name radm-user --password radm-pass --tags monitoring
 run declare user --name radm-hashed --password-hash "$("$R" passwords salt_and_hash radm-pass 2>/dev/null | grep -oE '[A-Za-z0-9+/=]{40,}' | head -1)"
 run users list
+run declare vhost_limit --vhost radm-vh --name max-queues --value 100
+run declare user_limit --username radm-user --name max-channels --value 50
+run list vhost_limits --vhost radm-vh
+run list user_limits --username radm-user
+run delete vhost_limit --vhost radm-vh --name max-queues
+run delete user_limit --username radm-user --name max-channels
 run declare permissions --vhost radm-vh --username radm-user --configure '.*' --read '.*' --write '.*'
 run permissions list
 run users permissions

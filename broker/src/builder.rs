@@ -336,7 +336,14 @@ impl BrokerBuilder {
             vhost::VHosts::open(data, &self.vhosts, (self.deprecated, self.consumer_timeout))
                 .map_err(StartError::Store)?;
         let users = auth::config::open(self.data_dir.as_deref(), &vhosts.listed(), &self.users)?;
+        let resource_limits = match self.data_dir.as_deref() {
+            Some(dir) => {
+                crate::resource_limits::ResourceLimits::load(dir).map_err(StartError::Store)?
+            }
+            None => Default::default(),
+        };
         let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
+        shared.set_resource_limits(resource_limits);
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
             Some(bytes) => tracing::info!(bytes, "memory high-water mark"),

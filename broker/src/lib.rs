@@ -78,6 +78,7 @@ mod nesting;
 mod outbox;
 mod properties;
 mod queue;
+mod resource_limits;
 mod server;
 mod shared;
 mod store;

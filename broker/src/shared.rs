@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::limits::Limits;
+use crate::resource_limits::ResourceLimits;
 use crate::vhost::VHosts;
 
 /// State shared by every connection of a broker.
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) started: std::time::Instant,
     /// The counters' last samples, for the management API's rates.
     pub(crate) rates: crate::management::rates::Rates,
+    /// Per-vhost and per-user limits (see [`crate::resource_limits`]).
+    pub(crate) resource_limits: parking_lot::RwLock<ResourceLimits>,
 }
 
 /// One listening socket.
@@ -67,6 +70,7 @@ impl Shared {
             listeners: Vec::new(),
             started: std::time::Instant::now(),
             rates: Default::default(),
+            resource_limits: Default::default(),
         }
     }
 
@@ -104,6 +108,25 @@ impl Shared {
         Ok(())
     }
 
+    /// Installs `limits`: each vhost's `max-queues` goes to the vhost, which checks
+    /// it on declare.
+    pub(crate) fn set_resource_limits(&self, limits: ResourceLimits) {
+        for e in self.vhosts.all() {
+            e.lock().max_queues = limits.max_queues(e.name());
+        }
+        *self.resource_limits.write() = limits;
+    }
+
+    /// Saves the resource limits with a data directory (a no-op without one); file
+    /// I/O (blocking).
+    pub(crate) fn save_resource_limits(&self) -> std::io::Result<()> {
+        let Some((dir, _)) = &self.users_file else {
+            return Ok(());
+        };
+        let limits = self.resource_limits.read().clone();
+        limits.save(dir)
+    }
+
     /// Deletes a vhost as RabbitMQ does: its permissions go first (no new
     /// connection gets in; saved with a data directory), then its queues, exchanges and
     /// data, and its connections are closed with 320 CONNECTION_FORCED "vhost 'NAME'
@@ -116,6 +139,10 @@ impl Shared {
         if deleted.is_some() {
             self.registry
                 .close_vhost(name, &format!("vhost '{name}' is deleted"));
+            // Its limits go with it, as RabbitMQ's do.
+            if self.resource_limits.write().vhosts.remove(name).is_some() {
+                self.save_resource_limits()?;
+            }
         }
         Ok(deleted.is_some())
     }

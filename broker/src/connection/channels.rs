@@ -42,6 +42,16 @@ impl Connection {
                 let Some(vhost) = &self.session.vhost else {
                     return Err(not_open());
                 };
+                let shared = &self.session.shared;
+                let user = self.session.user.as_str();
+                {
+                    let limits = shared.resource_limits.read();
+                    if limits.limits_channels(user) {
+                        limits
+                            .check_channel(user, || shared.registry.channels_of(user))
+                            .map_err(|e| e.during(method::CHANNEL_OPEN))?;
+                    }
+                }
                 let stats = Arc::<ChannelStats>::default();
                 let state = ChannelState::with_stats(
                     Arc::clone(&self.session.outbox),
@@ -53,6 +63,9 @@ impl Connection {
                     .lock()
                     .open_channel(ChannelKey::new(self.session.id, id), state);
                 self.channels.insert(id, Channel::with_stats(id, stats));
+                shared
+                    .registry
+                    .set_channels(self.session.id, self.channels.len());
                 self.session.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -134,6 +147,10 @@ impl Connection {
     pub(super) fn remove_channel(&mut self, id: u16) -> Option<Channel> {
         let ch = self.channels.remove(&id)?;
         self.partial = self.partial.saturating_sub(ch.partial_len());
+        self.session
+            .shared
+            .registry
+            .set_channels(self.session.id, self.channels.len());
         Some(ch)
     }
 

@@ -132,6 +132,18 @@ impl Connection {
                     .read()
                     .check_vhost(&self.session.user, vhost)
                     .map_err(|e| e.during(method::CONNECTION_OPEN))?;
+                let shared = &self.session.shared;
+                let (id, user) = (self.session.id, self.session.user.as_str());
+                shared
+                    .resource_limits
+                    .read()
+                    .check_connection(
+                        vhost,
+                        user,
+                        || shared.registry.open_counts(id, vhost, user).0,
+                        || shared.registry.open_counts(id, vhost, user).1,
+                    )
+                    .map_err(|e| e.during(method::CONNECTION_OPEN))?;
                 self.session.shared.registry.opened(
                     self.session.id,
                     &self.session.user,

@@ -34,6 +34,8 @@ pub struct ConnInfo {
     pub tls: Option<crate::tls::TlsInfo>,
     /// The client's `client-properties` from `connection.start-ok` (empty before).
     pub client_properties: amq_protocol::types::FieldTable,
+    /// Its open channels.
+    pub channels: u32,
 }
 
 impl ConnInfo {
@@ -87,6 +89,7 @@ impl Registry {
             tune: None,
             tls,
             client_properties: Default::default(),
+            channels: 0,
         };
         self.conns.lock().insert(
             id,
@@ -105,6 +108,37 @@ impl Registry {
         if let Some(e) = self.conns.lock().get_mut(&id) {
             e.info.client_properties = props.clone();
         }
+    }
+
+    /// Records how many channels connection `id` has open.
+    pub(crate) fn set_channels(&self, id: u64, channels: usize) {
+        if let Some(e) = self.conns.lock().get_mut(&id) {
+            e.info.channels = u32::try_from(channels).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Open connections to `vhost`, and of `user`, other than `id`.
+    pub(crate) fn open_counts(&self, id: u64, vhost: &str, user: &str) -> (usize, usize) {
+        let conns = self.conns.lock();
+        let others = || {
+            conns
+                .values()
+                .filter(|e| e.info.id != id && e.info.is_open())
+        };
+        (
+            others().filter(|e| e.info.vhost == vhost).count(),
+            others().filter(|e| e.info.user == user).count(),
+        )
+    }
+
+    /// The channels `user` has open, over all its connections.
+    pub(crate) fn channels_of(&self, user: &str) -> usize {
+        self.conns
+            .lock()
+            .values()
+            .filter(|e| e.info.user == user)
+            .map(|e| e.info.channels as usize)
+            .sum()
     }
 
     /// Records a successful `connection.open`.

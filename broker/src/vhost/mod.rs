@@ -242,6 +242,8 @@ pub struct VHost {
     /// Message counters for the management API and `/metrics`.
     stats: MessageStats,
     churn: inspect::Churn,
+    /// The vhost's `max-queues` limit (see [`crate::resource_limits`]).
+    pub(crate) max_queues: Option<u64>,
     /// How long a delivery may stay unacked, and what happens then (see `timeout`).
     pub(crate) consumer_timeout: ConsumerTimeout,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
@@ -291,6 +293,7 @@ impl VHost {
             store: None,
             stats: MessageStats::default(),
             churn: inspect::Churn::default(),
+            max_queues: None,
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
             consumer_timeout: ConsumerTimeout::default(),
             dead_work: std::collections::VecDeque::new(),

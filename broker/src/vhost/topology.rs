@@ -347,6 +347,15 @@ impl VHost {
         } else {
             name.into()
         };
+        if let Some(max) = self.max_queues
+            && self.queues.len() as u64 >= max
+        {
+            return Err(crate::resource_limits::queue_limit_reached(
+                &self.name,
+                name.as_str(),
+                max,
+            ));
+        }
         crate::args::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
         let flags = (opts.durable, opts.exclusive, opts.auto_delete);
         crate::args::check_queue_type(&self.name, name.as_str(), flags, &opts.arguments)?;

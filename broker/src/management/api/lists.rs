@@ -1,7 +1,7 @@
 //! The listings of what the broker keeps per user and vhost beside the objects:
 //! permissions by vhost and by user, and the kinds of runtime configuration RabbitMQ
 //! has that this broker does not keep yet (topic permissions, policies, operator
-//! policies, parameters, global parameters, vhost and user limits). Those list as
+//! policies, parameters, global parameters). Those list as
 //! empty, which is the truth: nothing can set them, and setting one answers 501
 //! with what is missing rather than accepting and ignoring it.
 
@@ -80,8 +80,4 @@ pub(super) async fn put_operator_policy(_: Admin) -> ApiResult {
 
 pub(super) async fn put_parameter(_: Admin) -> ApiResult {
     Err(unsupported("runtime parameters"))
-}
-
-pub(super) async fn put_limit(_: Admin) -> ApiResult {
-    Err(unsupported("vhost and user limits"))
 }

@@ -14,6 +14,7 @@
 mod conns;
 mod definitions;
 mod health;
+mod limits;
 mod lists;
 mod messages;
 mod node;

@@ -160,12 +160,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/global-parameters", get(lists::none))
         .route("/api/global-parameters/{name}", put(lists::put_parameter))
-        .route("/api/vhost-limits", get(lists::none))
-        .route("/api/vhost-limits/{vhost}", get(lists::none_in))
-        .route("/api/vhost-limits/{vhost}/{name}", put(lists::put_limit))
-        .route("/api/user-limits", get(lists::none))
-        .route("/api/user-limits/{user}", get(lists::none_in))
-        .route("/api/user-limits/{user}/{name}", put(lists::put_limit))
+        .route("/api/vhost-limits", get(limits::vhost_limits))
+        .route("/api/vhost-limits/{vhost}", get(limits::vhost_limits_of))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            put(limits::put_vhost_limit).delete(limits::delete_vhost_limit),
+        )
+        .route("/api/user-limits", get(limits::user_limits))
+        .route("/api/user-limits/{user}", get(limits::user_limits_of))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            put(limits::put_user_limit).delete(limits::delete_user_limit),
+        )
         .route("/api/consumers", get(consumers))
         .route("/api/consumers/{vhost}", get(consumers_in))
         .route("/api/users", get(users))

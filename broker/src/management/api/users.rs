@@ -149,5 +149,13 @@ pub(super) async fn put_user(
 pub(super) async fn delete_user(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
     s.users.write().delete_user(&name).map_err(auth_error)?;
     save_users(&s).await?;
+    // Its limits go with it, as RabbitMQ's do.
+    if s.resource_limits.write().users.remove(&name).is_some() {
+        let shared = std::sync::Arc::clone(&s);
+        tokio::task::spawn_blocking(move || shared.save_resource_limits())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("could not save the limits: {e}")))?;
+    }
     no_content()
 }
