@@ -239,3 +239,60 @@ async fn limits_survive_a_restart_with_a_data_directory() -> anyhow::Result<()> 
     b.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn limits_travel_with_the_definitions_as_rabbitmq_exports_them() -> anyhow::Result<()> {
+    let (a, base_a) = common::http::start_with_api(broker::Broker::builder()).await?;
+    assert_eq!(
+        set(&base_a, "vhost-limits/%2F/max-queues", json!(7))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        set(&base_a, "user-limits/guest/max-channels", json!(3))
+            .await
+            .0,
+        204
+    );
+    let defs = get_json(&base_a, "/api/definitions").await?;
+    // As RabbitMQ 4.0.5 writes them: a `vhost-limits` parameter, the user's `limits`.
+    assert_eq!(
+        defs["parameters"],
+        json!([{"value": {"max-queues": 7}, "vhost": "/", "component": "vhost-limits", "name": "limits"}])
+    );
+    assert_eq!(defs["users"][0]["limits"], json!({"max-channels": 3}));
+    let _: r::ClusterDefinitionSet = serde_json::from_value(defs.clone())?;
+    a.shutdown().await;
+
+    let (b, base_b) = common::http::start_with_api(broker::Broker::builder()).await?;
+    let (st, body) = http(
+        "POST",
+        format!("{base_b}/api/definitions"),
+        GUEST,
+        Some(defs),
+    )
+    .await?;
+    assert_eq!(st, 204, "{body}");
+    assert_eq!(
+        get_json(&base_b, "/api/vhost-limits").await?,
+        json!([{"vhost": "/", "value": {"max-queues": 7}}])
+    );
+    assert_eq!(
+        get_json(&base_b, "/api/user-limits").await?,
+        json!([{"user": "guest", "value": {"max-channels": 3}}])
+    );
+    // A limit this broker does not know is refused, not dropped.
+    let bad = json!({"parameters": [{"value": {"max-bananas": 1}, "vhost": "/", "component": "vhost-limits", "name": "limits"}]});
+    let (st, body) = http(
+        "POST",
+        format!("{base_b}/api/definitions"),
+        GUEST,
+        Some(bad),
+    )
+    .await?;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("max-bananas"), "{body}");
+    b.shutdown().await;
+    Ok(())
+}

@@ -110,6 +110,7 @@ fn objects(e: &VHostEntry, with_vhost: bool) -> Objects {
 
 /// `GET /api/definitions`: everything.
 pub(super) fn cluster(s: &Shared) -> Value {
+    let limits = s.resource_limits.read().clone();
     let (users, permissions) = {
         let users = s.users.read();
         (users.list_users_with_hashes(), users.list_permissions())
@@ -122,7 +123,7 @@ pub(super) fn cluster(s: &Shared) -> Value {
                 "password_hash": hash,
                 "hashing_algorithm": crate::auth::SHA256_HASHING,
                 "tags": tags,
-                "limits": {},
+                "limits": limits.users.get(name.as_str()).cloned().unwrap_or_default(),
             })
         })
         .collect();
@@ -168,7 +169,10 @@ pub(super) fn cluster(s: &Shared) -> Value {
         "vhosts": vhosts,
         "permissions": permissions,
         "topic_permissions": [],
-        "parameters": [],
+        // Vhost limits are RabbitMQ parameters of the component `vhost-limits`.
+        "parameters": limits.vhosts.iter().map(|(vhost, m)| json!({
+            "value": m, "vhost": vhost, "component": "vhost-limits", "name": "limits",
+        })).collect::<Vec<_>>(),
         "global_parameters": [],
         "policies": [],
         "queues": queues,
@@ -178,8 +182,9 @@ pub(super) fn cluster(s: &Shared) -> Value {
 }
 
 /// `GET /api/definitions/{vhost}`: one vhost's objects, without `vhost` fields.
-pub(super) fn vhost(e: &VHostEntry) -> Value {
+pub(super) fn vhost(s: &Shared, e: &VHostEntry) -> Value {
     let o = objects(e, false);
+    let limits = s.resource_limits.read().vhosts.get(e.name()).cloned();
     json!({
         "rabbit_version": VERSION,
         "rabbitmq_version": VERSION,
@@ -190,7 +195,10 @@ pub(super) fn vhost(e: &VHostEntry) -> Value {
         "metadata": metadata(e.name()),
         "description": description(e.name()),
         "default_queue_type": "classic",
-        "parameters": [],
+        "limits": limits.clone().unwrap_or_default(),
+        "parameters": limits.map(|m| json!({
+            "value": m, "component": "vhost-limits", "name": "limits",
+        })).into_iter().collect::<Vec<_>>(),
         "policies": [],
         "queues": o.queues,
         "exchanges": o.exchanges,

@@ -5,8 +5,8 @@
 //! store committed).
 //!
 //! Everything that can be refused is refused before the first change: a malformed
-//! file, what the broker has no place for (policies, parameters, topic permissions,
-//! user limits, another hashing algorithm), a name AMQP cannot carry, an object in a
+//! file, what the broker has no place for (policies, parameters other than vhost
+//! limits, topic permissions, another hashing algorithm), a name AMQP cannot carry, an object in a
 //! vhost that neither exists nor is in the file, a permission of an unknown user, a
 //! binding whose source or destination will not exist (400, as RabbitMQ 4.0's
 //! `resources_missing`). What can only fail while being applied (a queue the broker
@@ -24,6 +24,7 @@ use crate::management::ApiError;
 use crate::management::api::users::parse_tags;
 use crate::management::api::{MAX_NAME, save_users, short_name};
 use crate::management::json as j;
+use crate::resource_limits::{USER_LIMITS, VHOST_LIMITS};
 use crate::shared::Shared;
 use crate::vhost::{ExchangeOptions, QueueOptions, VHost, VHostEntry};
 
@@ -176,9 +177,12 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
         "this broker has no policies",
     );
     count(
-        file.parameters.len(),
+        file.parameters
+            .iter()
+            .filter(|p| !is_vhost_limits(p))
+            .count(),
         "parameters",
-        "this broker has no runtime parameters",
+        "this broker has no runtime parameters but vhost-limits",
     );
     count(
         file.topic_permissions.len(),
@@ -198,16 +202,13 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
         ));
     }
     for u in file.users.iter().filter(|_| users) {
-        let limited = match &u.limits {
-            Value::Null => false,
-            Value::Object(m) => !m.is_empty(),
-            _ => true,
-        };
-        if limited {
-            problems.push(format!(
-                "limits of user '{}' (this broker has no user limits)",
-                u.name
-            ));
+        if let Err(why) = limits_map(&u.limits, &USER_LIMITS) {
+            problems.push(format!("limits of user '{}' ({why})", u.name));
+        }
+    }
+    for p in file.parameters.iter().filter(|p| is_vhost_limits(p)) {
+        if let Err(why) = limits_map(p.get("value").unwrap_or(&Value::Null), &VHOST_LIMITS) {
+            problems.push(format!("vhost-limits ({why})"));
         }
     }
     if problems.is_empty() {
@@ -217,6 +218,80 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
         "nothing was imported: the file has {}",
         problems.join("; ")
     )))
+}
+
+/// Whether a runtime parameter is a vhost's limits, which RabbitMQ exports as the
+/// parameter `limits` of the component `vhost-limits`.
+fn is_vhost_limits(p: &Value) -> bool {
+    p.get("component").and_then(Value::as_str) == Some("vhost-limits")
+        && p.get("name").and_then(Value::as_str) == Some("limits")
+}
+
+/// A limits object (`{"max-connections": 10}`) of the limits `known`: why not, if not.
+fn limits_map(v: &Value, known: &[&str]) -> Result<BTreeMap<String, i64>, String> {
+    let map = match v {
+        Value::Null => return Ok(BTreeMap::new()),
+        Value::Object(m) => m,
+        _ => return Err("limits must be an object".into()),
+    };
+    map.iter()
+        .map(|(k, v)| {
+            if !known.contains(&k.as_str()) {
+                return Err(format!("unknown limit '{k}'"));
+            }
+            let n = v
+                .as_i64()
+                .ok_or_else(|| format!("{k} must be an integer"))?;
+            Ok((k.clone(), n))
+        })
+        .collect()
+}
+
+/// Limits by vhost or user name.
+type LimitsOf = Vec<(String, BTreeMap<String, i64>)>;
+
+/// The limits of a file: of vhosts, then of users.
+pub(super) type Limits = (LimitsOf, LimitsOf);
+
+/// The file's vhost limits (into `into` for a per-vhost file) and user limits.
+fn resource_limits(file: &File, into: Option<&str>) -> Limits {
+    let vhosts = file
+        .parameters
+        .iter()
+        .filter(|p| is_vhost_limits(p))
+        .filter_map(|p| {
+            let vhost = into.or_else(|| p.get("vhost").and_then(Value::as_str))?;
+            let map = limits_map(p.get("value").unwrap_or(&Value::Null), &VHOST_LIMITS).ok()?;
+            Some((vhost.to_owned(), map))
+        })
+        .collect();
+    let users = file
+        .users
+        .iter()
+        .filter_map(|u| Some((u.name.clone(), limits_map(&u.limits, &USER_LIMITS).ok()?)))
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    (vhosts, users)
+}
+
+/// Sets the limits the file has (each vhost's or user's replaced whole, as an import
+/// replaces a RabbitMQ parameter) and saves them.
+pub(super) async fn set_limits(
+    s: &std::sync::Arc<Shared>,
+    (vhosts, users): Limits,
+) -> Result<(), ApiError> {
+    if vhosts.is_empty() && users.is_empty() {
+        return Ok(());
+    }
+    let mut limits = s.resource_limits.read().clone();
+    limits.vhosts.extend(vhosts);
+    limits.users.extend(users);
+    s.set_resource_limits(limits);
+    let shared = std::sync::Arc::clone(s);
+    tokio::task::spawn_blocking(move || shared.save_resource_limits())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("could not save the limits: {e}")))
 }
 
 /// The file's queues, exchanges and bindings by vhost: `into` for every object when
@@ -477,6 +552,7 @@ pub(super) async fn cluster(
         }
     }
     save_users(s).await?;
+    set_limits(s, resource_limits(&file, None)).await?;
     for (vhost, t) in topology {
         let e = s
             .vhosts
@@ -490,12 +566,17 @@ pub(super) async fn cluster(
 /// `POST /api/definitions/{vhost}`: the file's queues, exchanges and bindings into
 /// `e`, whatever their own `vhost` says (users, vhosts and permissions are not part
 /// of a vhost's definitions and are left alone, as RabbitMQ does).
-pub(super) fn vhost(e: &VHostEntry, mut file: File) -> Result<(), ApiError> {
+///
+/// Returns the vhost's limits from the file, for the caller to set.
+pub(super) fn vhost(e: &VHostEntry, mut file: File) -> Result<Limits, ApiError> {
     unsupported(&file, false)?;
+    let (vhosts, _) = resource_limits(&file, Some(e.name()));
+    let limits = (vhosts, Vec::new());
     let mut topology = topology(&mut file, Some(e.name()))?;
     let Some(t) = topology.remove(e.name()) else {
-        return Ok(());
+        return Ok(limits);
     };
     check_bindings(e.name(), &t, Some(&e.lock()))?;
-    apply(e, t)
+    apply(e, t)?;
+    Ok(limits)
 }

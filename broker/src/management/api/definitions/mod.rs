@@ -49,7 +49,7 @@ pub(in crate::management::api) async fn vhost_definitions(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
-    answer(export::vhost(&e), &query)
+    answer(export::vhost(&s, &e), &query)
 }
 
 /// `POST /api/definitions`: 204 once everything in the file exists.
@@ -76,7 +76,8 @@ pub(in crate::management::api) async fn import_vhost_definitions(
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
     let file = import::parse(upload::json_part(&headers, &body)?)?;
-    import::vhost(&e, file)?;
+    let limits = import::vhost(&e, file)?;
+    import::set_limits(&s, limits).await?;
     no_content()
 }
 
