@@ -282,6 +282,16 @@ async fn limits_travel_with_the_definitions_as_rabbitmq_exports_them() -> anyhow
         get_json(&base_b, "/api/user-limits").await?,
         json!([{"user": "guest", "value": {"max-channels": 3}}])
     );
+    // Limits all cleared, as RabbitMQ 3.10 and 4.0 then export them: `[]`.
+    let cleared = json!({"parameters": [{"value": [], "vhost": "/", "component": "vhost-limits", "name": "limits"}]});
+    let (st, body) = http(
+        "POST",
+        format!("{base_b}/api/definitions"),
+        GUEST,
+        Some(cleared),
+    )
+    .await?;
+    assert_eq!(st, 204, "{body}");
     // A limit this broker does not know is refused, not dropped.
     let bad = json!({"parameters": [{"value": {"max-bananas": 1}, "vhost": "/", "component": "vhost-limits", "name": "limits"}]});
     let (st, body) = http(

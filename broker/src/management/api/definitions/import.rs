@@ -230,7 +230,9 @@ fn is_vhost_limits(p: &Value) -> bool {
 /// A limits object (`{"max-connections": 10}`) of the limits `known`: why not, if not.
 fn limits_map(v: &Value, known: &[&str]) -> Result<BTreeMap<String, i64>, String> {
     let map = match v {
+        // RabbitMQ writes a vhost whose limits were all cleared as `[]`.
         Value::Null => return Ok(BTreeMap::new()),
+        Value::Array(a) if a.is_empty() => return Ok(BTreeMap::new()),
         Value::Object(m) => m,
         _ => return Err("limits must be an object".into()),
     };
