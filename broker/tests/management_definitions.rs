@@ -32,7 +32,7 @@ async fn call(
     body: Option<Value>,
     status: u16,
 ) -> anyhow::Result<Value> {
-    common::definitions::call(base, ("guest", "guest"), method, path, body, status).await
+    common::http::call(base, ("guest", "guest"), method, path, body, status).await
 }
 
 async fn listings(base: &str) -> anyhow::Result<BTreeSet<String>> {

@@ -17,7 +17,8 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::definitions::{call, listings};
+use common::definitions::listings;
+use common::http::call;
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};

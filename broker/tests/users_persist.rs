@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::expect_error;
-use common::http::{GUEST, http};
+use common::http::{GUEST, call, http};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -28,44 +28,23 @@ async fn start(
     common::http::start_with_api(builder.data_dir(dir)).await
 }
 
-/// An API call as `auth` that must answer `status`; the body as JSON (`null` if empty).
-async fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    auth: (&str, &str),
-    body: Option<Value>,
-    status: u16,
-) -> anyhow::Result<Value> {
-    let (got, text) = http(method, format!("{base}{path}"), Some(auth), body).await?;
-    anyhow::ensure!(
-        got == status,
-        "{method} {path}: {got} {text} (wanted {status})"
-    );
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    })
-}
-
 /// Adds the administrator `root`/`rootpw` and deletes `guest`, through the API.
 async fn replace_guest_with_root(base: &str) -> anyhow::Result<()> {
     let root = json!({ "password": "rootpw", "tags": "administrator" });
     call(
         base,
+        ("guest", "guest"),
         "PUT",
         "/api/users/root",
-        ("guest", "guest"),
         Some(root),
         201,
     )
     .await?;
     call(
         base,
+        ("root", "rootpw"),
         "DELETE",
         "/api/users/guest",
-        ("root", "rootpw"),
         None,
         204,
     )
@@ -131,16 +110,16 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
     let dir = tempfile::tempdir()?;
     let guest = ("guest", "guest");
     let (b, base) = start(broker::Broker::builder(), dir.path()).await?;
-    call(&base, "PUT", "/api/vhosts/orders", guest, None, 201).await?;
-    call(&base, "PUT", "/api/vhosts/scratch", guest, None, 201).await?;
+    call(&base, guest, "PUT", "/api/vhosts/orders", None, 201).await?;
+    call(&base, guest, "PUT", "/api/vhosts/scratch", None, 201).await?;
     let alice = json!({ "password": "first", "tags": "monitoring" });
-    call(&base, "PUT", "/api/users/alice", guest, Some(alice), 201).await?;
+    call(&base, guest, "PUT", "/api/users/alice", Some(alice), 201).await?;
     let rights = json!({ "configure": "^alice\\.", "write": "^alice\\.", "read": "^alice\\." });
     call(
         &base,
+        guest,
         "PUT",
         "/api/permissions/orders/alice",
-        guest,
         Some(rights),
         201,
     )
@@ -148,21 +127,21 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
     let all = json!({ "configure": ".*", "write": ".*", "read": ".*" });
     call(
         &base,
+        guest,
         "PUT",
         "/api/permissions/scratch/alice",
-        guest,
         Some(all.clone()),
         201,
     )
     .await?;
     // A second administrator, so that guest can go.
     let root = json!({ "password": "rootpw", "tags": "administrator" });
-    call(&base, "PUT", "/api/users/root", guest, Some(root), 201).await?;
+    call(&base, guest, "PUT", "/api/users/root", Some(root), 201).await?;
     call(
         &base,
+        guest,
         "PUT",
         "/api/permissions/%2F/root",
-        guest,
         Some(all),
         201,
     )
@@ -171,19 +150,19 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
     let new_password = json!({ "password": "second", "tags": "monitoring" });
     call(
         &base,
+        guest,
         "PUT",
         "/api/users/alice",
-        guest,
         Some(new_password),
         204,
     )
     .await?;
-    call(&base, "DELETE", "/api/vhosts/scratch", guest, None, 204).await?;
+    call(&base, guest, "DELETE", "/api/vhosts/scratch", None, 204).await?;
     call(
         &base,
+        ("root", "rootpw"),
         "DELETE",
         "/api/users/guest",
-        ("root", "rootpw"),
         None,
         204,
     )
@@ -194,7 +173,7 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
     let at = b.local_addr();
     let root = ("root", "rootpw");
     assert_eq!(
-        user_rows(&call(&base, "GET", "/api/users", root, None, 200).await?),
+        user_rows(&call(&base, root, "GET", "/api/users", None, 200).await?),
         [
             ("alice".to_owned(), vec!["monitoring".to_owned()]),
             ("root".to_owned(), vec!["administrator".to_owned()]),
@@ -202,7 +181,7 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
         "guest is still gone, tags kept"
     );
     assert_eq!(
-        permission_rows(&call(&base, "GET", "/api/permissions", root, None, 200).await?),
+        permission_rows(&call(&base, root, "GET", "/api/permissions", None, 200).await?),
         [
             row(["alice", "orders", "^alice\\.", "^alice\\.", "^alice\\."]),
             row(["root", "/", ".*", ".*", ".*"]),
@@ -231,7 +210,7 @@ async fn users_and_permissions_made_through_the_api_survive_a_restart() -> anyho
         "NOT_ALLOWED - access to vhost '/' refused for user 'alice'",
     );
     // The deleted vhost's rights were not kept: a new vhost of that name grants nothing.
-    call(&base, "PUT", "/api/vhosts/scratch", root, None, 201).await?;
+    call(&base, root, "PUT", "/api/vhosts/scratch", None, 201).await?;
     expect_error(
         connect(&format!("amqp://alice:second@{at}/scratch")).await,
         530,
@@ -253,15 +232,15 @@ async fn configuration_at_restart_wins_for_what_it_names() -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let guest = ("guest", "guest");
     let (b, base) = start(broker::Broker::builder(), dir.path()).await?;
-    call(&base, "PUT", "/api/vhosts/orders", guest, None, 201).await?;
+    call(&base, guest, "PUT", "/api/vhosts/orders", None, 201).await?;
     let bob = json!({ "password": "stored", "tags": "" });
-    call(&base, "PUT", "/api/users/bob", guest, Some(bob), 201).await?;
+    call(&base, guest, "PUT", "/api/users/bob", Some(bob), 201).await?;
     let all = json!({ "configure": ".*", "write": ".*", "read": ".*" });
     call(
         &base,
+        guest,
         "PUT",
         "/api/permissions/%2F/bob",
-        guest,
         Some(all),
         201,
     )
@@ -290,7 +269,7 @@ async fn configuration_at_restart_wins_for_what_it_names() -> anyhow::Result<()>
     // What the configuration does not name stays as stored.
     connect(&format!("amqp://bob:configured@{at}/%2f")).await?;
     connect(&b.amqp_url()).await?;
-    let users = user_rows(&call(&base, "GET", "/api/users", guest, None, 200).await?);
+    let users = user_rows(&call(&base, guest, "GET", "/api/users", None, 200).await?);
     assert_eq!(
         users,
         [

@@ -6,28 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use super::http::http;
-
-/// An API call as `auth` that must answer `status`; the body as JSON (`null` if empty).
-pub async fn call(
-    base: &str,
-    auth: (&str, &str),
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    status: u16,
-) -> anyhow::Result<Value> {
-    let (got, text) = http(method, format!("{base}{path}"), Some(auth), body).await?;
-    anyhow::ensure!(
-        got == status,
-        "{method} {path}: {got} {text} (wanted {status})"
-    );
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    })
-}
+use super::http::call;
 
 /// Queue arguments without `x-queue-type: classic`, which RabbitMQ 4 adds to every
 /// classic queue it declares: the queue is the same without it.

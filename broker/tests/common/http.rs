@@ -64,3 +64,24 @@ pub async fn start_with_api(
         .ok_or_else(|| anyhow::anyhow!("no management address"))?;
     Ok((b, format!("http://{at}")))
 }
+
+/// An API call as `auth` that must answer `status`; the body as JSON (`null` if empty).
+pub async fn call(
+    base: &str,
+    auth: (&str, &str),
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+) -> anyhow::Result<Value> {
+    let (got, text) = http(method, format!("{base}{path}"), Some(auth), body).await?;
+    anyhow::ensure!(
+        got == status,
+        "{method} {path}: {got} {text} (wanted {status})"
+    );
+    Ok(if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    })
+}
