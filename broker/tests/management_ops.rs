@@ -309,6 +309,7 @@ async fn channels_show_confirm_mode_and_churn_is_counted() -> anyhow::Result<()>
     assert_eq!(confirm, [&json!(true), &json!(false)], "{chans:?}");
     assert_eq!(chans[0]["messages_unconfirmed"], 0, "the confirm came back");
     let conns = get_json(&base, "/api/connections").await?;
+    assert_eq!(conns[0]["channels"], 2, "{conns}");
     assert_eq!(conns[0]["client_properties"]["product"], "lapin", "{conns}");
     plain.close(200, "bye".into()).await?;
     ch.queue_delete("ops.churn".into(), QueueDeleteOptions::default())

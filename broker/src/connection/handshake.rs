@@ -140,8 +140,8 @@ impl Connection {
                     .check_connection(
                         vhost,
                         user,
-                        || shared.registry.open_counts(id, vhost, user).0,
-                        || shared.registry.open_counts(id, vhost, user).1,
+                        || shared.registry.open_others(id, |c| c.vhost == vhost),
+                        || shared.registry.open_others(id, |c| c.user == user),
                     )
                     .map_err(|e| e.during(method::CONNECTION_OPEN))?;
                 self.session.shared.registry.opened(

@@ -161,7 +161,7 @@ fn peer_fields(c: &ConnInfo) -> (String, u16) {
     (c.peer.ip().to_string(), c.peer.port())
 }
 
-pub(crate) fn connection(c: &ConnInfo, channels: u32) -> Value {
+pub(crate) fn connection(c: &ConnInfo) -> Value {
     let (peer_host, peer_port) = peer_fields(c);
     let (frame_max, channel_max, timeout) = c.tune.unwrap_or((0, 0, 0));
     let (ssl_protocol, ssl_cipher) = match &c.tls {
@@ -176,7 +176,7 @@ pub(crate) fn connection(c: &ConnInfo, channels: u32) -> Value {
         "state": if c.is_open() { "running" } else { "starting" },
         "user": c.user,
         "vhost": c.vhost,
-        "channels": channels,
+        "channels": c.channels,
         "peer_host": peer_host,
         "peer_port": peer_port,
         "host": c.local.ip().to_string(),

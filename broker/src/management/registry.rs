@@ -117,18 +117,13 @@ impl Registry {
         }
     }
 
-    /// Open connections to `vhost`, and of `user`, other than `id`.
-    pub(crate) fn open_counts(&self, id: u64, vhost: &str, user: &str) -> (usize, usize) {
-        let conns = self.conns.lock();
-        let others = || {
-            conns
-                .values()
-                .filter(|e| e.info.id != id && e.info.is_open())
-        };
-        (
-            others().filter(|e| e.info.vhost == vhost).count(),
-            others().filter(|e| e.info.user == user).count(),
-        )
+    /// Open connections other than `id` that `which` selects.
+    pub(crate) fn open_others(&self, id: u64, which: impl Fn(&ConnInfo) -> bool) -> usize {
+        self.conns
+            .lock()
+            .values()
+            .filter(|e| e.info.id != id && e.info.is_open() && which(&e.info))
+            .count()
     }
 
     /// The channels `user` has open, over all its connections.
@@ -185,26 +180,21 @@ impl Registry {
 
     /// Asks every connection opened to `vhost` to close with `reason`; how many were.
     pub(crate) fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
-        let mut n = 0;
-        for e in self.conns.lock().values_mut() {
-            if e.info.is_open() && e.info.vhost == vhost {
-                e.reason = Some(reason.to_owned());
-                e.kill.notify_one();
-                n += 1;
-            }
-        }
-        n
+        self.close_where(|c| c.is_open() && c.vhost == vhost, reason)
     }
 
     /// Asks every connection of `user` to close with `reason`; how many were.
     pub(crate) fn close_user(&self, user: &str, reason: &str) -> usize {
+        self.close_where(|c| c.user == user, reason)
+    }
+
+    /// Asks every connection `which` selects to close with `reason`; how many were.
+    fn close_where(&self, which: impl Fn(&ConnInfo) -> bool, reason: &str) -> usize {
         let mut n = 0;
-        for e in self.conns.lock().values_mut() {
-            if e.info.user == user {
-                e.reason = Some(reason.to_owned());
-                e.kill.notify_one();
-                n += 1;
-            }
+        for e in self.conns.lock().values_mut().filter(|e| which(&e.info)) {
+            e.reason = Some(reason.to_owned());
+            e.kill.notify_one();
+            n += 1;
         }
         n
     }

@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use super::{ApiResult, St, connections_by_id, no_content, ok, sees_channel, visible_vhost};
+use super::{
+    ApiResult, St, close_reason, connections_by_id, no_content, ok, sees_channel, visible_vhost,
+};
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
 use crate::management::json as j;
@@ -14,18 +16,18 @@ use crate::management::registry::ConnInfo;
 use crate::shared::Shared;
 
 /// The connections `keep` selects among those the user sees, by id.
-fn connections_where(s: &Shared, viewer: &Viewer, keep: impl Fn(&ConnInfo) -> bool) -> Value {
-    let (conns, per_conn) = connections_by_id(s);
+pub(super) fn connections_where(
+    s: &Shared,
+    viewer: &Viewer,
+    keep: impl Fn(&ConnInfo) -> bool,
+) -> Value {
+    let conns = connections_by_id(s);
     let mut list: Vec<&ConnInfo> = conns
         .values()
         .filter(|c| viewer.sees_connection(c) && keep(c))
         .collect();
     list.sort_by_key(|c| c.id);
-    Value::Array(
-        list.into_iter()
-            .map(|c| j::connection(c, per_conn.get(&c.id).copied().unwrap_or(0)))
-            .collect(),
-    )
+    Value::Array(list.into_iter().map(j::connection).collect())
 }
 
 pub(super) async fn vhost_connections(
@@ -52,23 +54,18 @@ pub(super) async fn close_user_connections(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let reason = headers
-        .get("x-reason")
-        .and_then(|v| v.to_str().ok())
-        .filter(|r| !r.is_empty())
-        .unwrap_or("Closed via management plugin");
-    s.registry.close_user(&user, reason);
+    s.registry.close_user(&user, close_reason(&headers));
     no_content()
 }
 
 /// The channels `keep` selects among those the user sees, in `vhost` or all.
-fn channels_where(
+pub(super) fn channels_where(
     s: &Shared,
     viewer: &Viewer,
     vhost: Option<&str>,
     keep: impl Fn(&ConnInfo, u16) -> bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let (conns, _) = connections_by_id(s);
+    let conns = connections_by_id(s);
     let mut out = Vec::new();
     for e in super::in_scope(s, viewer, vhost)? {
         let chans = e.lock().channel_snapshots();
@@ -105,7 +102,7 @@ pub(super) async fn connection_channels(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let (conns, _) = connections_by_id(&s);
+    let conns = connections_by_id(&s);
     if !conns
         .values()
         .any(|c| c.name() == name && viewer.sees_connection(c))

@@ -140,22 +140,34 @@ fn flag(query: &HashMap<String, String>, name: &str) -> bool {
     query.get(name).is_some_and(|v| v == "true")
 }
 
-/// Live connections by id, and open channels per connection (all of them: what a
-/// user sees is filtered where they are listed).
-fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u32>) {
-    let mut per_conn: HashMap<u64, u32> = HashMap::new();
-    for e in shared.vhosts.all() {
-        for ch in e.lock().channel_snapshots() {
-            *per_conn.entry(ch.key.conn).or_default() += 1;
-        }
-    }
-    let conns = shared
+/// Live connections by id (all of them: what a user sees is filtered where they are
+/// listed), each with its open channels as the registry has them.
+fn connections_by_id(shared: &Shared) -> HashMap<u64, ConnInfo> {
+    shared
         .registry
         .snapshot()
         .into_iter()
         .map(|c| (c.id, c))
-        .collect();
-    (conns, per_conn)
+        .collect()
+}
+
+/// The `X-Reason` header of a close request, or RabbitMQ's default reason.
+fn close_reason(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-reason")
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("Closed via management plugin")
+}
+
+/// The `routing_key` of a binding request (empty if absent; 400 if too long).
+fn routing_key(body: &Value) -> Result<&str, ApiError> {
+    let key = body
+        .get("routing_key")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    short_name("routing key", key)?;
+    Ok(key)
 }
 
 // ----- overview -----------------------------------------------------------------------
@@ -163,7 +175,7 @@ fn connections_by_id(shared: &Shared) -> (HashMap<u64, ConnInfo>, HashMap<u64, u
 /// Totals over the vhosts the user sees (its own connections and channels only for a
 /// `management` user), as RabbitMQ's overview.
 async fn overview(State(s): St, viewer: Viewer) -> ApiResult {
-    let (conns, _) = connections_by_id(&s);
+    let conns = connections_by_id(&s);
     let mut queues = Vec::new();
     let (mut exchanges, mut channels, mut consumers) = (0, 0, 0);
     let mut stats = crate::vhost::MessageStats::default();
@@ -263,26 +275,16 @@ fn sees_channel(viewer: &Viewer, conns: &HashMap<u64, ConnInfo>, conn: u64) -> b
 }
 
 async fn connections(State(s): St, viewer: Viewer) -> ApiResult {
-    let (conns, per_conn) = connections_by_id(&s);
-    let mut list: Vec<&ConnInfo> = conns
-        .values()
-        .filter(|c| viewer.sees_connection(c))
-        .collect();
-    list.sort_by_key(|c| c.id);
-    ok(Value::Array(
-        list.into_iter()
-            .map(|c| j::connection(c, per_conn.get(&c.id).copied().unwrap_or(0)))
-            .collect(),
-    ))
+    ok(conns::connections_where(&s, &viewer, |_| true))
 }
 
 async fn connection(State(s): St, viewer: Viewer, Path(name): Path<String>) -> ApiResult {
-    let (conns, per_conn) = connections_by_id(&s);
+    let conns = connections_by_id(&s);
     let c = conns
         .values()
         .find(|c| c.name() == name && viewer.sees_connection(c))
         .ok_or(ApiError::NotFound)?;
-    ok(j::connection(c, per_conn.get(&c.id).copied().unwrap_or(0)))
+    ok(j::connection(c))
 }
 
 async fn close_connection(
@@ -291,12 +293,7 @@ async fn close_connection(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let reason = headers
-        .get("x-reason")
-        .and_then(|v| v.to_str().ok())
-        .filter(|r| !r.is_empty())
-        .unwrap_or("Closed via management plugin");
-    if s.registry.close(&name, reason) {
+    if s.registry.close(&name, close_reason(&headers)) {
         no_content()
     } else {
         Err(ApiError::NotFound)
@@ -304,22 +301,16 @@ async fn close_connection(
 }
 
 async fn channels(State(s): St, viewer: Viewer) -> ApiResult {
-    let (conns, _) = connections_by_id(&s);
-    let mut out = Vec::new();
-    for e in in_scope(&s, &viewer, None)? {
-        let chans = e.lock().channel_snapshots();
-        out.extend(
-            chans
-                .iter()
-                .filter(|c| sees_channel(&viewer, &conns, c.key.conn))
-                .map(|c| j::channel(e.name(), c, &conns)),
-        );
-    }
-    ok(Value::Array(out))
+    ok(Value::Array(conns::channels_where(
+        &s,
+        &viewer,
+        None,
+        |_, _| true,
+    )?))
 }
 
 fn list_consumers(s: &Shared, viewer: &Viewer, vhost: Option<&str>) -> ApiResult {
-    let (conns, _) = connections_by_id(s);
+    let conns = connections_by_id(s);
     let mut out = Vec::new();
     for e in in_scope(s, viewer, vhost)? {
         let cs = e.lock().consumer_snapshots();

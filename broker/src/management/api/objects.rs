@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     ApiResult, St, amqp_to_api, arguments, body_json, created, flag, in_scope, no_content, ok,
-    short_name, vhost_entry, visible_vhost,
+    routing_key, short_name, vhost_entry, visible_vhost,
 };
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
@@ -18,7 +18,7 @@ use crate::shared::Shared;
 
 /// The connection id API declarations act as: no connection has it, so exclusive
 /// queues of connections stay theirs.
-const API_CONN: u64 = 0;
+pub(super) const API_CONN: u64 = 0;
 
 // ----- queues -------------------------------------------------------------------------
 
@@ -98,11 +98,7 @@ pub(super) async fn bind_queue(
     short_name("exchange name", &exchange)?;
     short_name("queue name", &queue)?;
     let body = body_json(&body)?;
-    let key = body
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    short_name("routing key", key)?;
+    let key = routing_key(&body)?;
     let mut v = e.lock();
     v.bind_queue(API_CONN, &queue, &exchange, key, arguments(&body)?)
         .map_err(amqp_to_api)?;

@@ -10,16 +10,15 @@ use axum::extract::{Path, Query, State};
 use serde_json::Value;
 
 use super::{
-    ApiResult, St, amqp_to_api, arguments, body_json, created, flag, no_content, ok, short_name,
-    vhost_entry, visible_vhost,
+    ApiResult, St, amqp_to_api, arguments, body_json, created, flag, no_content, ok, routing_key,
+    short_name, vhost_entry, visible_vhost,
 };
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
 use crate::management::json as j;
 use crate::vhost::{BindingSnapshot, ExchangeOptions};
 
-/// The connection id API declarations act as (no connection has it).
-const API_CONN: u64 = 0;
+use super::objects::API_CONN;
 
 pub(super) async fn put_exchange(
     State(s): St,
@@ -79,11 +78,7 @@ pub(super) async fn bind_exchange(
     short_name("exchange name", &source)?;
     short_name("exchange name", &destination)?;
     let body = body_json(&body)?;
-    let key = body
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    short_name("routing key", key)?;
+    let key = routing_key(&body)?;
     let mut v = e.lock();
     v.bind_exchange(&destination, &source, key, arguments(&body)?)
         .map_err(amqp_to_api)?;
@@ -125,17 +120,28 @@ pub(super) async fn queue_bindings(
     })
 }
 
+/// The bindings of exchange `name` that `keep` selects (404 if there is no such
+/// exchange).
+fn exchange_bindings(
+    s: &crate::shared::Shared,
+    viewer: &Viewer,
+    (vhost, name): (&str, &str),
+    keep: impl Fn(&BindingSnapshot) -> bool,
+) -> ApiResult {
+    let e = visible_vhost(s, viewer, vhost)?;
+    if !e.lock().has_exchange(name) {
+        return Err(ApiError::NotFound);
+    }
+    bindings_where(s, viewer, vhost, keep)
+}
+
 /// `/api/exchanges/{vhost}/{name}/bindings/source`: the bindings from the exchange.
 pub(super) async fn exchange_bindings_source(
     State(s): St,
     viewer: Viewer,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let e = visible_vhost(&s, &viewer, &vhost)?;
-    if !e.lock().has_exchange(&name) {
-        return Err(ApiError::NotFound);
-    }
-    bindings_where(&s, &viewer, &vhost, |b| b.source == name)
+    exchange_bindings(&s, &viewer, (&vhost, &name), |b| b.source == name)
 }
 
 /// `/api/exchanges/{vhost}/{name}/bindings/destination`: the bindings to the exchange.
@@ -144,11 +150,7 @@ pub(super) async fn exchange_bindings_destination(
     viewer: Viewer,
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let e = visible_vhost(&s, &viewer, &vhost)?;
-    if !e.lock().has_exchange(&name) {
-        return Err(ApiError::NotFound);
-    }
-    bindings_where(&s, &viewer, &vhost, |b| {
+    exchange_bindings(&s, &viewer, (&vhost, &name), |b| {
         !b.to_queue && b.destination == name
     })
 }
