@@ -149,6 +149,11 @@ async fn user_limits_refuse_connections_and_channels_as_rabbitmq() -> anyhow::Re
     let listed: Vec<r::UserLimits> =
         serde_json::from_value(get_json(&base, "/api/user-limits").await?)?;
     assert_eq!(listed.len(), 1);
+    // As RabbitMQ lists them, on the user too.
+    assert_eq!(
+        get_json(&base, "/api/users/guest").await?["limits"],
+        json!({"max-channels": 1, "max-connections": 1})
+    );
 
     let first = connect(&b.amqp_url()).await?;
     let second = connect(&b.amqp_url()).await;

@@ -10,21 +10,32 @@ use serde_json::{Value, json};
 use super::{ApiResult, St, auth_error, body_json, created, no_content, ok, save_users};
 use crate::management::ApiError;
 use crate::management::access::Admin;
+use crate::shared::Shared;
 
-fn user_json(name: &str, tags: &[String], hash: &str) -> Value {
+/// A user as RabbitMQ lists and exports it, with its limits from `s`.
+pub(super) fn user_json(s: &Shared, name: &str, tags: &[String], hash: &str) -> Value {
+    let limits = s
+        .resource_limits
+        .read()
+        .users
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
     json!({
         "name": name,
         "password_hash": hash,
         "tags": tags,
         "hashing_algorithm": crate::auth::SHA256_HASHING,
-        "limits": {},
+        "limits": limits,
     })
 }
 
 pub(super) async fn users(State(s): St, _: Admin) -> ApiResult {
     let list = s.users.read().list_users_with_hashes();
     ok(Value::Array(
-        list.iter().map(|(n, t, h)| user_json(n, t, h)).collect(),
+        list.iter()
+            .map(|(n, t, h)| user_json(&s, n, t, h))
+            .collect(),
     ))
 }
 
@@ -40,7 +51,7 @@ pub(super) async fn users_without_permissions(State(s): St, _: Admin) -> ApiResu
     ok(Value::Array(
         list.iter()
             .filter(|(n, _, _)| !with.contains(n.as_str()))
-            .map(|(n, t, h)| user_json(n, t, h))
+            .map(|(n, t, h)| user_json(&s, n, t, h))
             .collect(),
     ))
 }
@@ -51,7 +62,7 @@ pub(super) async fn user(State(s): St, _: Admin, Path(name): Path<String>) -> Ap
         .iter()
         .find(|(n, _, _)| *n == name)
         .ok_or(ApiError::NotFound)?;
-    ok(user_json(n, t, h))
+    ok(user_json(&s, n, t, h))
 }
 
 /// Tags as RabbitMQ takes them: a comma-separated string or a list.

@@ -117,15 +117,7 @@ pub(super) fn cluster(s: &Shared) -> Value {
     };
     let users: Vec<Value> = users
         .iter()
-        .map(|(name, tags, hash)| {
-            json!({
-                "name": name,
-                "password_hash": hash,
-                "hashing_algorithm": crate::auth::SHA256_HASHING,
-                "tags": tags,
-                "limits": limits.users.get(name.as_str()).cloned().unwrap_or_default(),
-            })
-        })
+        .map(|(name, tags, hash)| crate::management::api::users::user_json(s, name, tags, hash))
         .collect();
     let permissions: Vec<Value> = permissions
         .iter()
