@@ -121,15 +121,7 @@ pub(super) fn cluster(s: &Shared) -> Value {
         .collect();
     let permissions: Vec<Value> = permissions
         .iter()
-        .map(|(user, vhost, p)| {
-            json!({
-                "user": user,
-                "vhost": vhost,
-                "configure": p.configure,
-                "write": p.write,
-                "read": p.read,
-            })
-        })
+        .map(|(user, vhost, p)| crate::management::api::permission_json(user, vhost, p))
         .collect();
     let entries = s.vhosts.all();
     let vhosts: Vec<Value> = entries
