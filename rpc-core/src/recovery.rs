@@ -10,13 +10,15 @@
 //! another), an exponential, jittered, capped backoff, and
 //! [`Recovery`], the outage counters.
 
-use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lapin::tcp::AMQPUriTcpExt;
+use lapin::tcp::AsyncTcpStream;
 use lapin::uri::AMQPUri;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties, ConnectionStatus};
 
 use crate::error::RpcError;
 
@@ -173,6 +175,26 @@ pub(crate) fn properties(connection_name: Option<&str>) -> ConnectionProperties 
 pub(crate) struct Nodes {
     uris: Vec<AMQPUri>,
     next: AtomicUsize,
+    /// The [`Wedged`] flag of the connection [`Nodes::open`] opened last.
+    latest: std::sync::Mutex<Wedged>,
+}
+
+/// Set when a reconnect of one connection hit [`HANDSHAKE_TIMEOUT`]: lapin 4.12's
+/// reconnects after a handshake that failed midway fail on a stale expected reply
+/// ("invalid state ... ProtocolHeader") and then wait on the socket, so that
+/// connection will not come back by itself; its owner should open a new one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wedged(Arc<std::sync::atomic::AtomicBool>);
+
+impl Wedged {
+    /// Whether the connection's recovery is wedged.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Nodes {
@@ -205,6 +227,7 @@ impl Nodes {
         Ok(Arc::new(Nodes {
             uris,
             next: AtomicUsize::new(0),
+            latest: Default::default(),
         }))
     }
 
@@ -237,17 +260,39 @@ impl Nodes {
         let runtime = lapin::runtime::default_runtime()?;
         let nodes = self.clone();
         let handshake = self.uris[0].clone();
-        Connection::connector(
+        // The connection's status, for the reconnects' handshake deadline; set once the
+        // first connect is through (which `connect_any` bounds itself).
+        let status = Arc::new(OnceLock::<ConnectionStatus>::new());
+        let watched = status.clone();
+        let wedged = Wedged::default();
+        let flag = wedged.clone();
+        let conn = Connection::connector(
             handshake,
             runtime,
             async move |_, runtime| {
                 let node = nodes.take();
                 tracing::debug!(target: "rpc_core::recovery", node = %display(node), "connecting");
-                Ok(AMQPUriTcpExt::connect_async(node, &runtime).await?)
+                let stream = AMQPUriTcpExt::connect_async(node, &runtime).await?;
+                if let Some(status) = watched.get() {
+                    handshake_deadline(&stream, status.clone(), flag.clone(), display(node));
+                }
+                Ok(stream)
             },
             properties(connection_name),
         )
-        .await
+        .await?;
+        let _ = status.set(conn.status().clone());
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = wedged;
+        Ok(conn)
+    }
+
+    /// The [`Wedged`] flag of the connection opened last (read right after
+    /// [`connect_any`], the one it returned).
+    pub(crate) fn latest_wedged(&self) -> Wedged {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -292,6 +337,42 @@ pub(crate) async fn connect_any(
         tracing::debug!(target: "rpc_core::recovery", ?delay, attempt = backoff.attempts(), "retrying");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// How long a reconnect's AMQP handshake may take (RabbitMQ's own `handshake_timeout`
+/// on the server side).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Gives a reconnect's handshake [`HANDSHAKE_TIMEOUT`]: lapin's reconnect waits for the
+/// broker's `connection.start` with no deadline, so a peer that accepts TCP and never
+/// answers (a load balancer with no backend, a wedged node) would hold the connection
+/// in "reconnecting" for ever, however soon the broker is reachable again. If the
+/// connection is not open by then, this shuts the socket down: lapin's read fails and
+/// it goes on to its next attempt (the next node), and `wedged` tells the owner that
+/// lapin's further attempts will not get through (see [`Wedged`]). Plain TCP only
+/// (lapin is built without TLS here).
+fn handshake_deadline(
+    stream: &AsyncTcpStream<async_compat::Compat<tokio::net::TcpStream>>,
+    status: ConnectionStatus,
+    wedged: Wedged,
+    node: String,
+) {
+    #[allow(unreachable_patterns)] // TLS variants exist only with lapin's TLS features
+    let AsyncTcpStream::Plain(socket) = stream else {
+        return;
+    };
+    let Ok(fd) = socket.get_ref().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+        if !status.connected() {
+            tracing::warn!(target: "rpc_core::recovery", node, timeout = ?HANDSHAKE_TIMEOUT, "the broker did not answer the handshake; trying again");
+            // Shuts the socket lapin reads (a dup of it); dropping the dup closes only it.
+            let _ = std::net::TcpStream::from(fd).shutdown(std::net::Shutdown::Both);
+            wedged.set();
+        }
+    });
 }
 
 /// Whether something accepts TCP at the node's host and port.

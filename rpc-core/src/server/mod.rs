@@ -21,6 +21,7 @@
 
 mod declare;
 mod dispatch;
+mod owned;
 mod request;
 mod worker;
 
@@ -40,6 +41,7 @@ pub use request::{Request, Response};
 
 use crate::error::{BoxError, RpcError};
 use crate::recovery::{self, Backoff, Recovery};
+use owned::{Owned, RECOVERY_TICK, RECOVERY_WAIT, recovery_ends};
 
 /// How many requests a server runs at once unless told otherwise (its prefetch).
 pub const DEFAULT_CONCURRENCY: u16 = 32;
@@ -195,7 +197,7 @@ where
         signal: impl Future<Output = ()>,
     ) -> Result<(), RpcError> {
         let mut owned = Owned::connect(&self, url).await?;
-        let bound = self.clone().bind(&owned.conn).await?;
+        let bound = owned.bind(self.clone()).await?;
         owned.serve(self, bound, signal).await
     }
 
@@ -203,7 +205,7 @@ where
     /// registered; stop it with [`ServerHandle::shutdown`].
     pub async fn start_url(self, url: &str) -> Result<ServerHandle, RpcError> {
         let mut owned = Owned::connect(&self, url).await?;
-        let bound = self.clone().bind(&owned.conn).await?;
+        let bound = owned.bind(self.clone()).await?;
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             owned
@@ -233,6 +235,7 @@ where
             server: self,
             channel,
             consumer,
+            wedged: None,
         })
     }
 }
@@ -273,107 +276,13 @@ async fn resubscribe(
     }
 }
 
-/// The connection of a URL entry point and where in the node list it is.
-struct Owned {
-    nodes: std::sync::Arc<recovery::Nodes>,
-    conn: Connection,
-}
-
-impl Owned {
-    /// The first connection: each node once; none answering is an error.
-    async fn connect<S>(server: &Server<S>, url: &str) -> Result<Owned, RpcError> {
-        let nodes = recovery::Nodes::parse(url)?;
-        let conn = recovery::connect_any(
-            &nodes,
-            server.connection_name.as_deref(),
-            CONNECT_TIMEOUT,
-            &mut Backoff::default(),
-            Some(1),
-        )
-        .await?;
-        Ok(Owned { nodes, conn })
-    }
-
-    /// Serves, and when the connection is lost for good (lapin gave up), connects
-    /// again (next node, backoff, for ever) and binds again.
-    async fn serve<S>(
-        &mut self,
-        server: Server<S>,
-        mut bound: Bound<S>,
-        signal: impl Future<Output = ()>,
-    ) -> Result<(), RpcError>
-    where
-        S: Service<Request, Response = Response> + Clone + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send,
-    {
-        let signal = futures::FutureExt::shared(Box::pin(signal));
-        loop {
-            let result = bound.run(signal.clone()).await;
-            let stopped = futures::FutureExt::now_or_never(signal.clone()).is_some();
-            match result {
-                Err(e) if !stopped && is_connection_loss(&e) => {
-                    if !server.recovery.is_down() {
-                        server.recovery.down("server", &e);
-                    }
-                }
-                other => return other,
-            }
-            let _ = self.conn.close(200, "reconnecting".into()).await;
-            let mut backoff = Backoff::default();
-            loop {
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    _ = signal.clone() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                let connected = recovery::connect_any(
-                    &self.nodes,
-                    server.connection_name.as_deref(),
-                    CONNECT_TIMEOUT,
-                    &mut backoff,
-                    Some(1),
-                )
-                .await;
-                let conn = match connected {
-                    Ok(conn) => conn,
-                    Err(_) => continue,
-                };
-                match server.clone().bind(&conn).await {
-                    Ok(b) => {
-                        self.conn = conn;
-                        bound = b;
-                        server.recovery.up("server");
-                        break;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "binding again failed; retrying"),
-                }
-            }
-        }
-    }
-}
-
-/// How often a serve loop reads its channel's state (outage counters and logs).
-const RECOVERY_TICK: Duration = Duration::from_millis(50);
-
-/// How long one connect attempt of a URL entry point may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Whether a serve loop ended because the connection went away (not a channel error
-/// that a reconnect would only repeat).
-fn is_connection_loss(e: &RpcError) -> bool {
-    match e {
-        RpcError::Disconnected => true,
-        RpcError::Amqp(e) => !matches!(e.kind(), lapin::ErrorKind::ProtocolError(_)),
-        _ => false,
-    }
-}
-
 /// A server whose consumer is registered.
 struct Bound<S> {
     server: Server<S>,
     channel: Channel,
     consumer: Consumer,
+    /// Set when lapin's recovery of an owned connection will not get through.
+    wedged: Option<recovery::Wedged>,
 }
 
 impl<S> Bound<S>
@@ -387,7 +296,9 @@ where
             server,
             channel,
             mut consumer,
+            wedged,
         } = self;
+        let wedged = wedged.unwrap_or_default();
         let mut tasks = JoinSet::new();
         let mut outcome = Ok(());
         let mut shutting_down = false;
@@ -396,6 +307,8 @@ where
         let mut tick = tokio::time::interval(RECOVERY_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut down = false;
+        // When the channel was last seen to go down (lapin recovering it).
+        let mut down_since: Option<tokio::time::Instant> = None;
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -406,15 +319,26 @@ where
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = tick.tick() => {
                     let status = channel.status();
-                    if status.reconnecting() && !down {
-                        down = true;
-                        if !server.recovery.is_down() {
-                            server.recovery.down("server", &"the connection dropped");
+                    if status.reconnecting() {
+                        let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+                        if !down {
+                            down = true;
+                            if !server.recovery.is_down() {
+                                server.recovery.down("server", &"the connection dropped");
+                            }
                         }
-                    } else if status.connected() && down {
-                        down = false;
-                        if server.recovery.is_down() {
-                            server.recovery.up("server");
+                        if wedged.is_set() || since.elapsed() >= RECOVERY_WAIT {
+                            tracing::warn!(service = server.name, waited = ?RECOVERY_WAIT, "lapin's recovery did not bring the channel back; connecting anew");
+                            outcome = Err(RpcError::Disconnected);
+                            break;
+                        }
+                    } else if status.connected() {
+                        down_since = None;
+                        if down {
+                            down = false;
+                            if server.recovery.is_down() {
+                                server.recovery.up("server");
+                            }
                         }
                     }
                 }
@@ -437,6 +361,19 @@ where
                             _ = &mut signal => {
                                 shutting_down = true;
                                 break;
+                            }
+                            // lapin wakes `wait_for_recovery` only when a recovery
+                            // completes: a failed or wedged one would hold it for ever.
+                            recovered = recovery_ends(&channel, down_since, &wedged) => {
+                                if recovered {
+                                    if server.recovery.is_down() {
+                                        server.recovery.up("server");
+                                    }
+                                } else {
+                                    tracing::warn!(service = server.name, waited = ?RECOVERY_WAIT, "lapin's recovery did not bring the channel back; connecting anew");
+                                    outcome = Err(RpcError::Disconnected);
+                                    break;
+                                }
                             }
                             recovered = channel.wait_for_recovery(e) => match recovered {
                                 Ok(()) => {
