@@ -30,10 +30,11 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# The same selection as CI's release build, so that in CI this builds nothing (building
-# the root package alone resolves other features and rebuilds the dependencies).
-cargo build --release --workspace --examples --bins
-bin="$root/target/release/examples"
+# The same selection and profile as CI's build, so that in CI this builds nothing
+# (building the root package alone resolves other features and rebuilds the
+# dependencies).
+cargo build --workspace --examples --bins
+bin="$root/target/debug/examples"
 
 echo "== 1+2: Python clients -> Rust fib_server"
 "$bin/fib_server" --max-requests 3 --exit-after 60 &
