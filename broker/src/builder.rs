@@ -342,8 +342,13 @@ impl BrokerBuilder {
             }
             None => Default::default(),
         };
+        let policies = match self.data_dir.as_deref() {
+            Some(dir) => crate::policy::Policies::load(dir).map_err(StartError::Store)?,
+            None => Default::default(),
+        };
         let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         shared.set_resource_limits(resource_limits);
+        shared.install_policies(policies);
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
             Some(bytes) => tracing::info!(bytes, "memory high-water mark"),

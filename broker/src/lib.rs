@@ -76,6 +76,7 @@ mod management;
 mod message;
 mod nesting;
 mod outbox;
+mod policy;
 mod properties;
 mod queue;
 mod resource_limits;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::limits::Limits;
+use crate::policy::Policies;
 use crate::resource_limits::ResourceLimits;
 use crate::vhost::VHosts;
 
@@ -35,6 +36,11 @@ pub(crate) struct Shared {
     pub(crate) rates: crate::management::rates::Rates,
     /// Per-vhost and per-user limits (see [`crate::resource_limits`]).
     pub(crate) resource_limits: parking_lot::RwLock<ResourceLimits>,
+    /// Policies and operator policies (see [`crate::policy`]); written only through
+    /// [`Shared::change_policies`].
+    pub(crate) policies: parking_lot::RwLock<Policies>,
+    /// Held across a policy change and its save, so that saves go out in order.
+    policies_save: parking_lot::Mutex<()>,
 }
 
 /// One listening socket.
@@ -71,6 +77,8 @@ impl Shared {
             started: std::time::Instant::now(),
             rates: Default::default(),
             resource_limits: Default::default(),
+            policies: Default::default(),
+            policies_save: Default::default(),
         }
     }
 
@@ -127,6 +135,45 @@ impl Shared {
         limits.save(dir)
     }
 
+    /// Changes the policies with `change` and applies them to the vhosts whose
+    /// policies changed (each vhost's queues and exchanges at once); saves them with
+    /// a data directory (blocking file I/O). Returns what `change` returned.
+    pub(crate) fn change_policies<T>(
+        &self,
+        change: impl FnOnce(&mut Policies) -> T,
+    ) -> std::io::Result<T> {
+        let _saving = self.policies_save.lock();
+        let (before, after, out) = {
+            let mut policies = self.policies.write();
+            let before = policies.clone();
+            let out = change(&mut policies);
+            (before, policies.clone(), out)
+        };
+        for e in self.vhosts.all() {
+            let name = e.name();
+            let same = |p: &Policies| (p.user.get(name).cloned(), p.operator.get(name).cloned());
+            if same(&before) != same(&after) {
+                let compiled = after.for_vhost(name);
+                e.lock().set_policies(compiled);
+            }
+        }
+        if before != after
+            && let Some((dir, _)) = &self.users_file
+        {
+            after.save(dir)?;
+        }
+        Ok(out)
+    }
+
+    /// Installs the policies read at start (no save) on every vhost.
+    pub(crate) fn install_policies(&self, policies: Policies) {
+        for e in self.vhosts.all() {
+            let compiled = policies.for_vhost(e.name());
+            e.lock().set_policies(compiled);
+        }
+        *self.policies.write() = policies;
+    }
+
     /// Deletes a vhost as RabbitMQ does: its permissions go first (no new
     /// connection gets in; saved with a data directory), then its queues, exchanges and
     /// data, and its connections are closed with 320 CONNECTION_FORCED "vhost 'NAME'
@@ -143,6 +190,11 @@ impl Shared {
             if self.resource_limits.write().vhosts.remove(name).is_some() {
                 self.save_resource_limits()?;
             }
+            // And its policies.
+            self.change_policies(|p| {
+                p.user.remove(name);
+                p.operator.remove(name);
+            })?;
         }
         Ok(deleted.is_some())
     }

@@ -153,6 +153,7 @@ fn only(defs: &Value, prefix: &str) -> Value {
             "queues",
             "exchanges",
             "bindings",
+            "policies",
         ] {
             if let Some(Value::Array(a)) = m.get_mut(key) {
                 a.retain(names);
@@ -174,8 +175,8 @@ async fn clean_rabbitmq(base: &str, auth: (&str, &str), vhosts: &[&str], users: 
     }
 }
 
-/// Users, a vhost, permissions, exchanges, a queue with arguments and bindings to a
-/// queue and to an exchange, made over `base`'s management API (RabbitMQ or ours).
+/// Users, a vhost, permissions, a queue with arguments and a policy, made over
+/// `base`'s management API (RabbitMQ or ours).
 async fn populate_over_api(base: &str, auth: (&str, &str), prefix: &str) -> anyhow::Result<()> {
     let vh = format!("{prefix}vh");
     let v = common::encode_segment(&vh);
@@ -211,6 +212,12 @@ async fn populate_over_api(base: &str, auth: (&str, &str), prefix: &str) -> anyh
         201,
     )
     .await?;
+    let policy = json!({
+        "pattern": "^rt\\.", "apply-to": "queues", "priority": 2,
+        "definition": { "max-length": 9, "dead-letter-exchange": "rt.dlx" },
+    });
+    let path = format!("/api/policies/{v}/rt-policy");
+    call(base, auth, "PUT", &path, Some(policy), 201).await?;
     Ok(())
 }
 

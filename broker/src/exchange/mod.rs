@@ -89,6 +89,9 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Outgoing bindings, indexed for this exchange's kind.
     pub bindings: Bindings,
+    /// The policy that applies and its `alternate-exchange` (used when the exchange
+    /// declared none; see [`crate::policy`]).
+    pub applied: crate::policy::Applied,
 }
 
 impl Exchange {
@@ -102,6 +105,7 @@ impl Exchange {
             internal: false,
             arguments: FieldTable::default(),
             bindings: Bindings::new(kind),
+            applied: Default::default(),
         }
     }
 

@@ -102,6 +102,9 @@ fn queue_fields(vhost: &str, q: &QueueSnapshot) -> Value {
         "messages_ready": q.messages_ready,
         "messages_unacknowledged": q.messages_unacknowledged,
         "consumers": q.consumers,
+        "policy": q.applied.policy,
+        "operator_policy": q.applied.operator_policy,
+        "effective_policy_definition": q.applied.definition,
         "state": "running",
         "type": if q.quorum { "quorum" } else { "classic" },
         "node": NODE_NAME,
@@ -109,6 +112,15 @@ fn queue_fields(vhost: &str, q: &QueueSnapshot) -> Value {
 }
 
 pub(crate) fn exchange(vhost: &str, x: &ExchangeSnapshot) -> Value {
+    let mut v = exchange_fields(vhost, x);
+    // RabbitMQ lists `policy` on an exchange only when one applies.
+    if let (Some(policy), Value::Object(m)) = (&x.policy, &mut v) {
+        m.insert("policy".into(), json!(policy));
+    }
+    v
+}
+
+fn exchange_fields(vhost: &str, x: &ExchangeSnapshot) -> Value {
     json!({
         "name": x.name,
         "vhost": vhost,

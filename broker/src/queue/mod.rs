@@ -146,6 +146,9 @@ pub struct Queue {
     /// The bytes of ready messages a durable queue keeps in memory before paging out
     /// ([`PAGE_OUT_BYTES`], less under the memory alarm).
     pub memory_budget: usize,
+    /// The policy and operator policy that apply (see [`crate::policy`]); the
+    /// settings above are read from `arguments` with them resolved in.
+    pub applied: crate::policy::Applied,
 }
 
 /// A durable queue's place in the store.
@@ -167,55 +170,79 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Result<Self, AmqpError> {
-        let message_ttl = duration_arg(vhost, name.as_str(), &arguments, "x-message-ttl", true)?;
-        let expires = duration_arg(vhost, name.as_str(), &arguments, "x-expires", false)?;
-        let limit = LengthLimit::from_args(&arguments);
-        let in_memory_only = keeps_ready_in_memory(&arguments);
         let quorum = crate::args::is_quorum(&arguments);
-        let consumer_timeout = arguments
-            .inner()
-            .get("x-consumer-timeout")
-            .and_then(int_value)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis);
-        let delivery_limit = match arguments
-            .inner()
-            .get("x-delivery-limit")
-            .and_then(int_value)
-        {
-            Some(n) => u32::try_from(n).ok(),
-            None => quorum.then_some(DEFAULT_DELIVERY_LIMIT),
-        };
         let single_active = matches!(
             arguments.inner().get("x-single-active-consumer"),
             Some(AMQPValue::Boolean(true))
         );
         let messages = Ready::new(max_priority(&arguments));
-        let dead_letter = DeadLetterTo::from_args(&arguments);
-        Ok(Self {
+        let mut q = Self {
             name,
             durable,
             exclusive_owner,
             auto_delete,
-            arguments,
-            message_ttl,
-            expires,
-            limit,
-            in_memory_only,
-            dead_letter,
+            arguments: FieldTable::default(),
+            message_ttl: None,
+            expires: None,
+            limit: LengthLimit::default(),
+            in_memory_only: false,
+            dead_letter: None,
             dead: Vec::new(),
             messages,
             consumers: VecDeque::new(),
             next_consumer_seq: 0,
             single_active,
             quorum,
-            delivery_limit,
-            consumer_timeout,
+            delivery_limit: None,
+            consumer_timeout: None,
             last_used: Instant::now(),
             log: None,
             paged: None,
             memory_budget: PAGE_OUT_BYTES,
-        })
+            applied: Default::default(),
+        };
+        q.read_settings(vhost, &arguments)?;
+        q.arguments = arguments;
+        Ok(q)
+    }
+
+    /// Reads the settings that come from arguments (declared, or with a policy's
+    /// resolved in) from `args`, checking them.
+    fn read_settings(&mut self, vhost: &str, args: &FieldTable) -> Result<(), AmqpError> {
+        let name = self.name.as_str();
+        self.message_ttl = duration_arg(vhost, name, args, "x-message-ttl", true)?;
+        self.expires = duration_arg(vhost, name, args, "x-expires", false)?;
+        self.limit = LengthLimit::from_args(args);
+        self.in_memory_only = keeps_ready_in_memory(args);
+        self.consumer_timeout = args
+            .inner()
+            .get("x-consumer-timeout")
+            .and_then(int_value)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis);
+        self.delivery_limit = match args.inner().get("x-delivery-limit").and_then(int_value) {
+            Some(n) => u32::try_from(n).ok(),
+            None => self.quorum.then_some(DEFAULT_DELIVERY_LIMIT),
+        };
+        self.dead_letter = DeadLetterTo::from_args(args);
+        Ok(())
+    }
+
+    /// Applies `applied` (the policies that match this queue now): the settings are
+    /// read again from the declared arguments with the policies resolved in. A value
+    /// the queue's checks refuse leaves the declared settings. A byte limit brought
+    /// by a policy stops paging; messages already paged out count towards it once
+    /// they are read back.
+    pub fn apply_policy(&mut self, vhost: &str, applied: crate::policy::Applied) {
+        if applied == self.applied {
+            return;
+        }
+        let declared = self.arguments.clone();
+        let resolved = applied.queue_arguments(&declared);
+        if self.read_settings(vhost, &resolved).is_err() {
+            let _ = self.read_settings(vhost, &declared);
+        }
+        self.applied = applied;
     }
 
     /// Drops expired messages from the head, as RabbitMQ does; returns how many.

@@ -112,6 +112,8 @@ pub struct QueueSnapshot {
     pub messages_unacknowledged: u32,
     /// Consumers.
     pub consumers: u32,
+    /// The policies that apply.
+    pub applied: crate::policy::Applied,
 }
 
 /// An exchange as the management API shows it.
@@ -129,6 +131,8 @@ pub struct ExchangeSnapshot {
     pub internal: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// The policy that applies, by name.
+    pub policy: Option<String>,
 }
 
 /// A binding, including the default exchange's implicit ones.
@@ -214,6 +218,7 @@ impl VHost {
                 messages_ready: q.ready(now),
                 messages_unacknowledged: unacked.get(q.name.as_str()).copied().unwrap_or(0),
                 consumers: q.consumer_count(),
+                applied: q.applied.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -232,6 +237,7 @@ impl VHost {
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                policy: x.applied.policy.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -9,8 +9,9 @@
 //! confirm counters, transactions) stays in [`crate::channel`].
 //!
 //! This module holds the state and channel lifetimes; `deliver` hands ready messages
-//! to consumers and sweeps expired ones; `publish` routes and enqueues; `topology` declares and deletes exchanges, queues and bindings; `consume`
-//! handles consumers, `basic.get`, qos and acknowledgements.
+//! to consumers and sweeps expired ones; `publish` routes and enqueues; `topology`
+//! declares and deletes exchanges, queues and bindings; `consume` handles consumers,
+//! `basic.get`, qos and acknowledgements; `policy` applies the vhost's policies.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub(crate) use crate::limits::ConsumerTimeout;
 mod deliver;
 mod durable;
 mod inspect;
+mod policy;
 mod publish;
 mod table;
 mod topology;
@@ -244,6 +246,8 @@ pub struct VHost {
     churn: inspect::Churn,
     /// The vhost's `max-queues` limit (see [`crate::resource_limits`]).
     pub(crate) max_queues: Option<u64>,
+    /// The vhost's policies and operator policies (see `policy`).
+    policies: crate::policy::VhostPolicies,
     /// How long a delivery may stay unacked, and what happens then (see `timeout`).
     pub(crate) consumer_timeout: ConsumerTimeout,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
@@ -294,6 +298,7 @@ impl VHost {
             stats: MessageStats::default(),
             churn: inspect::Churn::default(),
             max_queues: None,
+            policies: Default::default(),
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
             consumer_timeout: ConsumerTimeout::default(),
             dead_work: std::collections::VecDeque::new(),

@@ -328,11 +328,12 @@ impl VHost {
 }
 
 /// An exchange's `alternate-exchange`, borrowed from its arguments (checked to be a
-/// string at the declare).
+/// string at the declare), or else from its policy.
 fn alternate_exchange(x: &Exchange) -> Option<&str> {
-    match x.arguments.inner().get("alternate-exchange")? {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
-        _ => None,
+    match x.arguments.inner().get("alternate-exchange") {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
+        Some(_) => None,
+        None => x.applied.alternate_exchange(),
     }
 }

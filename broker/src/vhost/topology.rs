@@ -79,6 +79,7 @@ impl VHost {
         x.auto_delete = opts.auto_delete;
         x.internal = opts.internal;
         x.arguments = opts.arguments;
+        x.applied = self.policies.applied(name, crate::policy::Target::Exchange);
         self.exchanges.insert(name.into(), x);
         if opts.durable {
             self.definitions_changed();
@@ -376,6 +377,7 @@ impl VHost {
             self.attach_log(&mut q)?;
         }
         self.queues.insert(name.clone(), q);
+        self.apply_queue_policy(name.as_str());
         self.churn.queue_created += 1;
         if durable {
             self.write_declared_queue(&name)?;

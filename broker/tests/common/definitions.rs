@@ -21,7 +21,7 @@ fn queue_arguments(q: &Value) -> Value {
 }
 
 /// What a user observes of a broker's definitions, one line per object: users
-/// (name, tags, hash), vhosts, permissions, queues, exchanges and bindings (without
+/// (name, tags, hash), vhosts, permissions, queues, exchanges, policies and bindings (without
 /// the default exchange, the `amq.*` ones, exclusive queues and their bindings).
 pub async fn listings(base: &str, auth: (&str, &str)) -> anyhow::Result<BTreeSet<String>> {
     let mut seen = BTreeSet::new();
@@ -73,6 +73,12 @@ pub async fn listings(base: &str, auth: (&str, &str)) -> anyhow::Result<BTreeSet
             x["auto_delete"],
             x["internal"],
             x["arguments"]
+        ));
+    }
+    for p in get("/api/policies").await? {
+        seen.insert(format!(
+            "policy {} {} {} {} {} {}",
+            p["vhost"], p["name"], p["pattern"], p["apply-to"], p["priority"], p["definition"]
         ));
     }
     for b in get("/api/bindings").await? {

@@ -1,7 +1,7 @@
 //! The listings of what the broker keeps per user and vhost beside the objects:
 //! permissions by vhost and by user, and the kinds of runtime configuration RabbitMQ
-//! has that this broker does not keep yet (topic permissions, policies, operator
-//! policies, parameters, global parameters). Those list as
+//! has that this broker does not keep yet (topic permissions, parameters, global
+//! parameters). Those list as
 //! empty, which is the truth: nothing can set them, and setting one answers 501
 //! with what is missing rather than accepting and ignoring it.
 
@@ -68,14 +68,6 @@ pub(super) fn unsupported(what: &'static str) -> ApiError {
 
 pub(super) async fn put_topic_permission(_: Admin) -> ApiResult {
     Err(unsupported("topic permissions"))
-}
-
-pub(super) async fn put_policy(_: Admin) -> ApiResult {
-    Err(unsupported("policies"))
-}
-
-pub(super) async fn put_operator_policy(_: Admin) -> ApiResult {
-    Err(unsupported("operator policies"))
 }
 
 pub(super) async fn put_parameter(_: Admin) -> ApiResult {

@@ -139,14 +139,24 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/vhosts/{name}/topic-permissions", get(lists::none_in))
         .route("/api/users/{name}/topic-permissions", get(lists::none_in))
-        .route("/api/policies", get(lists::none))
-        .route("/api/policies/{vhost}", get(lists::none_in))
-        .route("/api/policies/{vhost}/{name}", put(lists::put_policy))
-        .route("/api/operator-policies", get(lists::none))
-        .route("/api/operator-policies/{vhost}", get(lists::none_in))
+        .route("/api/policies", get(policies::policies))
+        .route("/api/policies/{vhost}", get(policies::policies_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::policy_get)
+                .put(policies::policy_put)
+                .delete(policies::policy_delete),
+        )
+        .route("/api/operator-policies", get(policies::operator_policies))
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(policies::operator_policies_in),
+        )
         .route(
             "/api/operator-policies/{vhost}/{name}",
-            put(lists::put_operator_policy),
+            get(policies::operator_policy_get)
+                .put(policies::operator_policy_put)
+                .delete(policies::operator_policy_delete),
         )
         .route("/api/parameters", get(lists::none))
         .route("/api/parameters/{component}", get(lists::none_in))

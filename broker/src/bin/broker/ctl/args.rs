@@ -195,8 +195,42 @@ pub enum CtlCommand {
         #[arg(short = 'p', long = "vhost")]
         vhost: Option<String>,
     },
+    /// Sets a policy: queue and exchange settings by name pattern (`rabbitmqctl
+    /// set_policy`), applied at once.
+    SetPolicy(PolicyArgs),
+    /// The policies of a vhost (default columns: rabbitmqctl's).
+    ListPolicies {
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Clears a policy.
+    ClearPolicy {
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        /// Policy name.
+        name: String,
+    },
+    /// Sets an operator policy: limits (`max-length`, `max-length-bytes`,
+    /// `message-ttl`, `expires`, `delivery-limit`) that cap the users' policies.
+    SetOperatorPolicy(PolicyArgs),
+    /// The operator policies of a vhost.
+    ListOperatorPolicies {
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Clears an operator policy.
+    ClearOperatorPolicy {
+        /// The vhost.
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        /// Policy name.
+        name: String,
+    },
     /// Creates what a definitions file (exported here or by RabbitMQ) has and the
-    /// broker lacks; refuses a file with policies or parameters, which the broker has not.
+    /// broker lacks; refuses a file with parameters, which the broker has not.
     ImportDefinitions {
         /// The file to read; `-` for standard input.
         file: String,
@@ -204,4 +238,25 @@ pub enum CtlCommand {
         #[arg(short = 'p', long = "vhost")]
         vhost: Option<String>,
     },
+}
+
+/// `set-policy [-p VHOST] [--priority N] [--apply-to KIND] NAME PATTERN DEFINITION`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The vhost.
+    #[arg(short = 'p', long = "vhost", default_value = "/")]
+    pub vhost: String,
+    /// Of the policies matching an object, the highest priority applies.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// What it applies to: queues, classic_queues, quorum_queues, streams, exchanges
+    /// or all.
+    #[arg(long = "apply-to", default_value = "all")]
+    pub apply_to: String,
+    /// Policy name.
+    pub name: String,
+    /// Regular expression matched against queue and exchange names.
+    pub pattern: String,
+    /// The settings, as JSON: '{"max-length": 1000, "dead-letter-exchange": "dlx"}'.
+    pub definition: String,
 }

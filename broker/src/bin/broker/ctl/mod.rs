@@ -7,12 +7,13 @@
 //! nested fields are reached with dots (`queue.name`).
 //!
 //! `args` is the command line, `client` the HTTP client of the API, `table` the
-//! output, `definitions` the files of `export-definitions` and `import-definitions`;
-//! this module runs the commands.
+//! output, `definitions` the files of `export-definitions` and `import-definitions`,
+//! `policies` the policy commands; this module runs the commands.
 
 mod args;
 mod client;
 mod definitions;
+mod policies;
 mod table;
 
 use serde_json::{Map, Value};
@@ -283,6 +284,18 @@ pub fn run(args: &CtlArgs, out: &mut dyn std::io::Write) -> Result<(), CtlError>
             }
             let defs = c.request("GET", &definitions_path(vhost.as_deref()), None, None)?;
             definitions::write(file, &defs, out)
+        }
+        C::SetPolicy(p) => policies::set(&c, policies::USER, p, out, args.format),
+        C::SetOperatorPolicy(p) => policies::set(&c, policies::OPERATOR, p, out, args.format),
+        C::ListPolicies { vhost } => policies::list(&c, policies::USER, vhost, out, args.format),
+        C::ListOperatorPolicies { vhost } => {
+            policies::list(&c, policies::OPERATOR, vhost, out, args.format)
+        }
+        C::ClearPolicy { vhost, name } => {
+            policies::clear(&c, policies::USER, vhost, name, out, args.format)
+        }
+        C::ClearOperatorPolicy { vhost, name } => {
+            policies::clear(&c, policies::OPERATOR, vhost, name, out, args.format)
         }
         C::ImportDefinitions { file, vhost } => {
             say(

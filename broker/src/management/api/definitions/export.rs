@@ -158,7 +158,7 @@ pub(super) fn cluster(s: &Shared) -> Value {
             "value": m, "vhost": vhost, "component": "vhost-limits", "name": "limits",
         })).collect::<Vec<_>>(),
         "global_parameters": [],
-        "policies": [],
+        "policies": super::policies::export(s, None),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -183,7 +183,7 @@ pub(super) fn vhost(s: &Shared, e: &VHostEntry) -> Value {
         "parameters": limits.map(|m| json!({
             "value": m, "component": "vhost-limits", "name": "limits",
         })).into_iter().collect::<Vec<_>>(),
-        "policies": [],
+        "policies": super::policies::export(s, Some(e.name())),
         "queues": o.queues,
         "exchanges": o.exchanges,
         "bindings": o.bindings,

@@ -5,8 +5,9 @@
 //! store committed).
 //!
 //! Everything that can be refused is refused before the first change: a malformed
-//! file, what the broker has no place for (policies, parameters other than vhost
-//! limits, topic permissions, another hashing algorithm), a name AMQP cannot carry, an object in a
+//! file, what the broker has no place for (parameters other than vhost limits, topic
+//! permissions, another hashing algorithm), a policy the API would refuse, a name
+//! AMQP cannot carry, an object in a
 //! vhost that neither exists nor is in the file, a permission of an unknown user, a
 //! binding whose source or destination will not exist (400, as RabbitMQ 4.0's
 //! `resources_missing`). What can only fail while being applied (a queue the broker
@@ -171,11 +172,6 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
             problems.push(format!("{n} {what} ({why})"));
         }
     };
-    count(
-        file.policies.len(),
-        "policies",
-        "this broker has no policies",
-    );
     count(
         file.parameters
             .iter()
@@ -498,12 +494,21 @@ pub(super) async fn cluster(
         }
     }
     let topology = topology(&mut file, None)?;
+    let policies = super::policies::parse(&file.policies, None)?;
     {
         let known = s.users.read();
         let vhost_known = |v: &str| new_vhosts.iter().any(|n| n == v) || s.vhosts.get(v).is_some();
         let user_known = |u: &str| {
             users.iter().any(|(n, _, _)| n == u) || known.list_users().iter().any(|(n, _)| n == u)
         };
+        for p in &policies {
+            if !vhost_known(&p.vhost) {
+                return Err(refused(format!(
+                    "policy '{}': no_such_vhost: '{}'",
+                    p.name, p.vhost
+                )));
+            }
+        }
         for p in &file.permissions {
             if !user_known(&p.user) {
                 return Err(refused(format!("no_such_user: '{}'", p.user)));
@@ -555,6 +560,8 @@ pub(super) async fn cluster(
     }
     save_users(s).await?;
     set_limits(s, resource_limits(&file, None)).await?;
+    // Before the queues, as RabbitMQ's import: they are declared with them.
+    super::policies::install(s, policies).await?;
     for (vhost, t) in topology {
         let e = s
             .vhosts
@@ -569,16 +576,20 @@ pub(super) async fn cluster(
 /// `e`, whatever their own `vhost` says (users, vhosts and permissions are not part
 /// of a vhost's definitions and are left alone, as RabbitMQ does).
 ///
-/// Returns the vhost's limits from the file, for the caller to set.
-pub(super) fn vhost(e: &VHostEntry, mut file: File) -> Result<Limits, ApiError> {
+/// Returns the vhost's limits and policies from the file, for the caller to set.
+pub(super) fn vhost(
+    e: &VHostEntry,
+    mut file: File,
+) -> Result<(Limits, Vec<crate::policy::Policy>), ApiError> {
     unsupported(&file, false)?;
     let (vhosts, _) = resource_limits(&file, Some(e.name()));
     let limits = (vhosts, Vec::new());
+    let policies = super::policies::parse(&file.policies, Some(e.name()))?;
     let mut topology = topology(&mut file, Some(e.name()))?;
     let Some(t) = topology.remove(e.name()) else {
-        return Ok(limits);
+        return Ok((limits, policies));
     };
     check_bindings(e.name(), &t, Some(&e.lock()))?;
     apply(e, t)?;
-    Ok(limits)
+    Ok((limits, policies))
 }

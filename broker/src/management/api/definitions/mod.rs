@@ -6,21 +6,22 @@
 //! - `GET` ([`export`]): users with their password hashes, vhosts, permissions, queues
 //!   (not exclusive ones), exchanges (not the default exchange nor `amq.*`) and bindings
 //!   (not the default exchange's implicit ones), as RabbitMQ exports them; vhost limits
-//!   as `vhost-limits` parameters and user limits in each user's `limits`. Policies,
-//!   other parameters, global parameters and topic permissions are empty arrays: the
-//!   broker has none. `?download=NAME` asks for an attachment, as RabbitMQ's UI does.
+//!   as `vhost-limits` parameters and user limits in each user's `limits`; policies
+//!   (`policies`). Other parameters, global parameters and topic permissions are empty
+//!   arrays: the broker has none. `?download=NAME` asks for an attachment, as RabbitMQ's UI does.
 //!   The per-vhost form has no users, vhosts or permissions and no `vhost` fields.
 //! - `POST` ([`import`]): a JSON body, or the management UI's multipart upload
 //!   ([`upload`]). What is missing is created and persisted as the same objects made
 //!   over AMQP or the API are; what exists is kept as it is (RabbitMQ 3.10 and 4.0 both
 //!   answer 204 and keep an existing queue or exchange whose properties differ); users
-//!   are created or replaced with their hash, limits set. Anything the broker cannot
-//!   hold (policies, other parameters, topic permissions, unknown limits, another
-//!   hashing algorithm) refuses the
+//!   are created or replaced with their hash, limits and policies set. Anything the
+//!   broker cannot hold (other parameters, topic permissions, unknown limits, another
+//!   hashing algorithm, a policy `PUT /api/policies` would refuse) refuses the
 //!   whole file with 400 before anything changes: nothing is accepted and dropped.
 
 mod export;
 mod import;
+mod policies;
 mod upload;
 
 use std::collections::HashMap;
@@ -78,8 +79,9 @@ pub(in crate::management::api) async fn import_vhost_definitions(
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
     let file = import::parse(upload::json_part(&headers, &body)?)?;
-    let limits = import::vhost(&e, file)?;
+    let (limits, policies) = import::vhost(&e, file)?;
     import::set_limits(&s, limits).await?;
+    policies::install(&s, policies).await?;
     no_content()
 }
 
