@@ -63,39 +63,25 @@ async fn servers_and_client_recover_after_the_broker_closes_their_connections() 
 /// heals. lapin's reconnect has no handshake deadline, and once a handshake failed
 /// midway its next ones fail too: the servers cut a handshake after 10 s
 /// (`HANDSHAKE_TIMEOUT`) and then connect anew themselves.
+///
+/// The client has a path of its own to the broker: a client transport has no
+/// reconnect of its own beside lapin's (see `rpc_core::recovery`), so behind the same
+/// black hole it would not come back until lapin gives up (its calls fail
+/// `Unreachable`, then `Disconnected`). Not covered yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_recover_when_their_reconnects_land_on_a_peer_that_never_answers() {
-    black_holed_reconnect(false).await;
-}
-
-/// The same with the client behind the proxy too. Known gap: a client transport has
-/// no reconnect of its own beside lapin's, so it does not come back (its calls fail
-/// `Unreachable` until lapin gives up, then `Disconnected`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: a client transport relies on lapin's reconnect, which wedges after a handshake that failed midway"]
-async fn client_recovers_when_its_reconnect_lands_on_a_peer_that_never_answers() {
-    black_holed_reconnect(true).await;
-}
-
-async fn black_holed_reconnect(client_too: bool) {
     let broker = process::Broker::start();
     let proxy = proxy::Proxy::start(broker.addr).await;
-    let client_url = if client_too {
-        proxy.url()
-    } else {
-        broker.url()
-    };
     let scenario =
-        Scenario::start_split("black-holed reconnect", &proxy.url(), &client_url, &[]).await;
+        Scenario::start_split("black-holed reconnect", &proxy.url(), &broker.url(), &[]).await;
     let fault_at = Instant::now();
     proxy.cut();
-    // Every connection through the proxy reconnects into the black hole.
-    let through = if client_too { 3 } else { 2 };
+    // Both servers reconnect into the black hole.
     process::poll::until(Duration::from_secs(20), "the reconnects held", || {
-        std::future::ready((proxy.held() >= through).then_some(()))
+        std::future::ready((proxy.held() >= 2).then_some(()))
     })
     .await
-    .expect("the connections through the proxy reconnect");
+    .expect("the servers reconnect");
     proxy.heal();
     // The reconnects wait out the handshake deadline (10 s), then connect anew.
     scenario

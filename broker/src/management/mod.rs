@@ -8,6 +8,7 @@
 //!   need the `administrator` tag.
 //! - `/metrics`: Prometheus text exposition, without auth, as RabbitMQ's plugin:
 //!   aggregated totals there, per-queue detail on `/metrics/per-object`.
+//! - `/`: the dashboard in the browser ([`dashboard`]), a client of `/api`.
 //!
 //! With the broker's TLS certificate and `management_tls`, the same is served as
 //! HTTPS (see [`crate::tls`]).
@@ -23,6 +24,7 @@
 
 pub mod access;
 mod api;
+mod dashboard;
 mod json;
 mod listener;
 mod metrics;

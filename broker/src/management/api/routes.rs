@@ -215,8 +215,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/metrics", get(metrics_aggregated))
         .route("/metrics/per-object", get(metrics_per_object))
+        .merge(crate::management::dashboard::routes())
         // What is not here answers RabbitMQ's JSON 404, as a RabbitMQ node without
         // the plugin that would serve it (shovels, federation, streams).
         .fallback(|| async { ApiError::NotFound })
         .with_state(shared)
+        .layer(axum::middleware::from_fn(
+            crate::management::dashboard::no_auth_prompt,
+        ))
 }
