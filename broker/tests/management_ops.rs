@@ -1,7 +1,8 @@
 //! What rabbitmqadmin's commands do through the management API, checked for their
 //! effect: exchanges declared and deleted, bindings listed and deleted by
 //! `properties_key`, messages published and taken over HTTP (with each ack mode),
-//! the health checks passing and failing, channels in confirm mode, churn counted.
+//! the health checks passing and failing, channels in confirm mode, churn counted,
+//! each queue's own `message_stats`.
 
 mod common;
 
@@ -328,6 +329,84 @@ async fn channels_show_confirm_mode_and_churn_is_counted() -> anyhow::Result<()>
     }
     assert!(after["churn_rates"]["queue_created_details"]["rate"].is_number());
     conn.close(200, "bye".into()).await?;
+    b.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_queue_counts_its_own_messages_in_message_stats() -> anyhow::Result<()> {
+    let (b, base) = start().await?;
+    let conn = Connection::connect(&b.amqp_url(), ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    for q in ["stats.a", "stats.b"] {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    for (q, n) in [("stats.a", 3), ("stats.b", 1)] {
+        for _ in 0..n {
+            ch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                b"m",
+                BasicProperties::default(),
+            )
+            .await?
+            .await?;
+        }
+    }
+    // Two gets acked, one without ack, all from stats.a.
+    for _ in 0..2 {
+        let got = ch
+            .basic_get("stats.a".into(), BasicGetOptions::default())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a message"))?;
+        got.delivery.acker.ack(BasicAckOptions::default()).await?;
+    }
+    ch.basic_get("stats.a".into(), BasicGetOptions { no_ack: true })
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("a message"))?;
+    // The acks are handled in order after this round trip.
+    ch.queue_declare(
+        "stats.a".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let stats = |q: Value| {
+        let m = &q["message_stats"];
+        let counts: Vec<u64> = [
+            "publish",
+            "get",
+            "get_no_ack",
+            "deliver",
+            "deliver_get",
+            "ack",
+        ]
+        .iter()
+        .map(|k| m[*k].as_u64().unwrap_or(u64::MAX))
+        .collect();
+        let rates_are_numbers = ["publish", "deliver_get", "ack", "redeliver"]
+            .iter()
+            .all(|k| m[format!("{k}_details")]["rate"].is_number());
+        (counts, rates_are_numbers)
+    };
+    assert_eq!(
+        stats(get_json(&base, "/api/queues/%2F/stats.a").await?),
+        (vec![3, 2, 1, 0, 3, 2], true)
+    );
+    assert_eq!(
+        stats(get_json(&base, "/api/queues/%2F/stats.b").await?),
+        (vec![1, 0, 0, 0, 0, 0], true)
+    );
     b.shutdown().await;
     Ok(())
 }

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use super::NODE_NAME;
 use super::registry::ConnInfo;
 use crate::vhost::{
-    BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, QueueSnapshot,
+    BindingSnapshot, ChannelSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
+    QueueSnapshot, QueueStats,
 };
 
 /// An AMQP field table as a JSON object.
@@ -105,10 +106,25 @@ fn queue_fields(vhost: &str, q: &QueueSnapshot) -> Value {
         "policy": q.applied.policy,
         "operator_policy": q.applied.operator_policy,
         "effective_policy_definition": q.applied.definition,
+        "message_stats": message_stats(&q.stats),
         "state": "running",
         "type": if q.quorum { "quorum" } else { "classic" },
         "node": NODE_NAME,
     })
+}
+
+/// A queue's `message_stats`: each counter and its `_details.rate`, as RabbitMQ's.
+fn message_stats(stats: &QueueStats) -> Value {
+    let mut m = Map::new();
+    for ((name, count), rate) in MessageStats::NAMES
+        .iter()
+        .zip(stats.counts.values())
+        .zip(stats.rates)
+    {
+        m.insert((*name).to_owned(), json!(count));
+        m.insert(format!("{name}_details"), json!({ "rate": rate }));
+    }
+    Value::Object(m)
 }
 
 pub(crate) fn exchange(vhost: &str, x: &ExchangeSnapshot) -> Value {

@@ -1,5 +1,5 @@
-//! Reads the broker-wide counters that rates are computed from, every
-//! [`rates::INTERVAL`], for as long as the management API runs.
+//! Reads the broker-wide counters that rates are computed from, and samples every
+//! queue's own, every [`rates::INTERVAL`], for as long as the management API runs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +46,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         tokio::select! {
             _ = tick.tick() => {
                 let counters = read(&shared);
-                shared.rates.record(Instant::now(), counters);
+                let now = Instant::now();
+                shared.rates.record(now, counters);
+                shared.vhosts.for_each(|e| e.lock().sample_stats(now));
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {

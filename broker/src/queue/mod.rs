@@ -149,6 +149,8 @@ pub struct Queue {
     /// The policy and operator policy that apply (see [`crate::policy`]); the
     /// settings above are read from `arguments` with them resolved in.
     pub applied: crate::policy::Applied,
+    /// Message counters and their rates, for the management API.
+    pub stats: crate::vhost::QueueStats,
 }
 
 /// A durable queue's place in the store.
@@ -200,6 +202,7 @@ impl Queue {
             paged: None,
             memory_budget: PAGE_OUT_BYTES,
             applied: Default::default(),
+            stats: Default::default(),
         };
         q.read_settings(vhost, &arguments)?;
         q.arguments = arguments;

@@ -198,6 +198,7 @@ impl VHost {
         }
         let remaining = q.ready(now);
         let properties = q.delivery_properties(&qm);
+        q.stats.counts.count_delivery(no_ack, qm.redelivered, true);
         self.stats.count_delivery(no_ack, qm.redelivered, true);
         let ch = self.channel(key)?;
         ch.last_tag += 1;
@@ -251,12 +252,14 @@ impl VHost {
     }
 
     /// Takes deliveries off a channel's unacked list: `tag` alone, or with `multiple`
-    /// every tag up to it (0 = all). An unknown tag is a 406 channel error.
+    /// every tag up to it (0 = all); `acked` counts them as acks of their queues. An
+    /// unknown tag is a 406 channel error.
     pub(super) fn take_unacked(
         &mut self,
         key: ChannelKey,
         tag: u64,
         multiple: bool,
+        acked: bool,
     ) -> Result<Vec<Unacked>, AmqpError> {
         let ch = self.channel(key)?;
         let taken: Vec<Unacked> = if multiple {
@@ -277,9 +280,16 @@ impl VHost {
             }
         };
         ch.unacked_global = ch.unacked_global.saturating_sub(taken.len() as u32);
-        // Give credit back to each consumer.
+        // Give credit back to each consumer; count the acks per queue.
         for u in &taken {
-            if let (Some(ctag), Some(q)) = (&u.consumer, self.queues.get_mut(&u.queue))
+            if u.consumer.is_none() && !acked {
+                continue;
+            }
+            let Some(q) = self.queues.get_mut(&u.queue) else {
+                continue;
+            };
+            q.stats.counts.ack += u64::from(acked);
+            if let Some(ctag) = &u.consumer
                 && let Some(c) = q
                     .consumers
                     .iter_mut()
@@ -293,7 +303,7 @@ impl VHost {
 
     /// `basic.ack`.
     pub fn ack(&mut self, key: ChannelKey, tag: u64, multiple: bool) -> Result<(), AmqpError> {
-        let taken = self.take_unacked(key, tag, multiple)?;
+        let taken = self.take_unacked(key, tag, multiple, true)?;
         self.stats.ack += taken.len() as u64;
         self.forget(&taken);
         self.redispatch(key, taken.iter().map(|u| u.queue.clone()).collect());
@@ -308,7 +318,7 @@ impl VHost {
         multiple: bool,
         requeue: bool,
     ) -> Result<(), AmqpError> {
-        let taken = self.take_unacked(key, tag, multiple)?;
+        let taken = self.take_unacked(key, tag, multiple, false)?;
         let mut touched: HashSet<ShortString> = taken.iter().map(|u| u.queue.clone()).collect();
         if requeue {
             self.requeue(taken.into_iter(), &mut touched);
@@ -324,7 +334,7 @@ impl VHost {
 
     /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
     pub fn recover(&mut self, key: ChannelKey) -> Result<(), AmqpError> {
-        let taken = self.take_unacked(key, 0, true)?;
+        let taken = self.take_unacked(key, 0, true, false)?;
         let mut touched = HashSet::new();
         self.requeue(taken.into_iter(), &mut touched);
         self.redispatch(key, touched);

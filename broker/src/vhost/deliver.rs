@@ -83,6 +83,9 @@ impl VHost {
             if let Some(ch) = self.channels.get_mut(&consumer.channel) {
                 self.stats
                     .count_delivery(consumer.no_ack, qm.redelivered, false);
+                q.stats
+                    .counts
+                    .count_delivery(consumer.no_ack, qm.redelivered, false);
                 ch.last_tag += 1;
                 let tag = ch.last_tag;
                 let m = &qm.message;

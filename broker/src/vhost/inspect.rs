@@ -91,6 +91,63 @@ impl MessageStats {
     }
 }
 
+impl MessageStats {
+    /// RabbitMQ's names of the counters, in the order of [`MessageStats::values`].
+    pub const NAMES: [&'static str; 8] = [
+        "publish",
+        "deliver",
+        "deliver_no_ack",
+        "get",
+        "get_no_ack",
+        "deliver_get",
+        "ack",
+        "redeliver",
+    ];
+
+    /// The counters in the order of [`MessageStats::NAMES`].
+    pub fn values(&self) -> [u64; 8] {
+        [
+            self.publish,
+            self.deliver,
+            self.deliver_no_ack,
+            self.get,
+            self.get_no_ack,
+            self.deliver_get(),
+            self.ack,
+            self.redeliver,
+        ]
+    }
+}
+
+/// One queue's message counters and their rates over the last sampling interval
+/// (RabbitMQ's per-queue `message_stats`): counted on the data path under the vhost
+/// lock (an increment each), sampled by the management API's sampler.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    /// Counters since the queue was created.
+    pub counts: MessageStats,
+    /// The counters at the last sample, and when it was taken.
+    last: Option<(Instant, [u64; 8])>,
+    /// Per second over the last interval, in the order of [`MessageStats::NAMES`].
+    pub rates: [f64; 8],
+}
+
+impl QueueStats {
+    /// Takes a sample at `now`: the rates become the change since the last one.
+    pub fn sample(&mut self, now: Instant) {
+        let values = self.counts.values();
+        if let Some((at, before)) = self.last {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            if secs > 0.0 {
+                for (rate, (v, b)) in self.rates.iter_mut().zip(values.iter().zip(before)) {
+                    *rate = v.saturating_sub(b) as f64 / secs;
+                }
+            }
+        }
+        self.last = Some((now, values));
+    }
+}
+
 /// A queue as the management API shows it.
 #[derive(Debug, Clone)]
 pub struct QueueSnapshot {
@@ -114,6 +171,8 @@ pub struct QueueSnapshot {
     pub consumers: u32,
     /// The policies that apply.
     pub applied: crate::policy::Applied,
+    /// Message counters and rates.
+    pub stats: QueueStats,
 }
 
 /// An exchange as the management API shows it.
@@ -194,6 +253,16 @@ pub struct ConsumerSnapshot {
 }
 
 impl VHost {
+    /// Samples every queue's message counters at `now` (the management API's sampler,
+    /// every 5 s): their rates become the change since the last sample.
+    pub(crate) fn sample_stats(&mut self, now: Instant) {
+        for q in self.queues.values_mut() {
+            q.stats.sample(now);
+        }
+    }
+}
+
+impl VHost {
     /// Every queue, by name, with its counts (expired heads are dropped first).
     pub fn queue_snapshots(&mut self) -> Vec<QueueSnapshot> {
         let now = Instant::now();
@@ -219,6 +288,7 @@ impl VHost {
                 messages_unacknowledged: unacked.get(q.name.as_str()).copied().unwrap_or(0),
                 consumers: q.consumer_count(),
                 applied: q.applied.clone(),
+                stats: q.stats.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -434,5 +504,30 @@ mod tests {
                 .code,
             crate::error::code::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn a_queue_rate_is_the_change_since_the_last_sample() {
+        let mut stats = QueueStats::default();
+        let t = Instant::now();
+        stats.counts.publish = 10;
+        stats.sample(t);
+        assert_eq!(stats.rates, [0.0; 8], "one sample: no rate yet");
+        stats.counts.publish = 30;
+        stats.counts.count_delivery(false, false, false);
+        stats.counts.count_delivery(true, true, true);
+        stats.sample(t + std::time::Duration::from_secs(5));
+        let rate = |name: &str| {
+            let i = MessageStats::NAMES
+                .iter()
+                .position(|n| *n == name)
+                .expect("a name");
+            stats.rates[i]
+        };
+        assert!((rate("publish") - 4.0).abs() < 1e-9);
+        assert!((rate("deliver") - 0.2).abs() < 1e-9);
+        assert!((rate("deliver_get") - 0.4).abs() < 1e-9);
+        assert!((rate("redeliver") - 0.2).abs() < 1e-9);
+        assert_eq!(rate("ack"), 0.0);
     }
 }

@@ -47,7 +47,7 @@ pub use api_get::AckMode;
 pub use durable::StoreState;
 pub use inspect::{
     BindingSnapshot, ChannelSnapshot, Churn, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
-    QueueSnapshot,
+    QueueSnapshot, QueueStats,
 };
 pub(crate) use table::{VHostEntry, VHosts};
 

@@ -227,6 +227,7 @@ impl VHost {
                     rejected: true,
                 };
             }
+            q.stats.counts.publish += 1;
             let ttl_at = q.message_ttl.map(|ttl| now + ttl);
             let expires_at = match (message.expires_at, ttl_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
