@@ -349,6 +349,10 @@ impl BrokerBuilder {
         let mut shared = shared::Shared::new(users, self.limits, vhosts, self.data_dir.clone());
         shared.set_resource_limits(resource_limits);
         shared.install_policies(policies);
+        if let Some(dir) = self.data_dir.as_deref() {
+            *shared.global_parameters.lock() =
+                crate::global_parameters::load(dir).map_err(StartError::Store)?;
+        }
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {
             Some(bytes) => tracing::info!(bytes, "memory high-water mark"),

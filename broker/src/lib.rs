@@ -70,6 +70,7 @@ mod endpoint;
 mod error;
 mod exchange;
 mod frame;
+mod global_parameters;
 mod handle;
 mod limits;
 mod management;

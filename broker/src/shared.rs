@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) policies: parking_lot::RwLock<Policies>,
     /// Held across a policy change and its save, so that saves go out in order.
     policies_save: parking_lot::Mutex<()>,
+    /// Global runtime parameters (see [`crate::global_parameters`]); the mutex is
+    /// held across a change and its save.
+    pub(crate) global_parameters: parking_lot::Mutex<crate::global_parameters::GlobalParameters>,
 }
 
 /// One listening socket.
@@ -79,6 +82,7 @@ impl Shared {
             resource_limits: Default::default(),
             policies: Default::default(),
             policies_save: Default::default(),
+            global_parameters: Default::default(),
         }
     }
 
@@ -161,6 +165,20 @@ impl Shared {
             && let Some((dir, _)) = &self.users_file
         {
             after.save(dir)?;
+        }
+        Ok(out)
+    }
+
+    /// Changes the global parameters with `change` and saves them with a data
+    /// directory (blocking file I/O); what `change` returned.
+    pub(crate) fn change_global_parameters<T>(
+        &self,
+        change: impl FnOnce(&mut crate::global_parameters::GlobalParameters) -> T,
+    ) -> std::io::Result<T> {
+        let mut params = self.global_parameters.lock();
+        let out = change(&mut params);
+        if let Some((dir, _)) = &self.users_file {
+            crate::global_parameters::save(dir, &params)?;
         }
         Ok(out)
     }

@@ -319,14 +319,20 @@ async fn invalid_policies_and_parameters_are_refused_and_nothing_is_imported() -
         "{err}"
     );
     call(&base, "GET", "/api/queues/%2F/would.be", None, 404).await?;
-    // RabbitMQ's own cluster identity is skipped, anything else refused.
+    // RabbitMQ's own cluster identity is skipped.
     let own = json!([{ "name": "cluster_name", "value": "rabbit@x" }, { "name": "internal_cluster_id", "value": "id" }, { "name": "cluster_tags", "value": [] }]);
     let file = json!({ "queues": [queue], "global_parameters": own });
     call(&base, "POST", "/api/definitions", Some(file), 204).await?;
     call(&base, "GET", "/api/queues/%2F/would.be", None, 200).await?;
+    // Any other global parameter is kept, as RabbitMQ keeps it.
     let other =
         json!({ "global_parameters": [{ "name": "mqtt_port_to_vhost_mapping", "value": {} }] });
-    call(&base, "POST", "/api/definitions", Some(other), 400).await?;
+    call(&base, "POST", "/api/definitions", Some(other), 204).await?;
+    let kept = call(&base, "GET", "/api/global-parameters", None, 200).await?;
+    assert_eq!(
+        kept,
+        json!([{ "name": "mqtt_port_to_vhost_mapping", "value": {} }])
+    );
     call(
         &base,
         "POST",

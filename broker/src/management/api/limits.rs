@@ -80,7 +80,10 @@ fn listing(s: &Shared, kind: Kind, only: Option<&str>) -> Value {
 }
 
 /// Applies a change to the limits, installs them and saves them.
-async fn change(s: &Arc<Shared>, f: impl FnOnce(&mut ResourceLimits)) -> Result<(), ApiError> {
+pub(super) async fn change(
+    s: &Arc<Shared>,
+    f: impl FnOnce(&mut ResourceLimits),
+) -> Result<(), ApiError> {
     let mut limits = s.resource_limits.read().clone();
     f(&mut limits);
     s.set_resource_limits(limits);

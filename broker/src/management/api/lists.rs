@@ -1,7 +1,6 @@
 //! The listings of what the broker keeps per user and vhost beside the objects:
 //! permissions by vhost and by user, and the kinds of runtime configuration RabbitMQ
-//! has that this broker does not keep yet (topic permissions, parameters, global
-//! parameters). Those list as
+//! has that this broker does not keep yet (topic permissions). Those list as
 //! empty, which is the truth: nothing can set them, and setting one answers 501
 //! with what is missing rather than accepting and ignoring it.
 
@@ -68,8 +67,4 @@ pub(super) fn unsupported(what: &'static str) -> ApiError {
 
 pub(super) async fn put_topic_permission(_: Admin) -> ApiResult {
     Err(unsupported("topic permissions"))
-}
-
-pub(super) async fn put_parameter(_: Admin) -> ApiResult {
-    Err(unsupported("runtime parameters"))
 }

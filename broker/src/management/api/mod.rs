@@ -5,7 +5,8 @@
 //! definitions (export and import) in `definitions`; the node, feature flags and
 //! deprecated features in `node`; health checks in `health`; messages over HTTP in
 //! `messages`; narrower connection and channel listings in `conns`; policies and
-//! operator policies in `policies`; what the broker keeps none of in `lists`.
+//! operator policies in `policies`; runtime and global parameters in `parameters`;
+//! what the broker keeps none of in `lists`.
 //!
 //! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
@@ -19,6 +20,7 @@ mod lists;
 mod messages;
 mod node;
 mod objects;
+mod parameters;
 mod policies;
 mod routes;
 mod topology;

@@ -158,18 +158,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .put(policies::operator_policy_put)
                 .delete(policies::operator_policy_delete),
         )
-        .route("/api/parameters", get(lists::none))
-        .route("/api/parameters/{component}", get(lists::none_in))
+        .route("/api/parameters", get(parameters::parameters))
+        .route("/api/parameters/{component}", get(parameters::component))
         .route(
             "/api/parameters/{component}/{vhost}",
-            get(lists::none_in_two),
+            get(parameters::component_in),
         )
         .route(
             "/api/parameters/{component}/{vhost}/{name}",
-            put(lists::put_parameter),
+            get(parameters::parameter)
+                .put(parameters::put_parameter)
+                .delete(parameters::delete_parameter),
         )
-        .route("/api/global-parameters", get(lists::none))
-        .route("/api/global-parameters/{name}", put(lists::put_parameter))
+        .route("/api/global-parameters", get(parameters::global_parameters))
+        .route(
+            "/api/global-parameters/{name}",
+            get(parameters::global_parameter)
+                .put(parameters::put_global_parameter)
+                .delete(parameters::delete_global_parameter),
+        )
         .route("/api/vhost-limits", get(limits::vhost_limits))
         .route("/api/vhost-limits/{vhost}", get(limits::vhost_limits_of))
         .route(

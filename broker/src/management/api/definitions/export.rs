@@ -157,8 +157,10 @@ pub(super) fn cluster(s: &Shared) -> Value {
         "parameters": limits.vhosts.iter().map(|(vhost, m)| json!({
             "value": m, "vhost": vhost, "component": "vhost-limits", "name": "limits",
         })).collect::<Vec<_>>(),
-        "global_parameters": [],
-        "policies": super::policies::export(s, None),
+        "global_parameters": s.global_parameters.lock().iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect::<Vec<_>>(),
+        "policies": super::runtime::export(s, None),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -183,7 +185,7 @@ pub(super) fn vhost(s: &Shared, e: &VHostEntry) -> Value {
         "parameters": limits.map(|m| json!({
             "value": m, "component": "vhost-limits", "name": "limits",
         })).into_iter().collect::<Vec<_>>(),
-        "policies": super::policies::export(s, Some(e.name())),
+        "policies": super::runtime::export(s, Some(e.name())),
         "queues": o.queues,
         "exchanges": o.exchanges,
         "bindings": o.bindings,

@@ -36,7 +36,7 @@ const IMPORT_CONN: u64 = 0;
 /// RabbitMQ's own global parameters, which describe the exporting cluster (its name,
 /// its id, and since 3.13 its tags) rather than anything to recreate here, so an
 /// import skips them. RabbitMQ 3.10 exports `internal_cluster_id`, 4.0 also
-/// `cluster_tags`; any other global parameter refuses the file.
+/// `cluster_tags`; any other global parameter is kept.
 const CLUSTER_PARAMETERS: [&str; 3] = ["cluster_name", "cluster_tags", "internal_cluster_id"];
 
 /// A definitions file, as RabbitMQ 3.x and 4.x write it (unknown fields ignored).
@@ -88,6 +88,8 @@ struct PermissionDef {
 #[derive(Debug, Deserialize)]
 struct GlobalParameter {
     name: String,
+    #[serde(default)]
+    value: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,18 +187,6 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
         "topic_permissions",
         "this broker has no topic permissions",
     );
-    let globals: Vec<&str> = file
-        .global_parameters
-        .iter()
-        .map(|p| p.name.as_str())
-        .filter(|n| !CLUSTER_PARAMETERS.contains(n))
-        .collect();
-    if !globals.is_empty() {
-        problems.push(format!(
-            "global_parameters {} (this broker has no global parameters)",
-            globals.join(", ")
-        ));
-    }
     for u in file.users.iter().filter(|_| users) {
         if let Err(why) = limits_map(&u.limits, &USER_LIMITS) {
             problems.push(format!("limits of user '{}' ({why})", u.name));
@@ -494,7 +484,7 @@ pub(super) async fn cluster(
         }
     }
     let topology = topology(&mut file, None)?;
-    let policies = super::policies::parse(&file.policies, None)?;
+    let policies = super::runtime::parse(&file.policies, None)?;
     {
         let known = s.users.read();
         let vhost_known = |v: &str| new_vhosts.iter().any(|n| n == v) || s.vhosts.get(v).is_some();
@@ -561,7 +551,8 @@ pub(super) async fn cluster(
     save_users(s).await?;
     set_limits(s, resource_limits(&file, None)).await?;
     // Before the queues, as RabbitMQ's import: they are declared with them.
-    super::policies::install(s, policies).await?;
+    super::runtime::install(s, policies).await?;
+    super::runtime::set_global_parameters(s, globals(&file)).await?;
     for (vhost, t) in topology {
         let e = s
             .vhosts
@@ -584,7 +575,7 @@ pub(super) fn vhost(
     unsupported(&file, false)?;
     let (vhosts, _) = resource_limits(&file, Some(e.name()));
     let limits = (vhosts, Vec::new());
-    let policies = super::policies::parse(&file.policies, Some(e.name()))?;
+    let policies = super::runtime::parse(&file.policies, Some(e.name()))?;
     let mut topology = topology(&mut file, Some(e.name()))?;
     let Some(t) = topology.remove(e.name()) else {
         return Ok((limits, policies));
@@ -592,4 +583,13 @@ pub(super) fn vhost(
     check_bindings(e.name(), &t, Some(&e.lock()))?;
     apply(e, t)?;
     Ok((limits, policies))
+}
+
+/// The file's global parameters but RabbitMQ's own (see `CLUSTER_PARAMETERS`).
+fn globals(file: &File) -> Vec<(String, Value)> {
+    file.global_parameters
+        .iter()
+        .filter(|p| !CLUSTER_PARAMETERS.contains(&p.name.as_str()))
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect()
 }

@@ -7,8 +7,8 @@
 //!   (not exclusive ones), exchanges (not the default exchange nor `amq.*`) and bindings
 //!   (not the default exchange's implicit ones), as RabbitMQ exports them; vhost limits
 //!   as `vhost-limits` parameters and user limits in each user's `limits`; policies
-//!   (`policies`). Other parameters, global parameters and topic permissions are empty
-//!   arrays: the broker has none. `?download=NAME` asks for an attachment, as RabbitMQ's UI does.
+//!   and global parameters. Other parameters and topic permissions are empty arrays:
+//!   the broker has none. `?download=NAME` asks for an attachment, as RabbitMQ's UI does.
 //!   The per-vhost form has no users, vhosts or permissions and no `vhost` fields.
 //! - `POST` ([`import`]): a JSON body, or the management UI's multipart upload
 //!   ([`upload`]). What is missing is created and persisted as the same objects made
@@ -21,7 +21,7 @@
 
 mod export;
 mod import;
-mod policies;
+mod runtime;
 mod upload;
 
 use std::collections::HashMap;
@@ -81,7 +81,7 @@ pub(in crate::management::api) async fn import_vhost_definitions(
     let file = import::parse(upload::json_part(&headers, &body)?)?;
     let (limits, policies) = import::vhost(&e, file)?;
     import::set_limits(&s, limits).await?;
-    policies::install(&s, policies).await?;
+    runtime::install(&s, policies).await?;
     no_content()
 }
 

@@ -1,7 +1,7 @@
-//! The policies and operator policies of a definitions file: exported as RabbitMQ
+//! The runtime configuration of a definitions file: policies, exported as RabbitMQ
 //! writes them (`policies`; operator policies are not part of RabbitMQ's definitions
-//! and stay out), imported with the same checks as `PUT /api/policies` (any invalid
-//! policy refuses the whole file before anything changes).
+//! and stay out) and imported with the same checks as `PUT /api/policies` (any invalid
+//! policy refuses the whole file before anything changes); global parameters.
 
 use serde_json::Value;
 
@@ -67,4 +67,19 @@ pub(super) async fn install(
         }
     })
     .await
+}
+
+/// Keeps `globals` (name, value) as global parameters.
+pub(super) async fn set_global_parameters(
+    s: &std::sync::Arc<Shared>,
+    globals: Vec<(String, Value)>,
+) -> Result<(), ApiError> {
+    if globals.is_empty() {
+        return Ok(());
+    }
+    let shared = std::sync::Arc::clone(s);
+    tokio::task::spawn_blocking(move || shared.change_global_parameters(|p| p.extend(globals)))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("could not save the global parameters: {e}")))
 }
