@@ -352,6 +352,9 @@ impl BrokerBuilder {
         if let Some(dir) = self.data_dir.as_deref() {
             *shared.global_parameters.lock() =
                 crate::global_parameters::load(dir).map_err(StartError::Store)?;
+            shared.install_vhost_metadata(
+                crate::vhost_metadata::load(dir).map_err(StartError::Store)?,
+            );
         }
         let memory_limit = self.memory_high_watermark.bytes(alarm::total_memory());
         match memory_limit {

@@ -86,6 +86,7 @@ mod shared;
 mod store;
 mod tls;
 mod vhost;
+mod vhost_metadata;
 
 pub use alarm::{MemoryProbe, MemoryWatermark};
 pub use builder::{Broker, BrokerBuilder};

@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     /// Global runtime parameters (see [`crate::global_parameters`]); the mutex is
     /// held across a change and its save.
     pub(crate) global_parameters: parking_lot::Mutex<crate::global_parameters::GlobalParameters>,
+    /// Vhost descriptions, tags and default queue types (see [`crate::vhost_metadata`]);
+    /// the mutex is held across a change and its save.
+    vhost_metadata: parking_lot::Mutex<crate::vhost_metadata::AllMetadata>,
 }
 
 /// One listening socket.
@@ -83,6 +86,7 @@ impl Shared {
             policies: Default::default(),
             policies_save: Default::default(),
             global_parameters: Default::default(),
+            vhost_metadata: Default::default(),
         }
     }
 
@@ -183,6 +187,48 @@ impl Shared {
         Ok(out)
     }
 
+    /// A vhost's metadata (RabbitMQ's defaults if none was set).
+    pub(crate) fn vhost_metadata(&self, vhost: &str) -> crate::vhost_metadata::Metadata {
+        self.vhost_metadata
+            .lock()
+            .get(vhost)
+            .cloned()
+            .unwrap_or_else(|| crate::vhost_metadata::Metadata::default_for(vhost))
+    }
+
+    /// Sets a vhost's metadata (`None`: forgets it), tells the vhost its default queue
+    /// type, and saves with a data directory (blocking file I/O).
+    pub(crate) fn set_vhost_metadata(
+        &self,
+        vhost: &str,
+        metadata: Option<crate::vhost_metadata::Metadata>,
+    ) -> std::io::Result<()> {
+        let mut all = self.vhost_metadata.lock();
+        if let Some(e) = self.vhosts.get(vhost) {
+            e.lock().quorum_by_default = metadata
+                .as_ref()
+                .is_some_and(crate::vhost_metadata::Metadata::quorum_by_default);
+        }
+        let changed = match metadata {
+            Some(m) => all.insert(vhost.to_owned(), m.clone()) != Some(m),
+            None => all.remove(vhost).is_some(),
+        };
+        if changed && let Some((dir, _)) = &self.users_file {
+            crate::vhost_metadata::save(dir, &all)?;
+        }
+        Ok(())
+    }
+
+    /// Installs the metadata read at start (no save).
+    pub(crate) fn install_vhost_metadata(&self, all: crate::vhost_metadata::AllMetadata) {
+        for (name, m) in &all {
+            if let Some(e) = self.vhosts.get(name) {
+                e.lock().quorum_by_default = m.quorum_by_default();
+            }
+        }
+        *self.vhost_metadata.lock() = all;
+    }
+
     /// Installs the policies read at start (no save) on every vhost.
     pub(crate) fn install_policies(&self, policies: Policies) {
         for e in self.vhosts.all() {
@@ -208,7 +254,8 @@ impl Shared {
             if self.resource_limits.write().vhosts.remove(name).is_some() {
                 self.save_resource_limits()?;
             }
-            // And its policies.
+            // And its metadata and policies.
+            self.set_vhost_metadata(name, None)?;
             self.change_policies(|p| {
                 p.user.remove(name);
                 p.operator.remove(name);

@@ -95,11 +95,14 @@ async fn ctl_exports_to_a_file_and_imports_from_stdin() -> anyhow::Result<()> {
         listings(&base_b, GUEST).await?,
         listings(&base_a, GUEST).await?
     );
-    // A refused file is an error exit with RabbitMQ's reason.
+    // A refused file (a policy with nothing in it) is an error exit with the reason.
     let policy = r#"{"policies":[{"vhost":"/","name":"p","pattern":".*","apply-to":"all","definition":{},"priority":0}]}"#;
     let (code, _, err) = ctl(&base_b, &["import-definitions", "-"], policy).await?;
     assert_ne!(code, 0);
-    assert!(err.contains("policies"), "{err}");
+    assert!(
+        err.contains("policy 'p'") && err.contains("no policy provided"),
+        "{err}"
+    );
     let (code, _, err) = ctl(
         &base_b,
         &["import-definitions", "/nonexistent/defs.json"],

@@ -248,6 +248,8 @@ pub struct VHost {
     pub(crate) max_queues: Option<u64>,
     /// The vhost's policies and operator policies (see `policy`).
     policies: crate::policy::VhostPolicies,
+    /// Its default queue type is quorum (see [`crate::vhost_metadata`]).
+    pub(crate) quorum_by_default: bool,
     /// How long a delivery may stay unacked, and what happens then (see `timeout`).
     pub(crate) consumer_timeout: ConsumerTimeout,
     /// The deprecated features permitted here (see [`crate::deprecated`]).
@@ -299,6 +301,7 @@ impl VHost {
             churn: inspect::Churn::default(),
             max_queues: None,
             policies: Default::default(),
+            quorum_by_default: false,
             deprecated: crate::deprecated::DeprecatedFeatures::default(),
             consumer_timeout: ConsumerTimeout::default(),
             dead_work: std::collections::VecDeque::new(),

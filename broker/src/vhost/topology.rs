@@ -1,10 +1,11 @@
 //! Topology: declaring, binding and deleting exchanges and queues, with RabbitMQ's
 //! equivalence checks, reserved names and exclusive-queue locking.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use amq_protocol::protocol::{AMQPClass, basic};
-use amq_protocol::types::{FieldTable, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 use super::{
     ExchangeOptions, QueueInfo, QueueOptions, REPLY_TO, VHost, generated_name, unknown_type,
@@ -301,7 +302,7 @@ impl VHost {
         conn: u64,
         name: &str,
         server_named: bool,
-        opts: QueueOptions,
+        mut opts: QueueOptions,
     ) -> Result<QueueInfo, AmqpError> {
         let now = Instant::now();
         if name == REPLY_TO && opts.passive {
@@ -321,12 +322,22 @@ impl VHost {
                 return Err(AmqpError::not_found_queue(&self.name, name));
             };
             if !opts.passive {
+                // Without a type in a vhost whose default is quorum, the redeclare
+                // names none: it matches the queue's own (which may predate the
+                // default), as in RabbitMQ 4.
+                let mut received = Cow::Borrowed(&opts.arguments);
+                if self.quorum_by_default
+                    && !opts.arguments.inner().contains_key("x-queue-type")
+                    && let Some(t) = q.arguments.inner().get("x-queue-type")
+                {
+                    received.to_mut().insert("x-queue-type".into(), t.clone());
+                }
                 q.check_equivalent(
                     &self.name,
                     opts.durable,
                     opts.exclusive,
                     opts.auto_delete,
-                    &opts.arguments,
+                    &received,
                 )?;
             }
             q.last_used = now;
@@ -356,6 +367,18 @@ impl VHost {
                 name.as_str(),
                 max,
             ));
+        }
+        if self.quorum_by_default
+            && opts.durable
+            && !opts.exclusive
+            && !opts.auto_delete
+            && !opts.arguments.inner().contains_key("x-queue-type")
+        {
+            // The vhost's default queue type (see `crate::vhost_metadata`).
+            opts.arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
         }
         crate::args::check_declare_arguments(&self.name, name.as_str(), &opts.arguments)?;
         let flags = (opts.durable, opts.exclusive, opts.auto_delete);

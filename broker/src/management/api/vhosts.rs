@@ -1,5 +1,6 @@
-//! `/api/vhosts`: list, read, create (`PUT`, 201 or 204 as RabbitMQ; the creating user
-//! gets full permissions on a new vhost, as there) and delete
+//! `/api/vhosts`: list, read, create or update (`PUT` with `description`, `tags`,
+//! `default_queue_type`, kept as [`crate::vhost_metadata`]; 201 or 204 as RabbitMQ;
+//! the creating user gets full permissions on a new vhost, as there) and delete
 //! (`DELETE`: its queues, exchanges, data and permissions go and its connections are
 //! closed with 320 CONNECTION_FORCED).
 
@@ -10,24 +11,30 @@ use serde_json::{Value, json};
 use super::{ApiResult, St, body_json, created, no_content, ok, short_name, visible_vhost};
 use crate::management::ApiError;
 use crate::management::access::{Admin, Viewer};
+use crate::shared::Shared;
 use crate::vhost::VHostEntry;
+use crate::vhost_metadata::Metadata;
 
-fn vhost_json(e: &VHostEntry) -> Value {
+fn vhost_json(s: &Shared, e: &VHostEntry) -> Value {
     let qs = e.lock().queue_snapshots();
     let ready: u64 = qs.iter().map(|q| u64::from(q.messages_ready)).sum();
     let unacked: u64 = qs
         .iter()
         .map(|q| u64::from(q.messages_unacknowledged))
         .sum();
-    json!({
+    let mut v = json!({
         "name": e.name(),
-        "description": if e.name() == "/" { "Default virtual host" } else { "" },
-        "tags": [],
         "tracing": false,
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
-    })
+    });
+    if let Value::Object(m) = &mut v {
+        for (k, field) in s.vhost_metadata(e.name()).json_fields() {
+            m.insert(k.into(), field);
+        }
+    }
+    v
 }
 
 /// The vhosts the user sees.
@@ -37,14 +44,14 @@ pub(super) async fn vhosts(State(s): St, viewer: Viewer) -> ApiResult {
             .all()
             .iter()
             .filter(|e| viewer.sees_vhost(e.name()))
-            .map(|e| vhost_json(e))
+            .map(|e| vhost_json(&s, e))
             .collect(),
     ))
 }
 
 pub(super) async fn vhost(State(s): St, viewer: Viewer, Path(name): Path<String>) -> ApiResult {
     let e = visible_vhost(&s, &viewer, &name)?;
-    ok(vhost_json(&e))
+    ok(vhost_json(&s, &e))
 }
 
 fn io_error(e: &std::io::Error) -> ApiError {
@@ -60,8 +67,9 @@ pub(super) async fn put_vhost(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    // Description, tags and tracing are accepted and not kept.
-    body_json(&body)?;
+    // Tracing is not kept (the broker has no firehose tracer).
+    let metadata = Metadata::from_json(&body_json(&body)?)
+        .map_err(|why| ApiError::BadRequest(format!("Validation failed\n\n{why}\n")))?;
     short_name("vhost name", &name)?;
     if name.is_empty() {
         return Err(ApiError::BadRequest(
@@ -69,10 +77,15 @@ pub(super) async fn put_vhost(
         ));
     }
     let (shared, vhost) = (s.clone(), name.clone());
-    let made = tokio::task::spawn_blocking(move || shared.create_vhost(&name))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| io_error(&e))?;
+    // Created, or its metadata updated (RabbitMQ's 204).
+    let made = tokio::task::spawn_blocking(move || {
+        let made = shared.create_vhost(&name)?;
+        shared.set_vhost_metadata(&name, Some(metadata))?;
+        Ok::<_, std::io::Error>(made)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| io_error(&e))?;
     if !made {
         return no_content();
     }

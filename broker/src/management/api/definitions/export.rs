@@ -15,22 +15,6 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A vhost's description as `/api/vhosts` reports it (the broker keeps none of its
 /// own: `/` is RabbitMQ's default vhost).
-fn description(name: &str) -> &'static str {
-    if name == "/" {
-        "Default virtual host"
-    } else {
-        ""
-    }
-}
-
-fn metadata(name: &str) -> Value {
-    json!({
-        "description": description(name),
-        "tags": [],
-        "default_queue_type": "classic",
-    })
-}
-
 /// Queues, exchanges and bindings of one vhost, each with `vhost` when `with_vhost`.
 struct Objects {
     queues: Vec<Value>,
@@ -127,13 +111,14 @@ pub(super) fn cluster(s: &Shared) -> Value {
     let vhosts: Vec<Value> = entries
         .iter()
         .map(|e| {
-            json!({
-                "name": e.name(),
-                "description": description(e.name()),
-                "tags": [],
-                "default_queue_type": "classic",
-                "metadata": metadata(e.name()),
-            })
+            let mut m = serde_json::Map::new();
+            m.insert("name".into(), json!(e.name()));
+            m.extend(
+                s.vhost_metadata(e.name())
+                    .json_fields()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
+            Value::Object(m)
         })
         .collect();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
@@ -170,6 +155,12 @@ pub(super) fn cluster(s: &Shared) -> Value {
 /// `GET /api/definitions/{vhost}`: one vhost's objects, without `vhost` fields.
 pub(super) fn vhost(s: &Shared, e: &VHostEntry) -> Value {
     let o = objects(e, false);
+    let meta: serde_json::Map<String, Value> = s
+        .vhost_metadata(e.name())
+        .json_fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let limits = s.resource_limits.read().vhosts.get(e.name()).cloned();
     json!({
         "rabbit_version": VERSION,
@@ -178,9 +169,9 @@ pub(super) fn vhost(s: &Shared, e: &VHostEntry) -> Value {
         "product_version": VERSION,
         "rabbitmq_definition_format": "single_virtual_host",
         "original_vhost_name": e.name(),
-        "metadata": metadata(e.name()),
-        "description": description(e.name()),
-        "default_queue_type": "classic",
+        "metadata": meta["metadata"],
+        "description": meta["description"],
+        "default_queue_type": meta["default_queue_type"],
         "limits": limits.clone().unwrap_or_default(),
         "parameters": limits.map(|m| json!({
             "value": m, "component": "vhost-limits", "name": "limits",

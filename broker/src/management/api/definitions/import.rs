@@ -74,6 +74,10 @@ struct UserDef {
 #[derive(Debug, Deserialize)]
 struct VhostDef {
     name: String,
+    /// `description`, `tags`, `default_queue_type`, `metadata` (see
+    /// [`crate::vhost_metadata`]).
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -477,6 +481,15 @@ pub(super) async fn cluster(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let new_vhosts: Vec<String> = file.vhosts.iter().map(|v| v.name.clone()).collect();
+    let metadata = file
+        .vhosts
+        .iter()
+        .map(|v| {
+            crate::vhost_metadata::Metadata::from_json(&Value::Object(v.rest.clone()))
+                .map(|m| (v.name.clone(), m))
+                .map_err(|why| refused(format!("vhost '{}': {why}", v.name)))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     for name in &new_vhosts {
         short_name("vhost name", name)?;
         if name.is_empty() {
@@ -533,12 +546,15 @@ pub(super) async fn cluster(
             table.add_user_with_hash(&name, hash, tags);
         }
     }
-    for name in new_vhosts {
+    for (name, meta) in new_vhosts.into_iter().zip(metadata) {
         let shared = std::sync::Arc::clone(s);
-        tokio::task::spawn_blocking(move || shared.create_vhost(&name))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("could not write the vhost's data: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            shared.create_vhost(&name)?;
+            shared.set_vhost_metadata(&name, Some(meta.1))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("could not write the vhost's data: {e}")))?;
     }
     {
         let mut table = s.users.write();
