@@ -7,8 +7,10 @@
 //! `rabbit_password_hashing_sha256`), its password hash (RabbitMQ's layout, see
 //! [`super::User`]: 4 salt bytes then SHA-256 of salt and password; never the password
 //! itself) and a `u32` count of tags; then a `u32` count of permissions, each as user,
-//! vhost, and the configure, write and read patterns. Every string and byte string is
-//! a `u32` length then its bytes (UTF-8 for strings).
+//! vhost, and the configure, write and read patterns; then a `u32` count of topic
+//! permissions, each as user, vhost, exchange, and the write and read patterns (absent
+//! in files written before there were topic permissions). Every string and byte string
+//! is a `u32` length then its bytes (UTF-8 for strings).
 //!
 //! Vhosts are not in it: they come from the vhost list (`vhost-names`), which is
 //! authoritative; permissions on a vhost that is not there any more are dropped at load.
@@ -17,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
+use super::topic::TopicPermission;
 use super::{HASH_LEN, Permission, User, Users};
 use crate::store::snapshot::{self, SnapshotError};
 
@@ -54,6 +57,13 @@ impl Users {
         put_len(&mut p, self.permissions.len());
         for ((user, vhost), perm) in &self.permissions {
             for s in [user, vhost, &perm.configure, &perm.write, &perm.read] {
+                put_bytes(&mut p, s.as_bytes());
+            }
+        }
+        let topic = self.list_topic_permissions();
+        put_len(&mut p, topic.len());
+        for (user, vhost, exchange, write, read) in &topic {
+            for s in [user, vhost, exchange, write, read] {
                 put_bytes(&mut p, s.as_bytes());
             }
         }
@@ -95,6 +105,26 @@ impl Users {
                 .map_err(|_| UsersFileError::Malformed("invalid permission pattern"))?;
             permissions.insert((user, vhost), perm);
         }
+        // Topic permissions: files written before they existed end here.
+        let mut topic: BTreeMap<(String, String), BTreeMap<String, TopicPermission>> =
+            BTreeMap::new();
+        if !r.0.is_empty() {
+            for _ in 0..r.u32()? {
+                let (user, vhost, exchange) = (r.string()?, r.string()?, r.string()?);
+                let (write, read) = (r.string()?, r.string()?);
+                if !users.contains_key(&user) {
+                    return Err(UsersFileError::Malformed(
+                        "topic permission of an unknown user",
+                    ));
+                }
+                let perm = TopicPermission::new(&user, &vhost, &write, &read)
+                    .map_err(|_| UsersFileError::Malformed("invalid topic permission pattern"))?;
+                topic
+                    .entry((user, vhost))
+                    .or_default()
+                    .insert(exchange, perm);
+            }
+        }
         if !r.0.is_empty() {
             return Err(UsersFileError::Malformed("trailing bytes"));
         }
@@ -102,6 +132,7 @@ impl Users {
             users,
             vhosts: BTreeSet::new(),
             permissions,
+            topic,
             loopback_only: vec!["guest".to_owned()],
             generation: 0,
         })

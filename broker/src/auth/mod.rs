@@ -1,5 +1,5 @@
 //! Authentication: SASL PLAIN and AMQPLAIN responses (`sasl`), and the user table
-//! with its permissions.
+//! with its permissions and topic permissions (`topic`).
 //!
 //! Runs once per connection, between `connection.start-ok` and `connection.tune`. As in
 //! RabbitMQ, a refused login is answered with 403 ACCESS_REFUSED, and users listed in
@@ -25,11 +25,13 @@ pub(crate) mod config;
 mod file;
 mod password;
 mod sasl;
+mod topic;
 
 pub(crate) use file::save as save_file;
 pub(crate) use password::{SHA256 as SHA256_HASHING, decode_hash};
 use sasl::refused;
 pub use sasl::{Credentials, parse_response};
+pub use topic::TopicPermission;
 
 /// One user: a salted password hash (empty: no password logs it in) and tags.
 #[derive(Debug, Clone)]
@@ -136,6 +138,11 @@ pub struct Users {
     vhosts: std::collections::BTreeSet<String>,
     /// (user, vhost) to rights.
     permissions: std::collections::BTreeMap<(String, String), Permission>,
+    /// (user, vhost) to topic permissions by exchange (see `topic`).
+    topic: std::collections::BTreeMap<
+        (String, String),
+        std::collections::BTreeMap<String, topic::TopicPermission>,
+    >,
     loopback_only: Vec<String>,
     /// Bumped by every change, so channels can cache what they checked.
     generation: u64,
@@ -149,6 +156,7 @@ impl Default for Users {
             users: Default::default(),
             vhosts: std::iter::once("/".to_owned()).collect(),
             permissions: Default::default(),
+            topic: Default::default(),
             loopback_only: vec!["guest".to_owned()],
             generation: 0,
         };
@@ -188,6 +196,7 @@ impl Users {
             .remove(user)
             .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
         self.permissions.retain(|(u, _), _| u != user);
+        self.topic.retain(|(u, _), _| u != user);
         Ok(())
     }
 
@@ -241,6 +250,7 @@ impl Users {
             return Err(AuthError::NoVhost(vhost.to_owned()));
         }
         self.permissions.retain(|(_, v), _| v != vhost);
+        self.topic.retain(|(_, v), _| v != vhost);
         Ok(())
     }
 

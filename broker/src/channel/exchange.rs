@@ -70,6 +70,7 @@ impl Channel {
                     ctx,
                     (Resource::Exchange, b.destination.as_str()),
                     b.source.as_str(),
+                    b.routing_key.as_str(),
                 )?;
                 ctx.vhost.lock().bind_exchange(
                     b.destination.as_str(),
@@ -89,6 +90,7 @@ impl Channel {
                     ctx,
                     (Resource::Exchange, u.destination.as_str()),
                     u.source.as_str(),
+                    u.routing_key.as_str(),
                 )?;
                 ctx.vhost.lock().unbind_exchange(
                     u.destination.as_str(),

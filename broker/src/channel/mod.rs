@@ -102,6 +102,9 @@ pub struct Channel {
     /// The exchange last published to with write permission, and the user table's
     /// generation then: publishing there again skips the pattern match.
     write_allowed: Option<(u64, ShortString)>,
+    /// The user-table generation at which the user was seen to have no topic
+    /// permissions in this vhost: the publish path then checks no routing key.
+    no_topic_permissions: Option<u64>,
     /// Confirm mode and the confirms owed, for the management API.
     stats: Arc<ChannelStats>,
 }
@@ -129,6 +132,7 @@ impl Channel {
             commits: VecDeque::new(),
             stored: false,
             write_allowed: None,
+            no_topic_permissions: None,
             stats,
         }
     }
@@ -170,13 +174,58 @@ impl Channel {
         Ok(())
     }
 
-    /// The checks of binding `destination` to `source` (queue or exchange bind and
-    /// unbind), in RabbitMQ's order: write on the destination, neither may be the
-    /// default exchange, read on the source.
+    /// `basic.publish`'s topic permission (see `crate::auth`): the routing key of a
+    /// publish to a topic exchange, when the user has topic permissions in this vhost
+    /// (whether it has none is cached per channel).
+    fn check_topic_write(
+        &mut self,
+        ctx: &Ctx<'_>,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), AmqpError> {
+        let (generation, any) = {
+            let users = ctx.users.read();
+            let g = users.generation();
+            if self.no_topic_permissions == Some(g) {
+                return Ok(());
+            }
+            (g, users.has_topic_permissions(ctx.user, ctx.vhost_name))
+        };
+        if !any {
+            self.no_topic_permissions = Some(generation);
+            return Ok(());
+        }
+        Self::check_topic(ctx, exchange, routing_key, Access::Write)
+    }
+
+    /// The topic permission of `key` on `exchange`, if it is a topic exchange.
+    fn check_topic(
+        ctx: &Ctx<'_>,
+        exchange: &str,
+        key: &str,
+        access: Access,
+    ) -> Result<(), AmqpError> {
+        if !ctx
+            .users
+            .read()
+            .has_topic_permissions(ctx.user, ctx.vhost_name)
+            || !ctx.vhost.lock().exchange_is_topic(exchange)
+        {
+            return Ok(());
+        }
+        ctx.users
+            .read()
+            .check_topic(ctx.user, ctx.vhost_name, exchange, key, access)
+    }
+
+    /// The checks of binding `destination` to `source` with `key` (queue or exchange
+    /// bind and unbind), in RabbitMQ's order: write on the destination, neither may be
+    /// the default exchange, read on the source, the topic permission on the key.
     fn check_binding(
         ctx: &Ctx<'_>,
         destination: (Resource, &str),
         source: &str,
+        key: &str,
     ) -> Result<(), AmqpError> {
         Self::check(ctx, destination.0, destination.1, Access::Write)?;
         if source.is_empty() || destination == (Resource::Exchange, "") {
@@ -184,7 +233,8 @@ impl Channel {
                 "operation not permitted on the default exchange",
             ));
         }
-        Self::check(ctx, Resource::Exchange, source, Access::Read)
+        Self::check(ctx, Resource::Exchange, source, Access::Read)?;
+        Self::check_topic(ctx, source, key, Access::Read)
     }
 
     fn reply(&self, ctx: &Ctx<'_>, method: AMQPClass) {

@@ -69,6 +69,7 @@ impl Channel {
                     ctx,
                     (Resource::Queue, b.queue.as_str()),
                     b.exchange.as_str(),
+                    b.routing_key.as_str(),
                 )?;
                 ctx.vhost.lock().bind_queue(
                     ctx.conn,
@@ -86,6 +87,7 @@ impl Channel {
                     ctx,
                     (Resource::Queue, u.queue.as_str()),
                     u.exchange.as_str(),
+                    u.routing_key.as_str(),
                 )?;
                 ctx.vhost.lock().unbind_queue(
                     ctx.conn,

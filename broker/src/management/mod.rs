@@ -72,9 +72,6 @@ pub enum ApiError {
     /// A malformed request (400).
     #[error("{0}")]
     BadRequest(String),
-    /// Something this broker does not do (501).
-    #[error("{0}")]
-    NotImplemented(String),
     /// The broker failed to do it (500), e.g. a vhost's data could not be written.
     #[error("{0}")]
     Internal(String),
@@ -89,7 +86,6 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,7 +98,6 @@ impl ApiError {
             Self::Forbidden => "not_authorised",
             Self::NotFound => "Object Not Found",
             Self::BadRequest(_) => "bad_request",
-            Self::NotImplemented(_) => "not_implemented",
             Self::Internal(_) => "internal_server_error",
         }
     }

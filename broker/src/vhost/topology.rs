@@ -276,6 +276,13 @@ impl VHost {
         self.exchanges.contains_key(name)
     }
 
+    /// Whether `name` is a topic exchange (topic permissions apply to those only).
+    pub fn exchange_is_topic(&self, name: &str) -> bool {
+        self.exchanges
+            .get(name)
+            .is_some_and(|x| x.kind == ExchangeKind::Topic)
+    }
+
     /// `queue.declare`.
     pub fn declare_queue(
         &mut self,

@@ -6,7 +6,7 @@
 //! deprecated features in `node`; health checks in `health`; messages over HTTP in
 //! `messages`; narrower connection and channel listings in `conns`; policies and
 //! operator policies in `policies`; runtime and global parameters in `parameters`;
-//! what the broker keeps none of in `lists`.
+//! topic permissions in `topic_permissions`; the empty listings in `lists`.
 //!
 //! A vhost in a path that does not exist answers 404, as RabbitMQ. A queue, exchange or
 //! vhost name, routing key or argument key over 255 bytes (more than an AMQP short
@@ -23,6 +23,7 @@ mod objects;
 mod parameters;
 mod policies;
 mod routes;
+mod topic_permissions;
 mod topology;
 mod users;
 mod vhosts;

@@ -132,13 +132,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/channels", get(channels))
         .route("/api/channels/{name}", get(conns::channel))
-        .route("/api/topic-permissions", get(lists::none))
+        .route("/api/topic-permissions", get(topic_permissions::all))
         .route(
             "/api/topic-permissions/{vhost}/{user}",
-            get(lists::none_in_two).put(lists::put_topic_permission),
+            get(topic_permissions::get)
+                .put(topic_permissions::put)
+                .delete(topic_permissions::delete),
         )
-        .route("/api/vhosts/{name}/topic-permissions", get(lists::none_in))
-        .route("/api/users/{name}/topic-permissions", get(lists::none_in))
+        .route(
+            "/api/vhosts/{name}/topic-permissions",
+            get(topic_permissions::of_vhost),
+        )
+        .route(
+            "/api/users/{name}/topic-permissions",
+            get(topic_permissions::of_user),
+        )
         .route("/api/policies", get(policies::policies))
         .route("/api/policies/{vhost}", get(policies::policies_in))
         .route(

@@ -137,7 +137,11 @@ pub(super) fn cluster(s: &Shared) -> Value {
         "users": users,
         "vhosts": vhosts,
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": s.users.read().list_topic_permissions().into_iter()
+            .map(|(user, vhost, exchange, write, read)| json!({
+                "user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read,
+            }))
+            .collect::<Vec<_>>(),
         // Vhost limits are RabbitMQ parameters of the component `vhost-limits`.
         "parameters": limits.vhosts.iter().map(|(vhost, m)| json!({
             "value": m, "vhost": vhost, "component": "vhost-limits", "name": "limits",

@@ -5,8 +5,8 @@
 //! store committed).
 //!
 //! Everything that can be refused is refused before the first change: a malformed
-//! file, what the broker has no place for (parameters other than vhost limits, topic
-//! permissions, another hashing algorithm), a policy the API would refuse, a name
+//! file, what the broker has no place for (parameters other than vhost limits, another
+//! hashing algorithm), a policy or topic permission the API would refuse, a name
 //! AMQP cannot carry, an object in a
 //! vhost that neither exists nor is in the file, a permission of an unknown user, a
 //! binding whose source or destination will not exist (400, as RabbitMQ 4.0's
@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use amq_protocol::types::FieldTable;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::file::File;
 use super::refused;
 use crate::auth::Permission;
 use crate::management::ApiError;
@@ -38,111 +38,6 @@ const IMPORT_CONN: u64 = 0;
 /// import skips them. RabbitMQ 3.10 exports `internal_cluster_id`, 4.0 also
 /// `cluster_tags`; any other global parameter is kept.
 const CLUSTER_PARAMETERS: [&str; 3] = ["cluster_name", "cluster_tags", "internal_cluster_id"];
-
-/// A definitions file, as RabbitMQ 3.x and 4.x write it (unknown fields ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(super) struct File {
-    users: Vec<UserDef>,
-    vhosts: Vec<VhostDef>,
-    permissions: Vec<PermissionDef>,
-    topic_permissions: Vec<Value>,
-    parameters: Vec<Value>,
-    global_parameters: Vec<GlobalParameter>,
-    policies: Vec<Value>,
-    queues: Vec<QueueDef>,
-    exchanges: Vec<ExchangeDef>,
-    bindings: Vec<BindingDef>,
-}
-
-#[derive(Debug, Deserialize)]
-struct UserDef {
-    name: String,
-    #[serde(default)]
-    password_hash: String,
-    #[serde(default)]
-    hashing_algorithm: Option<String>,
-    /// A list (3.13+) or a comma-separated string (3.10 and older).
-    #[serde(default)]
-    tags: Value,
-    #[serde(default)]
-    limits: Value,
-}
-
-/// A vhost: only the name is kept (description, tags, default queue type and
-/// metadata have no place in this broker).
-#[derive(Debug, Deserialize)]
-struct VhostDef {
-    name: String,
-    /// `description`, `tags`, `default_queue_type`, `metadata` (see
-    /// [`crate::vhost_metadata`]).
-    #[serde(flatten)]
-    rest: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PermissionDef {
-    user: String,
-    vhost: String,
-    configure: String,
-    write: String,
-    read: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct GlobalParameter {
-    name: String,
-    #[serde(default)]
-    value: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct QueueDef {
-    name: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    #[serde(default)]
-    durable: bool,
-    #[serde(default)]
-    auto_delete: bool,
-    #[serde(default)]
-    arguments: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ExchangeDef {
-    name: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    durable: bool,
-    #[serde(default)]
-    auto_delete: bool,
-    #[serde(default)]
-    internal: bool,
-    #[serde(default)]
-    arguments: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BindingDef {
-    source: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    destination: String,
-    destination_type: String,
-    #[serde(default)]
-    routing_key: String,
-    #[serde(default)]
-    arguments: Map<String, Value>,
-}
-
-/// Parses a definitions file (400 `failed_to_parse_json` as RabbitMQ, with why).
-pub(super) fn parse(json: &[u8]) -> Result<File, ApiError> {
-    serde_json::from_slice(json).map_err(|e| refused(format!("failed_to_parse_json: {e}")))
-}
 
 /// One vhost's exchanges, queues and bindings, checked and converted.
 #[derive(Debug, Default)]
@@ -185,11 +80,6 @@ fn unsupported(file: &File, users: bool) -> Result<(), ApiError> {
             .count(),
         "parameters",
         "this broker has no runtime parameters but vhost-limits",
-    );
-    count(
-        file.topic_permissions.len(),
-        "topic_permissions",
-        "this broker has no topic permissions",
     );
     for u in file.users.iter().filter(|_| users) {
         if let Err(why) = limits_map(&u.limits, &USER_LIMITS) {
@@ -504,6 +394,16 @@ pub(super) async fn cluster(
         let user_known = |u: &str| {
             users.iter().any(|(n, _, _)| n == u) || known.list_users().iter().any(|(n, _)| n == u)
         };
+        for t in &file.topic_permissions {
+            if !vhost_known(&t.vhost) || !user_known(&t.user) {
+                return Err(refused(format!(
+                    "topic permission of '{}' in '{}': no such user or vhost",
+                    t.user, t.vhost
+                )));
+            }
+            crate::auth::TopicPermission::new(&t.user, &t.vhost, &t.write, &t.read)
+                .map_err(|e| refused(e.to_string()))?;
+        }
         for p in &policies {
             if !vhost_known(&p.vhost) {
                 return Err(refused(format!(
@@ -561,6 +461,11 @@ pub(super) async fn cluster(
         for p in &file.permissions {
             table
                 .set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        for t in &file.topic_permissions {
+            table
+                .set_topic_permission(&t.user, &t.vhost, &t.exchange, &t.write, &t.read)
                 .map_err(|e| refused(e.to_string()))?;
         }
     }

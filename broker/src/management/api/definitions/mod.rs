@@ -6,8 +6,8 @@
 //! - `GET` ([`export`]): users with their password hashes, vhosts, permissions, queues
 //!   (not exclusive ones), exchanges (not the default exchange nor `amq.*`) and bindings
 //!   (not the default exchange's implicit ones), as RabbitMQ exports them; vhost limits
-//!   as `vhost-limits` parameters and user limits in each user's `limits`; policies
-//!   and global parameters. Other parameters and topic permissions are empty arrays:
+//!   as `vhost-limits` parameters and user limits in each user's `limits`; policies,
+//!   global parameters and topic permissions. Other parameters are an empty array:
 //!   the broker has none. `?download=NAME` asks for an attachment, as RabbitMQ's UI does.
 //!   The per-vhost form has no users, vhosts or permissions and no `vhost` fields.
 //! - `POST` ([`import`]): a JSON body, or the management UI's multipart upload
@@ -15,11 +15,12 @@
 //!   over AMQP or the API are; what exists is kept as it is (RabbitMQ 3.10 and 4.0 both
 //!   answer 204 and keep an existing queue or exchange whose properties differ); users
 //!   are created or replaced with their hash, limits and policies set. Anything the
-//!   broker cannot hold (other parameters, topic permissions, unknown limits, another
-//!   hashing algorithm, a policy `PUT /api/policies` would refuse) refuses the
+//!   broker cannot hold (other parameters, unknown limits, another hashing algorithm,
+//!   a policy or topic permission the API would refuse) refuses the
 //!   whole file with 400 before anything changes: nothing is accepted and dropped.
 
 mod export;
+mod file;
 mod import;
 mod runtime;
 mod upload;
@@ -62,7 +63,7 @@ pub(in crate::management::api) async fn import_definitions(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let file = import::parse(upload::json_part(&headers, &body)?)?;
+    let file = file::parse(upload::json_part(&headers, &body)?)?;
     import::cluster(&s, &user, file).await?;
     no_content()
 }
@@ -78,7 +79,7 @@ pub(in crate::management::api) async fn import_vhost_definitions(
     body: Bytes,
 ) -> ApiResult {
     let e = vhost_entry(&s, &vhost)?;
-    let file = import::parse(upload::json_part(&headers, &body)?)?;
+    let file = file::parse(upload::json_part(&headers, &body)?)?;
     let (limits, policies) = import::vhost(&e, file)?;
     import::set_limits(&s, limits).await?;
     runtime::install(&s, policies).await?;
