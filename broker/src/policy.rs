@@ -16,8 +16,11 @@
 //! exchange takes `alternate-exchange` from a policy unless it declared one.
 //!
 //! Settings RabbitMQ knows that mean nothing on one node that pages every durable
-//! queue (`ha-*`, `queue-mode`, `queue-version`, the locators) are accepted and
-//! listed, with no effect. Anything else is refused with RabbitMQ's text.
+//! queue and has no streams (`ha-*`, `queue-mode`, `queue-version`, the locators,
+//! `target-group-size`, `max-in-memory-*`, the stream settings `max-age` and
+//! `stream-*`) are accepted and listed, with no effect. Anything else is refused with
+//! RabbitMQ's text (e.g. `dead-letter-strategy`: this broker's quorum queues
+//! dead-letter at most once).
 //!
 //! A change applies at once to every queue and exchange of the vhost (a lower
 //! `max-length` drops or dead-letters the excess at once, as RabbitMQ does); a new
@@ -52,8 +55,10 @@ const ARG_KEYS: [&str; 3] = [
     "dead-letter-routing-key",
     "overflow",
 ];
-/// Keys accepted with no effect on this broker.
-const NO_EFFECT_KEYS: [&str; 10] = [
+/// Keys accepted with no effect on this broker: mirroring and placement (one node),
+/// storage tuning (it pages every durable queue), and stream settings (it has no
+/// streams, so nothing they could apply to exists).
+const NO_EFFECT_KEYS: [&str; 16] = [
     "ha-mode",
     "ha-params",
     "ha-sync-mode",
@@ -64,6 +69,12 @@ const NO_EFFECT_KEYS: [&str; 10] = [
     "queue-version",
     "queue-master-locator",
     "queue-leader-locator",
+    "target-group-size",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "max-age",
+    "stream-max-segment-size-bytes",
+    "stream-filter-size-bytes",
 ];
 /// What `apply-to` may say (RabbitMQ 4's list; 3.x knows the first three).
 const APPLY_TO: [&str; 6] = [
