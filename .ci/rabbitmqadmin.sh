@@ -93,6 +93,49 @@ run delete binding --source radm-x --destination-type exchange --destination amq
 run connections list
 run channels list
 run connections close_of_user --username radm-nobody
+# Policies, operator policies, runtime and global parameters, vhost metadata.
+run policies declare --name radm-pol --pattern '^radm-' --apply-to queues --priority 1 --definition '{"max-length": 100}'
+run declare policy --name radm-pol2 --pattern '^radm-x' --apply-to exchanges --definition '{"alternate-exchange": "amq.fanout"}'
+run list policies
+run policies list
+run policies list_in
+run policies list_matching_object --name radm-q --type queues
+run policies patch --name radm-pol --definition '{"message-ttl": 60000}'
+run policies update_definition --name radm-pol --definition-key max-length --new-value 200
+run policies delete_definition_keys --name radm-pol --definition-keys message-ttl
+run policies update_definitions_of_all_in --definition-key max-length --new-value 300
+run policies declare_override --name radm-pol --override-name radm-pol-override --definition '{"max-length": 50}'
+run policies declare_blanket --name radm-blanket --apply-to queues --definition '{"max-length-bytes": 1000000}'
+run policies list_conflicting
+run policies delete_definition_keys_from_all_in --definition-keys max-length-bytes
+run policies delete --name radm-pol-override
+run policies delete --name radm-blanket
+run delete policy --name radm-pol2
+run delete policy --name radm-pol
+run operator_policies declare --name radm-op --pattern '^radm-' --apply-to queues --definition '{"max-length": 1000}'
+run declare operator_policy --name radm-op2 --pattern '^radm-z' --apply-to queues --definition '{"expires": 600000}'
+run operator_policies list
+run list operator_policies
+run operator_policies patch --name radm-op --definition '{"message-ttl": 120000}'
+run operator_policies delete --name radm-op
+run delete operator_policy --name radm-op2
+run -V radm-vh parameters set --component vhost-limits --name limits --value '{"max-queues": 10}'
+run parameters list_all
+run -V radm-vh parameters list --component vhost-limits
+run -V radm-vh parameters list_in --component vhost-limits
+run -V radm-vh parameters clear --component vhost-limits --name limits
+run -V radm-vh declare parameter --component vhost-limits --name limits --value '{"max-connections": 10}'
+run list parameters
+run -V radm-vh delete parameter --component vhost-limits --name limits
+run global_parameters set --name radm-gp --value '{"owner": "radm"}'
+run global_parameters list
+run global_parameters clear --name radm-gp
+run vhosts declare --name radm-vh2 --description 'radm metadata' --default-queue-type quorum
+run exchanges bind --source radm-x --destination-type queue --destination radm-q --routing-key 'c.#'
+run exchanges unbind --source radm-x --destination-type queue --destination radm-q --routing-key 'c.#'
+run declare queue --name radm-multi-1 --type classic --durable true
+run queues delete_multiple --name-pattern '^radm-multi' --approve
+run vhosts delete --name radm-vh2
 run delete queue --name radm-q
 run delete queue --name radm-qq
 run delete exchange --name radm-x
