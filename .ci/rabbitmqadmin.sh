@@ -58,6 +58,8 @@ run health_check cluster_wide_alarms
 run health_check node_is_quorum_critical
 run health_check port_listener --port "$amqp_port"
 run health_check protocol_listener --protocol amqp
+run auth_attempts stats --node "$node"
+run rebalance queues
 run declare vhost --name radm-vh
 run vhosts list
 run declare user --name radm-user --password radm-pass --tags monitoring

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// Vhost descriptions, tags and default queue types (see [`crate::vhost_metadata`]);
     /// the mutex is held across a change and its save.
     vhost_metadata: parking_lot::Mutex<crate::vhost_metadata::AllMetadata>,
+    /// Authentication attempts by protocol (`/api/auth/attempts/{node}`).
+    pub(crate) auth_attempts: crate::auth::AuthAttempts,
 }
 
 /// One listening socket.
@@ -87,6 +89,7 @@ impl Shared {
             policies_save: Default::default(),
             global_parameters: Default::default(),
             vhost_metadata: Default::default(),
+            auth_attempts: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! effect: exchanges declared and deleted, bindings listed and deleted by
 //! `properties_key`, messages published and taken over HTTP (with each ack mode),
 //! the health checks passing and failing, channels in confirm mode, churn counted,
-//! each queue's own `message_stats`.
+//! each queue's own `message_stats`, authentication attempts, rebalancing.
 
 mod common;
 
@@ -407,6 +407,59 @@ async fn each_queue_counts_its_own_messages_in_message_stats() -> anyhow::Result
         stats(get_json(&base, "/api/queues/%2F/stats.b").await?),
         (vec![1, 0, 0, 0, 0, 0], true)
     );
+    b.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn authentication_attempts_are_counted_by_protocol() -> anyhow::Result<()> {
+    let (b, base) = start().await?;
+    let node = get_json(&base, "/api/overview").await?["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let _good = Connection::connect(&b.amqp_url(), ConnectionProperties::default()).await?;
+    let bad = format!("amqp://guest:wrong@{}/%2f", b.local_addr());
+    assert!(
+        Connection::connect(&bad, ConnectionProperties::default())
+            .await
+            .is_err()
+    );
+    let (status, _) = http(
+        "GET",
+        format!("{base}/api/overview"),
+        Some(("guest", "wrong")),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 401);
+    let listed = get_json(&base, &format!("/api/auth/attempts/{node}")).await?;
+    let stats: Vec<rabbitmq_http_client::responses::AuthenticationAttemptStatistics> =
+        serde_json::from_value(listed.clone())?;
+    assert_eq!(stats.len(), 2);
+    let amqp = &listed[1];
+    assert_eq!(
+        (
+            amqp["protocol"].clone(),
+            amqp["auth_attempts"].clone(),
+            amqp["auth_attempts_failed"].clone()
+        ),
+        (json!("amqp091"), json!(2), json!(1))
+    );
+    let http_row = &listed[0];
+    assert_eq!(http_row["protocol"], json!("http"));
+    assert!(http_row["auth_attempts_failed"].as_u64() >= Some(1));
+    assert_eq!(
+        get_json(&base, &format!("/api/auth/attempts/{node}/source")).await?,
+        json!([])
+    );
+    let (status, _) = call("DELETE", &base, &format!("/api/auth/attempts/{node}"), None).await;
+    assert_eq!(status, 204);
+    let after = get_json(&base, &format!("/api/auth/attempts/{node}")).await?;
+    assert_eq!(after[1]["auth_attempts"], json!(0));
+    // One node: nothing to rebalance, as RabbitMQ answers when it starts.
+    let (status, _) = call("POST", &base, "/api/rebalance/queues", Some(json!({}))).await;
+    assert_eq!(status, 204);
     b.shutdown().await;
     Ok(())
 }

@@ -21,12 +21,14 @@ use std::net::SocketAddr;
 
 use crate::error::{AmqpError, code};
 
+mod attempts;
 pub(crate) mod config;
 mod file;
 mod password;
 mod sasl;
 mod topic;
 
+pub(crate) use attempts::AuthAttempts;
 pub(crate) use file::save as save_file;
 pub(crate) use password::{SHA256 as SHA256_HASHING, decode_hash};
 use sasl::refused;

@@ -207,11 +207,14 @@ impl Connection {
             .started(self.session.id, &ok.client_properties);
         let mechanism = ok.mechanism.as_str();
         let creds = auth::parse_response(mechanism, ok.response.as_bytes())?;
-        self.session
-            .shared
-            .users
-            .read()
-            .authenticate(&creds, mechanism, self.session.peer)?;
+        let login =
+            self.session
+                .shared
+                .users
+                .read()
+                .authenticate(&creds, mechanism, self.session.peer);
+        self.session.shared.auth_attempts.amqp(login.is_ok());
+        login?;
         self.session.user = creds.user;
         let limits = &self.session.shared.config;
         self.session.send(

@@ -73,6 +73,7 @@ fn authenticate(parts: &Parts, shared: &Shared) -> Result<String, ApiError> {
         }
         None => users.check_password(&user, &password),
     };
+    shared.auth_attempts.http(ok);
     if ok {
         Ok(user)
     } else {

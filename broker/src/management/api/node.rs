@@ -1,6 +1,7 @@
 //! The node: `/api/nodes` and `/api/nodes/{node}` (one node, with its memory, alarms
-//! and uptime), its memory breakdown, `/api/cluster-name`, and the feature flags and
-//! deprecated features it reports, in the shapes of RabbitMQ 4's management API.
+//! and uptime), its memory breakdown, `/api/cluster-name`, its authentication
+//! attempts, queue rebalancing (nothing to move on one node), and the feature flags
+//! and deprecated features it reports, in the shapes of RabbitMQ 4's management API.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -45,6 +46,55 @@ pub(super) async fn nodes(State(s): St, _: Viewer) -> ApiResult {
 
 /// The node named in the path (404 for any other, as RabbitMQ for a node not in the
 /// cluster).
+/// `GET /api/auth/attempts/{node}`: attempts by protocol, as RabbitMQ lists them.
+pub(super) async fn auth_attempts(State(s): St, _: Admin, Path(name): Path<String>) -> ApiResult {
+    if name != NODE_NAME {
+        return Err(ApiError::NotFound);
+    }
+    ok(Value::Array(
+        s.auth_attempts
+            .counts()
+            .iter()
+            .map(|(protocol, succeeded, failed)| {
+                json!({
+                    "protocol": protocol,
+                    "auth_attempts": succeeded + failed,
+                    "auth_attempts_failed": failed,
+                    "auth_attempts_succeeded": succeeded,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/auth/attempts/{node}/source`: none, as from a RabbitMQ node that does
+/// not track sources (its default).
+pub(super) async fn auth_attempts_by_source(_: Admin, Path(name): Path<String>) -> ApiResult {
+    if name != NODE_NAME {
+        return Err(ApiError::NotFound);
+    }
+    ok(json!([]))
+}
+
+/// `DELETE /api/auth/attempts/{node}`: the counts start over.
+pub(super) async fn reset_auth_attempts(
+    State(s): St,
+    _: Admin,
+    Path(name): Path<String>,
+) -> ApiResult {
+    if name != NODE_NAME {
+        return Err(ApiError::NotFound);
+    }
+    s.auth_attempts.reset();
+    no_content()
+}
+
+/// `POST /api/rebalance/queues`: with one node every queue's leader is already on
+/// it; there is nothing to move (RabbitMQ answers 204 when it starts rebalancing).
+pub(super) async fn rebalance_queues(_: Admin) -> ApiResult {
+    no_content()
+}
+
 pub(super) async fn node(State(s): St, _: Viewer, Path(name): Path<String>) -> ApiResult {
     if name != NODE_NAME {
         return Err(ApiError::NotFound);

@@ -24,6 +24,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/nodes/{node}/memory", get(node::node_memory))
         .route("/api/nodes/{node}/plugins", get(node::node_plugins))
         .route("/api/cluster-name", get(node::cluster_name))
+        .route(
+            "/api/auth/attempts/{node}",
+            get(node::auth_attempts).delete(node::reset_auth_attempts),
+        )
+        .route(
+            "/api/auth/attempts/{node}/source",
+            get(node::auth_attempts_by_source),
+        )
+        .route("/api/rebalance/queues", post(node::rebalance_queues))
         .route("/api/feature-flags", get(node::feature_flags))
         .route(
             "/api/feature-flags/{name}/enable",
