@@ -75,6 +75,7 @@ mod handle;
 mod limits;
 mod management;
 mod message;
+mod message_stats;
 mod nesting;
 mod outbox;
 mod policy;

@@ -150,7 +150,7 @@ pub struct Queue {
     /// settings above are read from `arguments` with them resolved in.
     pub applied: crate::policy::Applied,
     /// Message counters and their rates, for the management API.
-    pub stats: crate::vhost::QueueStats,
+    pub stats: crate::message_stats::QueueStats,
 }
 
 /// A durable queue's place in the store.

@@ -43,11 +43,11 @@ mod publish;
 mod table;
 mod topology;
 
+pub use crate::message_stats::{MessageStats, QueueStats};
 pub use api_get::AckMode;
 pub use durable::StoreState;
 pub use inspect::{
-    BindingSnapshot, ChannelSnapshot, Churn, ConsumerSnapshot, ExchangeSnapshot, MessageStats,
-    QueueSnapshot, QueueStats,
+    BindingSnapshot, ChannelSnapshot, Churn, ConsumerSnapshot, ExchangeSnapshot, QueueSnapshot,
 };
 pub(crate) use table::{VHostEntry, VHosts};
 
