@@ -4,7 +4,8 @@
 //! connection (`broker ctl close-connection`), (3) RabbitMQ closes our connections
 //! (`rabbitmqctl close_connection`; runs when `AMQP_URL` names a RabbitMQ and
 //! `rabbitmqctl` works), (4) the connections drop and the reconnects land on a peer
-//! that accepts TCP and never answers (a proxy in the test turned black hole). Each prints its outage figures (`--nocapture`).
+//! that accepts TCP and never answers (a proxy in the test turned black hole), with
+//! the client behind it too or not. Each prints its outage figures (`--nocapture`).
 //!
 //! The binaries must be current: `cargo build -p broker --bin broker --example
 //! fib_server` first (they are built only when missing).
@@ -58,30 +59,42 @@ async fn servers_and_client_recover_after_the_broker_closes_their_connections() 
     drop(broker);
 }
 
-/// The servers' connections drop and every reconnect lands on a peer that accepts TCP
-/// and never answers (a load balancer without a backend, a wedged node) until the path
-/// heals. lapin's reconnect has no handshake deadline, and once a handshake failed
-/// midway its next ones fail too: the servers cut a handshake after 10 s
+/// The connections drop and every reconnect lands on a peer that accepts TCP and never
+/// answers (a load balancer without a backend, a wedged node) until the path heals.
+/// lapin's reconnect has no handshake deadline, and once a handshake failed midway its
+/// next ones fail too: the servers and the client cut a handshake after 10 s
 /// (`HANDSHAKE_TIMEOUT`) and then connect anew themselves.
-///
-/// The client has a path of its own to the broker: a client transport has no
-/// reconnect of its own beside lapin's (see `rpc_core::recovery`), so behind the same
-/// black hole it would not come back until lapin gives up (its calls fail
-/// `Unreachable`, then `Disconnected`). Not covered yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_and_client_recover_when_reconnects_land_on_a_peer_that_never_answers() {
+    black_holed_reconnect(true).await;
+}
+
+/// The same with the client on a path of its own: only the servers go; calls they had
+/// taken wait for their deadline (the broker keeps the requests for the next server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_recover_when_their_reconnects_land_on_a_peer_that_never_answers() {
+    black_holed_reconnect(false).await;
+}
+
+async fn black_holed_reconnect(client_too: bool) {
     let broker = process::Broker::start();
     let proxy = proxy::Proxy::start(broker.addr).await;
+    let client_url = if client_too {
+        proxy.url()
+    } else {
+        broker.url()
+    };
     let scenario =
-        Scenario::start_split("black-holed reconnect", &proxy.url(), &broker.url(), &[]).await;
+        Scenario::start_split("black-holed reconnect", &proxy.url(), &client_url, &[]).await;
     let fault_at = Instant::now();
     proxy.cut();
-    // Both servers reconnect into the black hole.
+    // Every connection through the proxy reconnects into the black hole.
+    let through = if client_too { 3 } else { 2 };
     process::poll::until(Duration::from_secs(20), "the reconnects held", || {
-        std::future::ready((proxy.held() >= 2).then_some(()))
+        std::future::ready((proxy.held() >= through).then_some(()))
     })
     .await
-    .expect("the servers reconnect");
+    .expect("the connections through the proxy reconnect");
     proxy.heal();
     // The reconnects wait out the handshake deadline (10 s), then connect anew.
     scenario

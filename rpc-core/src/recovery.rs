@@ -339,6 +339,41 @@ pub(crate) async fn connect_any(
     }
 }
 
+/// How long the owner of a connection lets lapin's own recovery bring a channel back
+/// before it opens a new connection itself (servers: `server::owned`; clients:
+/// `client::rebuild`). lapin 4.12's reconnect can wedge for good (see [`Wedged`]).
+pub(crate) const RECOVERY_WAIT: Duration = Duration::from_secs(15);
+
+/// Closes a connection its owner gave up on (see [`RECOVERY_WAIT`]) once lapin, still
+/// reconnecting it in the background, has brought it back: else it would replay its
+/// consumers beside the new connection's (a server's consumer that nobody reads holds
+/// its prefetch of requests unacked). Gives up watching after lapin's own budget.
+pub(crate) fn reap(conn: Connection) {
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + REAP_FOR;
+        while tokio::time::Instant::now() < until {
+            let status = conn.status();
+            if status.connected() {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    conn.close(200, "replaced by a new connection".into()),
+                )
+                .await;
+                return;
+            }
+            if status.closed() || status.errored() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+/// How long [`reap`] watches an abandoned connection: longer than lapin's
+/// [`LAPIN_ATTEMPTS`] reconnects at up to [`MAX_DELAY`] (and a handshake deadline)
+/// apart.
+const REAP_FOR: Duration = Duration::from_secs(300);
+
 /// How long a reconnect's AMQP handshake may take (RabbitMQ's own `handshake_timeout`
 /// on the server side).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,6 +6,8 @@
 //! request enum for a method and hands it here.
 
 mod pending;
+mod rebuild;
+mod reply;
 pub mod transport;
 mod watch;
 

@@ -14,45 +14,34 @@
 //! replays the channels, confirms and the reply consumer. Here, when the reply
 //! consumer reports the loss, every call waiting for a reply fails at once with
 //! [`RpcError::ConnectionLost`]; a call made while the connection is down waits for it
-//! within its own deadline and then fails with [`RpcError::Unreachable`]. On a
+//! within its own deadline and then fails with [`RpcError::Unreachable`]. A transport
+//! that owns its connection does not depend on lapin alone: when lapin does not bring
+//! the channel back (`client::rebuild`), it connects anew itself and goes on. On a
 //! connection without auto-recover, the loss ends the transport: waiting calls fail
 //! with `ConnectionLost`, later ones with [`RpcError::Disconnected`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ErrorKind};
 use tokio::time::Instant;
 
 use super::pending::{Pending, Slot};
-use super::watch::Ready;
+use super::rebuild::{Opened, Params, Target};
+pub use super::reply::ReplyMode;
+use super::reply::open_reply_channel;
+use super::watch::{GiveUp, Ready};
 use super::{Call, Reply};
 use crate::error::{Outcome, RpcError};
 use crate::recovery::{self, Backoff, Recovery};
 use crate::wire;
-
-/// Where replies come back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ReplyMode {
-    /// RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no queue to declare, the
-    /// broker hands replies straight to this channel's consumer. The default.
-    #[default]
-    DirectReplyTo,
-    /// An exclusive callback queue, as in the seed tutorial, named `rpc-reply-<uuid>`
-    /// by the client (so that it can be declared again after a reconnect); deleted
-    /// with the connection.
-    CallbackQueue,
-}
 
 /// Configures a [`Transport`].
 #[derive(Debug, Clone)]
@@ -107,7 +96,7 @@ impl TransportBuilder {
 
     /// Builds the transport on a channel of `conn`.
     pub async fn connect(self, conn: &Connection) -> Result<Transport, RpcError> {
-        self.build(conn).await
+        self.build(conn, None).await
     }
 
     /// Connects to `url` and builds the transport; the connection lives as long as
@@ -126,52 +115,39 @@ impl TransportBuilder {
             Some(1),
         )
         .await?;
-        let mut transport = self.build(&conn).await?;
+        let (requests, requested) = tokio::sync::mpsc::unbounded_channel();
+        let give_up = GiveUp {
+            wedged: nodes.latest_wedged(),
+            rebuild: requests.clone(),
+        };
+        let rebuild = Owner {
+            nodes,
+            connection_name: self.connection_name.clone(),
+            connect_timeout: self.connect_timeout,
+            reply_mode: self.reply_mode,
+            requests,
+        };
+        let mut transport = self.build(&conn, Some(give_up)).await?;
         match Arc::get_mut(&mut transport.inner) {
-            Some(inner) => inner.connection = Some(conn),
+            Some(inner) => {
+                inner.connection = Mutex::new(Some(conn));
+                inner.rebuild = Some(rebuild);
+            }
             // Unreachable: nobody else holds the fresh transport yet.
             None => return Err(RpcError::Disconnected),
         }
+        let target: Arc<dyn Target> = transport.inner.clone();
+        super::rebuild::spawn(Arc::downgrade(&target), requested);
         Ok(transport)
     }
 
-    async fn build(self, conn: &Connection) -> Result<Transport, RpcError> {
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let reply_queue = match self.reply_mode {
-            ReplyMode::DirectReplyTo => wire::DIRECT_REPLY_TO.to_owned(),
-            // Named here, not by the broker: lapin's recovery declares the queue again
-            // by its name, and a broker-made `amq.gen-*` name is refused (403) when a
-            // client declares it, which would end the transport at the first reconnect.
-            ReplyMode::CallbackQueue => channel
-                .queue_declare(
-                    format!("rpc-reply-{}", uuid::Uuid::new_v4().simple())
-                        .as_str()
-                        .into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?
-                .name()
-                .to_string(),
-        };
-        let consumer = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+    async fn build(
+        self,
+        conn: &Connection,
+        give_up: Option<GiveUp>,
+    ) -> Result<Transport, RpcError> {
+        let (channel, consumer, reply_queue) =
+            open_reply_channel(conn, self.reply_mode, None).await?;
         let probe = match self.consumer_check {
             Some(_) => Some(conn.create_channel().await?),
             None => None,
@@ -180,6 +156,8 @@ impl TransportBuilder {
         let recovery = Recovery::default();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let ready = Ready::default();
+        // A transport that can connect anew never closes its table of calls.
+        let closes = give_up.is_none();
         super::watch::spawn(
             conn,
             channel.clone(),
@@ -187,25 +165,29 @@ impl TransportBuilder {
             recovery.clone(),
             ready.clone(),
             stopped,
+            give_up,
         );
-        tokio::spawn(read_replies(
+        let reader = tokio::spawn(read_replies(
             consumer,
             pending.clone(),
             channel.clone(),
             recovery.clone(),
+            closes,
         ));
         Ok(Transport {
             inner: Arc::new(Inner {
-                channel,
+                channel: RwLock::new(channel),
                 reply_to: reply_queue,
                 pending,
                 probe: tokio::sync::Mutex::new(probe),
                 consumer_check: self.consumer_check,
                 seen_consumers: Mutex::new(HashMap::new()),
                 recovery,
-                connection: None,
+                connection: Mutex::new(None),
                 ready,
-                _stop_watch: stop,
+                stop_watch: Mutex::new(Some(stop)),
+                reader: Mutex::new(Some(reader.abort_handle())),
+                rebuild: None,
             }),
         })
     }
@@ -220,7 +202,9 @@ pub struct Transport {
 
 #[derive(Debug)]
 struct Inner {
-    channel: Channel,
+    /// The reply channel, which requests go out on too (replaced when the transport
+    /// connects anew: `client::rebuild`).
+    channel: RwLock<Channel>,
     /// The `reply_to` every request carries.
     reply_to: String,
     pending: Pending,
@@ -233,11 +217,79 @@ struct Inner {
     /// Outage counters; `is_down` while the connection recovers.
     recovery: Recovery,
     /// Kept alive for transports built from a URL.
-    connection: Option<Connection>,
+    connection: Mutex<Option<Connection>>,
     /// Whether the reply channel may be published on (`client::watch`).
     ready: Ready,
-    /// Dropped with the transport: ends the connection watch (`client::watch`).
-    _stop_watch: tokio::sync::oneshot::Sender<()>,
+    /// Dropped with the transport (or replaced by a new connection's): ends the
+    /// connection watch (`client::watch`).
+    stop_watch: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The reply reader, aborted when a new connection's replaces it.
+    reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// How to connect anew, for a transport that owns its connection.
+    rebuild: Option<Owner>,
+}
+
+/// What a transport that owns its connection needs to connect anew.
+#[derive(Debug)]
+struct Owner {
+    nodes: Arc<recovery::Nodes>,
+    connection_name: Option<String>,
+    connect_timeout: Duration,
+    reply_mode: ReplyMode,
+    /// Where the watches ask (a clone goes to each).
+    requests: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// The reply channel now.
+    fn channel(&self) -> Channel {
+        self.channel
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a new connection in place of the lost one: its channel carries the calls
+    /// from now on, its reader and watch replace the old ones, and calls waiting for
+    /// the connection go on.
+    async fn install_opened(&self, o: Opened) {
+        if let Some(old) = lock(&self.reader).take() {
+            old.abort();
+        }
+        *self.channel.write().unwrap_or_else(|e| e.into_inner()) = o.channel.clone();
+        *self.probe.lock().await = o.probe;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        super::watch::spawn(
+            &o.conn,
+            o.channel.clone(),
+            self.pending.clone(),
+            self.recovery.clone(),
+            self.ready.clone(),
+            stopped,
+            Some(o.give_up),
+        );
+        *lock(&self.stop_watch) = Some(stop);
+        let reader = tokio::spawn(read_replies(
+            o.consumer,
+            self.pending.clone(),
+            o.channel,
+            self.recovery.clone(),
+            false,
+        ));
+        *lock(&self.reader) = Some(reader.abort_handle());
+        let old = lock(&self.connection).replace(o.conn);
+        if self.recovery.is_down() {
+            self.recovery.up("client");
+        }
+        self.ready.open();
+        if let Some(old) = old {
+            recovery::reap(old);
+        }
+    }
 }
 
 impl Transport {
@@ -274,7 +326,7 @@ impl Transport {
 
     /// Whether this transport owns its connection (built from a URL).
     pub fn owns_connection(&self) -> bool {
-        self.inner.connection.is_some()
+        lock(&self.inner.connection).is_some()
     }
 
     /// Sends one call and waits for its reply or its deadline.
@@ -322,7 +374,11 @@ impl Inner {
                     // again. The caller's deadline bounds the wait (`Transport::send`).
                     drop(slot);
                     self.ready.clear();
-                    self.channel.wait_for_recovery(e).await?;
+                    if self.rebuild.is_none() {
+                        self.channel().wait_for_recovery(e).await?;
+                    }
+                    // Else `ready` says when: lapin recovered the channel (the watch)
+                    // or a new connection's is in place (`client::rebuild`).
                     continue;
                 }
             };
@@ -368,7 +424,7 @@ impl Inner {
         if !call.method.is_empty() {
             props = props.with_type(call.method.as_str().into());
         }
-        self.channel
+        self.channel()
             .basic_publish(
                 "".into(),
                 call.queue.as_ref().into(),
@@ -481,6 +537,7 @@ async fn read_replies(
     pending: Pending,
     channel: Channel,
     recovery: Recovery,
+    closes: bool,
 ) {
     while let Some(item) = consumer.next().await {
         match item {
@@ -497,13 +554,39 @@ async fn read_replies(
                 recovery.lost(pending.fail_all());
                 match channel.wait_for_recovery(e).await {
                     Ok(()) => {}
-                    Err(e) => {
+                    Err(e) if closes => {
                         tracing::warn!(error = %e, "reply consumer failed; the transport is closed");
+                        break;
+                    }
+                    // The watch hands the transport to a new connection.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reply consumer failed; waiting for a new connection");
                         break;
                     }
                 }
             }
         }
     }
-    pending.close();
+    if closes {
+        pending.close();
+    }
+}
+
+impl Target for Inner {
+    fn params(&self) -> Option<Params> {
+        let o = self.rebuild.as_ref()?;
+        Some(Params {
+            nodes: o.nodes.clone(),
+            connection_name: o.connection_name.clone(),
+            connect_timeout: o.connect_timeout,
+            reply_mode: o.reply_mode,
+            requests: o.requests.clone(),
+            reply_to: self.reply_to.clone(),
+            probe: self.consumer_check.is_some(),
+        })
+    }
+
+    fn install(&self, opened: Opened) -> BoxFuture<'_, ()> {
+        Box::pin(self.install_opened(opened))
+    }
 }

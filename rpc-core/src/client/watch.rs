@@ -26,10 +26,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::BasicQosOptions;
 use lapin::{Channel, Connection, Event};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::pending::Pending;
-use crate::recovery::Recovery;
+use crate::recovery::{RECOVERY_WAIT, Recovery, Wedged};
 
 /// How often the reply channel's state is read.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
@@ -53,6 +53,11 @@ impl Ready {
         self.0.send_replace(false);
     }
 
+    /// Sends may go on (a new connection's channel is ready).
+    pub(crate) fn open(&self) {
+        self.set();
+    }
+
     /// Waits until the channel may be published on.
     pub(crate) async fn wait(&self) {
         let mut rx = self.0.subscribe();
@@ -69,8 +74,18 @@ impl Ready {
     }
 }
 
+/// When a transport that owns its connection stops waiting for lapin and connects
+/// anew (`client::rebuild`): its connection's [`Wedged`] flag, and where to ask.
+#[derive(Debug, Clone)]
+pub(crate) struct GiveUp {
+    pub(crate) wedged: Wedged,
+    pub(crate) rebuild: mpsc::UnboundedSender<()>,
+}
+
 /// Watches `channel` (on `conn`) until the transport is dropped (`stop` resolves) or
-/// the channel is closed for good.
+/// the channel is closed for good. With `give_up`, a channel that lapin does not bring
+/// back within [`RECOVERY_WAIT`] (or whose recovery is wedged), or that closes for
+/// good, is handed over: the watch asks for a new connection and ends.
 pub(crate) fn spawn(
     conn: &Connection,
     channel: Channel,
@@ -78,6 +93,7 @@ pub(crate) fn spawn(
     recovery: Recovery,
     ready: Ready,
     stop: oneshot::Receiver<()>,
+    give_up: Option<GiveUp>,
 ) {
     let events = conn.events_listener();
     tokio::spawn(async move {
@@ -86,6 +102,14 @@ pub(crate) fn spawn(
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut down = false;
+        let mut down_since: Option<tokio::time::Instant> = None;
+        let hand_over = |why: &str| match &give_up {
+            Some(g) => {
+                tracing::warn!(target: "rpc_core::recovery", why, "connecting anew");
+                g.rebuild.send(()).is_ok()
+            }
+            None => false,
+        };
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -108,7 +132,15 @@ pub(crate) fn spawn(
                             down = true;
                             lost(&pending, &recovery, "the connection dropped");
                         }
+                        let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+                        let wedged = give_up.as_ref().is_some_and(|g| g.wedged.is_set());
+                        if (wedged || since.elapsed() >= RECOVERY_WAIT)
+                            && hand_over("lapin's recovery did not bring the reply channel back")
+                        {
+                            break;
+                        }
                     } else if status.connected() {
+                        down_since = None;
                         if down || !ready.is_set() {
                             barrier(&channel).await;
                             ready.set();
@@ -118,11 +150,17 @@ pub(crate) fn spawn(
                             recovery.up("client");
                         }
                     } else if !status.initializing() && !status.closing() {
-                        // Closed or failed for good: the reply reader closes the table.
+                        // Closed or failed for good.
                         if !down {
                             lost(&pending, &recovery, "the channel closed");
                         }
-                        // Sends fail at once with the channel's error from now on.
+                        if hand_over("the reply channel closed") {
+                            // Sends wait for the new connection.
+                            ready.clear();
+                            break;
+                        }
+                        // The reply reader closes the table; sends fail at once with
+                        // the channel's error from now on.
                         ready.set();
                         break;
                     }

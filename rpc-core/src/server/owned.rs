@@ -92,7 +92,8 @@ impl Owned {
                     Ok(conn) => conn,
                     Err(_) => continue,
                 };
-                self.conn = conn;
+                // lapin may still bring the old one back: closed then (`reap`).
+                recovery::reap(std::mem::replace(&mut self.conn, conn));
                 match self.bind(server.clone()).await {
                     Ok(b) => {
                         bound = b;
@@ -110,11 +111,8 @@ impl Owned {
 pub(super) const RECOVERY_TICK: Duration = Duration::from_millis(50);
 
 /// How long a serve loop lets lapin's own recovery bring the channel back before it
-/// opens a new connection itself. lapin 4.12's reconnect can wedge for good: after a
-/// reconnect whose handshake failed midway (a peer that accepted TCP and never
-/// answered, cut by `recovery::HANDSHAKE_TIMEOUT`), its next handshake fails on a
-/// stale expected reply ("invalid state ... ProtocolHeader") and waits on the socket.
-pub(super) const RECOVERY_WAIT: Duration = Duration::from_secs(15);
+/// opens a new connection itself.
+pub(super) const RECOVERY_WAIT: Duration = recovery::RECOVERY_WAIT;
 
 /// How long one connect attempt of a URL entry point may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
