@@ -22,24 +22,10 @@ pub(crate) type GlobalParameters = BTreeMap<String, Value>;
 
 /// The file in `root`, if there is one.
 pub(crate) fn load(root: &Path) -> io::Result<GlobalParameters> {
-    let path = root.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(GlobalParameters::new()),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-    };
-    let bad = |e: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    };
-    let payload = snapshot::unseal(MAGIC, &bytes).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))
+    snapshot::load_json(root, FILE, MAGIC)
 }
 
 /// Replaces the file in `root` with `params`.
 pub(crate) fn save(root: &Path, params: &GlobalParameters) -> io::Result<()> {
-    let payload = serde_json::to_vec(params).map_err(io::Error::other)?;
-    snapshot::write(root, FILE, &snapshot::seal(MAGIC, &payload))
+    snapshot::save_json(root, FILE, MAGIC, params)
 }

@@ -124,26 +124,12 @@ pub(crate) type AllMetadata = BTreeMap<String, Metadata>;
 
 /// The file in `root`, if there is one.
 pub(crate) fn load(root: &Path) -> io::Result<AllMetadata> {
-    let path = root.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AllMetadata::new()),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-    };
-    let bad = |e: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    };
-    let payload = snapshot::unseal(MAGIC, &bytes).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))
+    snapshot::load_json(root, FILE, MAGIC)
 }
 
 /// Replaces the file in `root`.
 pub(crate) fn save(root: &Path, all: &AllMetadata) -> io::Result<()> {
-    let payload = serde_json::to_vec(all).map_err(io::Error::other)?;
-    snapshot::write(root, FILE, &snapshot::seal(MAGIC, &payload))
+    snapshot::save_json(root, FILE, MAGIC, all)
 }
 
 #[cfg(test)]

@@ -454,17 +454,7 @@ async fn vhosts_are_created_and_deleted_through_the_api() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Runs `broker ctl ARGS` against `base`; returns (exit code, stdout, stderr).
-async fn ctl(base: &str, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_broker"));
-    cmd.arg("ctl").arg("--url").arg(base).args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8(out.stderr)?,
-    ))
-}
+use common::ctl::run as ctl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_lists_queues_as_rabbitmqctl_does() -> anyhow::Result<()> {

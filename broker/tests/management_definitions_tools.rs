@@ -14,8 +14,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::Stdio;
 
 use common::definitions::listings;
 use common::http::call;
@@ -27,28 +25,7 @@ use serde_json::{Value, json};
 const GUEST: (&str, &str) = ("guest", "guest");
 const FIXTURE_310: &str = include_str!("fixtures/rabbitmq-3.10-definitions.json");
 
-/// Runs `broker ctl ARGS` against `base` with `stdin`; (exit code, stdout, stderr).
-async fn ctl(base: &str, args: &[&str], stdin: &str) -> anyhow::Result<(i32, String, String)> {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_broker"));
-    cmd.arg("ctl").arg("--url").arg(base).args(args);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let stdin = stdin.to_owned();
-    let out = tokio::task::spawn_blocking(move || -> anyhow::Result<std::process::Output> {
-        let mut child = cmd.spawn()?;
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
-    })
-    .await??;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout)?,
-        String::from_utf8(out.stderr)?,
-    ))
-}
+use common::ctl::run_with_input as ctl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_exports_to_a_file_and_imports_from_stdin() -> anyhow::Result<()> {

@@ -153,49 +153,45 @@ impl Channel {
             .check_access(ctx.user, ctx.vhost_name, resource, name, access)
     }
 
-    /// `basic.publish`'s write permission on the exchange, cached per channel.
-    fn check_write(&mut self, ctx: &Ctx<'_>, exchange: &ShortString) -> Result<(), AmqpError> {
-        let users = ctx.users.read();
-        let generation = users.generation();
-        if let Some((g, x)) = &self.write_allowed
-            && *g == generation
-            && x == exchange
-        {
-            return Ok(());
-        }
-        users.check_access(
-            ctx.user,
-            ctx.vhost_name,
-            Resource::Exchange,
-            exchange.as_str(),
-            Access::Write,
-        )?;
-        self.write_allowed = Some((generation, exchange.clone()));
-        Ok(())
-    }
-
-    /// `basic.publish`'s topic permission (see `crate::auth`): the routing key of a
-    /// publish to a topic exchange, when the user has topic permissions in this vhost
-    /// (whether it has none is cached per channel).
-    fn check_topic_write(
+    /// `basic.publish`'s permissions, with one read of the user table: write on the
+    /// exchange (cached per channel), and the topic permission of the routing key when
+    /// the user has topic permissions in this vhost (whether it has none is cached per
+    /// channel too, so a publish without them costs nothing more).
+    fn check_publish(
         &mut self,
         ctx: &Ctx<'_>,
-        exchange: &str,
+        exchange: &ShortString,
         routing_key: &str,
     ) -> Result<(), AmqpError> {
-        let (generation, any) = {
+        let topic = {
             let users = ctx.users.read();
-            let g = users.generation();
-            if self.no_topic_permissions == Some(g) {
-                return Ok(());
+            let generation = users.generation();
+            let cached =
+                matches!(&self.write_allowed, Some((g, x)) if *g == generation && x == exchange);
+            if !cached {
+                users.check_access(
+                    ctx.user,
+                    ctx.vhost_name,
+                    Resource::Exchange,
+                    exchange.as_str(),
+                    Access::Write,
+                )?;
+                self.write_allowed = Some((generation, exchange.clone()));
             }
-            (g, users.has_topic_permissions(ctx.user, ctx.vhost_name))
+            if self.no_topic_permissions == Some(generation) {
+                false
+            } else if users.has_topic_permissions(ctx.user, ctx.vhost_name) {
+                true
+            } else {
+                self.no_topic_permissions = Some(generation);
+                false
+            }
         };
-        if !any {
-            self.no_topic_permissions = Some(generation);
-            return Ok(());
+        if topic {
+            Self::check_topic(ctx, exchange.as_str(), routing_key, Access::Write)
+        } else {
+            Ok(())
         }
-        Self::check_topic(ctx, exchange, routing_key, Access::Write)
     }
 
     /// The topic permission of `key` on `exchange`, if it is a topic exchange.
@@ -340,18 +336,21 @@ mod tests {
         };
         let mut ch = Channel::new(1);
         let x = ShortString::from("app.x");
-        assert!(ch.check_write(&ctx, &x).is_ok());
-        assert!(ch.check_write(&ctx, &x).is_ok(), "cached");
+        assert!(ch.check_publish(&ctx, &x, "").is_ok());
+        assert!(ch.check_publish(&ctx, &x, "").is_ok(), "cached");
         users
             .write()
             .set_permissions("u", "/", "", "^other\\.", "")
             .expect("permissions");
-        let err = ch.check_write(&ctx, &x).expect_err("revoked");
+        let err = ch.check_publish(&ctx, &x, "").expect_err("revoked");
         assert_eq!(
             err.text,
             "ACCESS_REFUSED - access to exchange 'app.x' in vhost '/' refused for user 'u'"
         );
         users.write().clear_permissions("u", "/");
-        assert!(ch.check_write(&ctx, &ShortString::from("other.x")).is_err());
+        assert!(
+            ch.check_publish(&ctx, &ShortString::from("other.x"), "")
+                .is_err()
+        );
     }
 }

@@ -169,14 +169,7 @@ impl Channel {
             return self.route(ctx, p).map(drop);
         }
         // Validate now so the error surfaces at publish time, not at commit.
-        self.check_write(ctx, &p.publish.exchange)
-            .and_then(|()| {
-                self.check_topic_write(
-                    ctx,
-                    p.publish.exchange.as_str(),
-                    p.publish.routing_key.as_str(),
-                )
-            })
+        self.check_publish(ctx, &p.publish.exchange, p.publish.routing_key.as_str())
             .map_err(|e| e.during(method::BASIC_PUBLISH))?;
         ctx.vhost
             .lock()
@@ -199,8 +192,7 @@ impl Channel {
         let fail = |e: AmqpError| e.during(method::BASIC_PUBLISH);
         // RabbitMQ's order: size (at the header), write permission, the exchange,
         // user_id, expiration.
-        self.check_write(ctx, &publish.exchange).map_err(fail)?;
-        self.check_topic_write(ctx, publish.exchange.as_str(), publish.routing_key.as_str())
+        self.check_publish(ctx, &publish.exchange, publish.routing_key.as_str())
             .map_err(fail)?;
         if let Some(uid) = header.properties.user_id()
             && uid != ctx.user

@@ -1,6 +1,8 @@
 //! Snapshot files: small state kept whole in one file, replaced atomically and
 //! guarded by a checksum. The topology (`definitions`), the vhost list
-//! (`vhost-names`) and the user table (`users`, see [`crate::auth`]) are kept this way.
+//! (`vhost-names`) and the user table (`users`, see [`crate::auth`]) are kept this way,
+//! and as JSON ([`load_json`], [`save_json`]) the limits, policies, global parameters
+//! and vhost metadata.
 //!
 //! Framing: an 8-byte magic naming the kind of file, the `u32` payload length, the
 //! `u32` CRC-32 of the payload (both little-endian), then the payload. A file is
@@ -65,6 +67,41 @@ pub fn unseal<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], Snapshot
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     replace_file(&dir.join(name), bytes)?;
     sync_dir_if_exists(dir)
+}
+
+/// A JSON snapshot file: `dir/name` read and decoded, or `T::default()` when there is
+/// none yet; a damaged or undecodable file is an error naming it. The broker's small
+/// JSON state (limits, policies, global parameters, vhost metadata) is kept this way.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+) -> io::Result<T> {
+    let path = dir.join(name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let bad = |e: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    };
+    let payload = unseal(magic, &bytes).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))
+}
+
+/// Replaces the JSON snapshot file `dir/name` with `value`.
+pub fn save_json<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    value: &T,
+) -> io::Result<()> {
+    let payload = serde_json::to_vec(value).map_err(io::Error::other)?;
+    write(dir, name, &seal(magic, &payload))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
+pub mod ctl;
 pub mod definitions;
 pub mod http;
 pub mod poll;
