@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
-use super::topic::TopicPermission;
+use super::topic::{TopicPermission, TopicTable};
 use super::{HASH_LEN, Permission, User, Users};
 use crate::store::snapshot::{self, SnapshotError};
 
@@ -106,8 +106,7 @@ impl Users {
             permissions.insert((user, vhost), perm);
         }
         // Topic permissions: files written before they existed end here.
-        let mut topic: BTreeMap<(String, String), BTreeMap<String, TopicPermission>> =
-            BTreeMap::new();
+        let mut topic = TopicTable::new();
         if !r.0.is_empty() {
             for _ in 0..r.u32()? {
                 let (user, vhost, exchange) = (r.string()?, r.string()?, r.string()?);
@@ -120,7 +119,9 @@ impl Users {
                 let perm = TopicPermission::new(&user, &vhost, &write, &read)
                     .map_err(|_| UsersFileError::Malformed("invalid topic permission pattern"))?;
                 topic
-                    .entry((user, vhost))
+                    .entry(user)
+                    .or_default()
+                    .entry(vhost)
                     .or_default()
                     .insert(exchange, perm);
             }

@@ -140,11 +140,8 @@ pub struct Users {
     vhosts: std::collections::BTreeSet<String>,
     /// (user, vhost) to rights.
     permissions: std::collections::BTreeMap<(String, String), Permission>,
-    /// (user, vhost) to topic permissions by exchange (see `topic`).
-    topic: std::collections::BTreeMap<
-        (String, String),
-        std::collections::BTreeMap<String, topic::TopicPermission>,
-    >,
+    /// Topic permissions by user, vhost and exchange (see `topic`).
+    topic: topic::TopicTable,
     loopback_only: Vec<String>,
     /// Bumped by every change, so channels can cache what they checked.
     generation: u64,
@@ -198,7 +195,7 @@ impl Users {
             .remove(user)
             .ok_or_else(|| AuthError::NoUser(user.to_owned()))?;
         self.permissions.retain(|(u, _), _| u != user);
-        self.topic.retain(|(u, _), _| u != user);
+        self.topic.remove(user);
         Ok(())
     }
 
@@ -252,7 +249,10 @@ impl Users {
             return Err(AuthError::NoVhost(vhost.to_owned()));
         }
         self.permissions.retain(|(_, v), _| v != vhost);
-        self.topic.retain(|(_, v), _| v != vhost);
+        for by_vhost in self.topic.values_mut() {
+            by_vhost.remove(vhost);
+        }
+        self.topic.retain(|_, by_vhost| !by_vhost.is_empty());
         Ok(())
     }
 

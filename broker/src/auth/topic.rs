@@ -7,6 +7,8 @@
 //! stand for the user's name and the vhost's (RabbitMQ's variable expansion).
 //! They are kept in the users file with the rest of the user table.
 
+use std::collections::BTreeMap;
+
 use super::{Access, AuthError, Users};
 use crate::error::AmqpError;
 
@@ -49,6 +51,10 @@ impl TopicPermission {
     }
 }
 
+/// Topic permissions by user, vhost and exchange: nested so that the publish path
+/// looks one up by `&str` without building a key.
+pub(crate) type TopicTable = BTreeMap<String, BTreeMap<String, BTreeMap<String, TopicPermission>>>;
+
 /// One row of [`Users::list_topic_permissions`]: user, vhost, exchange, write, read.
 pub type TopicRow = (String, String, String, String, String);
 
@@ -73,7 +79,9 @@ impl Users {
         self.generation += 1;
         Ok(self
             .topic
-            .entry((user.to_owned(), vhost.to_owned()))
+            .entry(user.to_owned())
+            .or_default()
+            .entry(vhost.to_owned())
             .or_default()
             .insert(exchange.to_owned(), perm)
             .is_some())
@@ -87,20 +95,24 @@ impl Users {
         vhost: &str,
         exchange: Option<&str>,
     ) -> bool {
-        let key = (user.to_owned(), vhost.to_owned());
+        let Some(by_vhost) = self.topic.get_mut(user) else {
+            return false;
+        };
         let removed = match exchange {
-            None => self.topic.remove(&key).is_some(),
+            None => by_vhost.remove(vhost).is_some(),
             Some(x) => {
-                let removed = self
-                    .topic
-                    .get_mut(&key)
+                let removed = by_vhost
+                    .get_mut(vhost)
                     .is_some_and(|m| m.remove(x).is_some());
-                if self.topic.get(&key).is_some_and(|m| m.is_empty()) {
-                    self.topic.remove(&key);
+                if by_vhost.get(vhost).is_some_and(BTreeMap::is_empty) {
+                    by_vhost.remove(vhost);
                 }
                 removed
             }
         };
+        if by_vhost.is_empty() {
+            self.topic.remove(user);
+        }
         if removed {
             self.generation += 1;
         }
@@ -109,27 +121,32 @@ impl Users {
 
     /// Every topic permission, by user, vhost and exchange.
     pub fn list_topic_permissions(&self) -> Vec<TopicRow> {
-        self.topic
-            .iter()
-            .flat_map(|((user, vhost), by_exchange)| {
-                by_exchange.iter().map(move |(x, p)| {
-                    (
+        let mut rows = Vec::new();
+        for (user, by_vhost) in &self.topic {
+            for (vhost, by_exchange) in by_vhost {
+                for (x, p) in by_exchange {
+                    rows.push((
                         user.clone(),
                         vhost.clone(),
                         x.clone(),
                         p.write.clone(),
                         p.read.clone(),
-                    )
-                })
-            })
-            .collect()
+                    ));
+                }
+            }
+        }
+        rows
     }
 
-    /// Whether the user has any topic permission in the vhost (else no routing key is
-    /// ever refused there: the publish path checks this first).
+    /// The user's topic permissions in the vhost, if any (else no routing key is ever
+    /// refused there: the publish path checks this first).
+    fn topic_in(&self, user: &str, vhost: &str) -> Option<&BTreeMap<String, TopicPermission>> {
+        self.topic.get(user)?.get(vhost)
+    }
+
+    /// Whether the user has any topic permission in the vhost.
     pub fn has_topic_permissions(&self, user: &str, vhost: &str) -> bool {
-        self.topic
-            .contains_key(&(user.to_owned(), vhost.to_owned()))
+        self.topic_in(user, vhost).is_some()
     }
 
     /// Checks `key` against the user's topic permission on the topic exchange
@@ -142,11 +159,7 @@ impl Users {
         key: &str,
         access: Access,
     ) -> Result<(), AmqpError> {
-        let Some(perm) = self
-            .topic
-            .get(&(user.to_owned(), vhost.to_owned()))
-            .and_then(|m| m.get(exchange))
-        else {
+        let Some(perm) = self.topic_in(user, vhost).and_then(|m| m.get(exchange)) else {
             return Ok(());
         };
         if perm.allows(access, key) {
