@@ -12,12 +12,21 @@ use crate::vhost::{Churn, MessageStats};
 
 /// The counters of `shared` now, by RabbitMQ's names.
 pub(crate) fn read(shared: &Shared) -> Counters {
+    read_and_sample(shared, None)
+}
+
+/// [`read`], and with `sample_at` every queue's own counters sampled in the same pass
+/// over the vhosts (one lock of each).
+fn read_and_sample(shared: &Shared, sample_at: Option<Instant>) -> Counters {
     let mut m = MessageStats::default();
     let mut c = Churn::default();
     shared.vhosts.for_each(|e| {
-        let v = e.lock();
+        let mut v = e.lock();
         m.add(&v.message_stats());
         c.add(&v.churn());
+        if let Some(now) = sample_at {
+            v.sample_stats(now);
+        }
     });
     let (opened, closed) = shared.registry.totals();
     Counters::new(vec![
@@ -45,10 +54,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let counters = read(&shared);
                 let now = Instant::now();
+                let counters = read_and_sample(&shared, Some(now));
                 shared.rates.record(now, counters);
-                shared.vhosts.for_each(|e| e.lock().sample_stats(now));
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
