@@ -87,11 +87,7 @@ pub(super) async fn change(
     let mut limits = s.resource_limits.read().clone();
     f(&mut limits);
     s.set_resource_limits(limits);
-    let shared = Arc::clone(s);
-    tokio::task::spawn_blocking(move || shared.save_resource_limits())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("could not save the limits: {e}")))
+    super::off_runtime(s, "the limits", Shared::save_resource_limits).await
 }
 
 async fn put(s: St, kind: Kind, who: String, name: String, body: Bytes) -> ApiResult {

@@ -333,18 +333,27 @@ async fn consumers_in(State(s): St, viewer: Viewer, Path(vhost): Path<String>) -
 
 // ----- users --------------------------------------------------------------------------
 
-/// Saves the user table after a change (with a data directory; nothing without),
-/// on a blocking thread. A failure is a 500: the change holds until the broker
+/// Runs `f`, which saves to the data directory (blocking file I/O), on a blocking
+/// thread. A failed save is a 500 naming `what`: the change holds until the broker
 /// stops, but would not survive a restart.
-pub(super) async fn save_users(s: &Arc<Shared>) -> Result<(), ApiError> {
+pub(super) async fn off_runtime<T: Send + 'static>(
+    s: &Arc<Shared>,
+    what: &'static str,
+    f: impl FnOnce(&Shared) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
     let shared = Arc::clone(s);
-    tokio::task::spawn_blocking(move || shared.save_users())
+    tokio::task::spawn_blocking(move || f(&shared))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| {
-            tracing::error!(err = %e, "the user table could not be saved");
-            ApiError::Internal(format!("could not save the user table: {e}"))
+            tracing::error!(err = %e, what, "could not be saved");
+            ApiError::Internal(format!("could not save {what}: {e}"))
         })
+}
+
+/// Saves the user table after a change (with a data directory; nothing without).
+pub(super) async fn save_users(s: &Arc<Shared>) -> Result<(), ApiError> {
+    off_runtime(s, "the user table", Shared::save_users).await
 }
 
 fn auth_error(e: AuthError) -> ApiError {

@@ -181,15 +181,15 @@ pub(super) async fn global_parameter(
         .map_or(Err(ApiError::NotFound), |v| ok(global_json(&name, v)))
 }
 
-async fn change_globals<T: Send + 'static>(
+/// Changes the global parameters and saves them, off the async runtime.
+pub(super) async fn change_globals<T: Send + 'static>(
     s: &Arc<Shared>,
     f: impl FnOnce(&mut crate::global_parameters::GlobalParameters) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let shared = Arc::clone(s);
-    tokio::task::spawn_blocking(move || shared.change_global_parameters(f))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("could not save the global parameters: {e}")))
+    super::off_runtime(s, "the global parameters", move |shared| {
+        shared.change_global_parameters(f)
+    })
+    .await
 }
 
 pub(super) async fn put_global_parameter(

@@ -40,11 +40,7 @@ pub(super) async fn change<T: Send + 'static>(
     s: &Arc<Shared>,
     f: impl FnOnce(&mut Policies) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let shared = Arc::clone(s);
-    tokio::task::spawn_blocking(move || shared.change_policies(f))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("could not save the policies: {e}")))
+    super::off_runtime(s, "the policies", move |shared| shared.change_policies(f)).await
 }
 
 fn list_all(s: St, kind: Kind, viewer: Viewer) -> ApiResult {

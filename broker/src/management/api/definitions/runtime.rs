@@ -77,9 +77,5 @@ pub(super) async fn set_global_parameters(
     if globals.is_empty() {
         return Ok(());
     }
-    let shared = std::sync::Arc::clone(s);
-    tokio::task::spawn_blocking(move || shared.change_global_parameters(|p| p.extend(globals)))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("could not save the global parameters: {e}")))
+    crate::management::api::parameters::change_globals(s, |p| p.extend(globals)).await
 }
