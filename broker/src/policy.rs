@@ -340,10 +340,10 @@ pub(crate) fn validate(
     let priority = match body.priority {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
-        Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
-            s.trim().parse::<i64>().unwrap_or(0)
-        }
-        Some(other) => return fail(format!("priority must be a number, got {}", term(&other))),
+        Some(other) => match other.as_str().and_then(|s| s.trim().parse::<i64>().ok()) {
+            Some(n) => n,
+            None => return fail(format!("priority must be a number, got {}", term(&other))),
+        },
     };
     let definition = match body.definition {
         Some(Value::Object(d)) => d,

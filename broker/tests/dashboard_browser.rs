@@ -15,7 +15,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use lapin::options::*;
@@ -212,23 +212,9 @@ impl Drop for Browser<'_> {
     }
 }
 
-/// Polls `check` every 50 ms until it gives `Some`, for at most `limit`.
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        anyhow::ensure!(
-            Instant::now() < until,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// [`common::poll::blocking`] (the shared bounded wait) as an `anyhow` result.
+fn wait_for<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    Ok(common::poll::blocking(limit, what, check)?)
 }
 
 fn queue_cell(field: &str) -> String {
@@ -376,14 +362,18 @@ async fn traffic(url: &str, how_long: Duration) -> anyhow::Result<()> {
         .await?;
     let acker = tokio::spawn(async move {
         use futures::StreamExt;
+        // Acks paced slower than the publishes (the workload's shape, not a wait): the
+        // backlog shows in the chart.
+        let mut pace = tokio::time::interval(Duration::from_millis(6));
         while let Some(Ok(d)) = consumer.next().await {
-            // Slower than the publisher: the backlog shows in the chart.
-            tokio::time::sleep(Duration::from_millis(6)).await;
+            pace.tick().await;
             let _ = d.acker.ack(BasicAckOptions::default()).await;
         }
     });
     let until = tokio::time::Instant::now() + how_long;
+    let mut pace = tokio::time::interval(Duration::from_millis(5));
     while tokio::time::Instant::now() < until {
+        pace.tick().await;
         ch.basic_publish(
             "".into(),
             "dash.traffic".into(),
@@ -392,7 +382,6 @@ async fn traffic(url: &str, how_long: Duration) -> anyhow::Result<()> {
             BasicProperties::default(),
         )
         .await?;
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     acker.abort();
     conn.close(200, "done".into()).await?;

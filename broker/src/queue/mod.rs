@@ -240,10 +240,11 @@ impl Queue {
         if applied == self.applied {
             return;
         }
-        let declared = self.arguments.clone();
-        let resolved = applied.queue_arguments(&declared);
+        let resolved = applied.queue_arguments(&self.arguments);
         if self.read_settings(vhost, &resolved).is_err() {
+            let declared = std::mem::take(&mut self.arguments);
             let _ = self.read_settings(vhost, &declared);
+            self.arguments = declared;
         }
         self.applied = applied;
     }

@@ -57,25 +57,16 @@ pub(super) fn spawn(inner: Weak<dyn Target>, mut requests: mpsc::UnboundedReceiv
         while requests.recv().await.is_some() {
             let mut backoff = Backoff::default();
             loop {
-                // Not held across the connect: the transport may be dropped meanwhile.
-                let Some(opened) = ({
-                    let Some(strong) = inner.upgrade() else {
-                        return;
-                    };
-                    let attempt = connect(strong.as_ref());
-                    drop(strong);
-                    attempt
-                })
-                .await
-                else {
+                // No strong reference across the connect: the transport may go meanwhile.
+                let Some(params) = inner.upgrade().and_then(|t| t.params()) else {
                     return;
                 };
-                match opened {
-                    Ok(o) => {
-                        let Some(strong) = inner.upgrade() else {
+                match open(params).await {
+                    Ok(opened) => {
+                        let Some(target) = inner.upgrade() else {
                             return;
                         };
-                        strong.install(o).await;
+                        target.install(opened).await;
                         break;
                     }
                     Err(e) => {
@@ -90,43 +81,31 @@ pub(super) fn spawn(inner: Weak<dyn Target>, mut requests: mpsc::UnboundedReceiv
     });
 }
 
-/// One round over the nodes and the channels opened; `None` if the transport does not
-/// own its connection.
-fn connect(
-    target: &dyn Target,
-) -> impl std::future::Future<Output = Option<Result<Opened, RpcError>>> + Send + 'static {
-    let params = target.params();
-    async move {
-        let p = params?;
-        Some(
-            async {
-                let conn = recovery::connect_any(
-                    &p.nodes,
-                    p.connection_name.as_deref(),
-                    p.connect_timeout,
-                    &mut Backoff::default(),
-                    Some(1),
-                )
-                .await?;
-                let give_up = GiveUp {
-                    wedged: p.nodes.latest_wedged(),
-                    rebuild: p.requests,
-                };
-                let (channel, consumer, _) =
-                    open_reply_channel(&conn, p.reply_mode, Some(p.reply_to.as_str())).await?;
-                let probe = match p.probe {
-                    true => Some(conn.create_channel().await?),
-                    false => None,
-                };
-                Ok(Opened {
-                    conn,
-                    channel,
-                    consumer,
-                    probe,
-                    give_up,
-                })
-            }
-            .await,
-        )
-    }
+/// One round over the nodes, and the transport's channels opened on the connection.
+async fn open(p: Params) -> Result<Opened, RpcError> {
+    let conn = recovery::connect_any(
+        &p.nodes,
+        p.connection_name.as_deref(),
+        p.connect_timeout,
+        &mut Backoff::default(),
+        Some(1),
+    )
+    .await?;
+    let give_up = GiveUp {
+        wedged: p.nodes.latest_wedged(),
+        rebuild: p.requests,
+    };
+    let (channel, consumer, _) =
+        open_reply_channel(&conn, p.reply_mode, Some(p.reply_to.as_str())).await?;
+    let probe = match p.probe {
+        true => Some(conn.create_channel().await?),
+        false => None,
+    };
+    Ok(Opened {
+        conn,
+        channel,
+        consumer,
+        probe,
+        give_up,
+    })
 }

@@ -328,8 +328,7 @@ where
                             }
                         }
                         if wedged.is_set() || since.elapsed() >= RECOVERY_WAIT {
-                            tracing::warn!(service = server.name, waited = ?RECOVERY_WAIT, "lapin's recovery did not bring the channel back; connecting anew");
-                            outcome = Err(RpcError::Disconnected);
+                            outcome = Err(lapin_gave_up(server.name));
                             break;
                         }
                     } else if status.connected() {
@@ -370,8 +369,7 @@ where
                                         server.recovery.up("server");
                                     }
                                 } else {
-                                    tracing::warn!(service = server.name, waited = ?RECOVERY_WAIT, "lapin's recovery did not bring the channel back; connecting anew");
-                                    outcome = Err(RpcError::Disconnected);
+                                    outcome = Err(lapin_gave_up(server.name));
                                     break;
                                 }
                             }
@@ -452,6 +450,13 @@ where
         }
         outcome
     }
+}
+
+/// Logs that a serve loop stops waiting for lapin's recovery (see `owned`): the
+/// outcome that makes it connect anew.
+fn lapin_gave_up(service: &str) -> RpcError {
+    tracing::warn!(service, waited = ?RECOVERY_WAIT, "lapin's recovery did not bring the channel back; connecting anew");
+    RpcError::Disconnected
 }
 
 /// A server running in the background (from [`Server::start`]).

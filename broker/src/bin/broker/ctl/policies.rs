@@ -12,17 +12,31 @@ use super::{Client, CtlError};
 pub struct Kind {
     path: &'static str,
     word: &'static str,
+    plural: &'static str,
+}
+
+impl Kind {
+    /// `/api/{policies|operator-policies}/{vhost}[/{name}]`.
+    fn url(&self, vhost: &str, name: Option<&str>) -> String {
+        let base = format!("/api/{}/{}", self.path, encode_segment(vhost));
+        match name {
+            Some(n) => format!("{base}/{}", encode_segment(n)),
+            None => base,
+        }
+    }
 }
 
 /// User policies.
 pub const USER: Kind = Kind {
     path: "policies",
     word: "policy",
+    plural: "policies",
 };
 /// Operator policies.
 pub const OPERATOR: Kind = Kind {
     path: "operator-policies",
     word: "operator policy",
+    plural: "operator policies",
 };
 
 fn say(out: &mut dyn std::io::Write, format: Format, text: String) {
@@ -55,18 +69,8 @@ pub fn set(
         "priority": p.priority,
         "apply-to": p.apply_to,
     });
-    c.request(
-        "PUT",
-        &format!(
-            "/api/{}/{}/{}",
-            kind.path,
-            encode_segment(&p.vhost),
-            encode_segment(&p.name)
-        ),
-        Some(&body),
-        None,
-    )
-    .map(drop)
+    c.request("PUT", &kind.url(&p.vhost, Some(&p.name)), Some(&body), None)
+        .map(drop)
 }
 
 /// `list-policies`: rabbitmqctl's columns.
@@ -80,9 +84,9 @@ pub fn list(
     say(
         out,
         format,
-        format!("Listing {} for vhost \"{vhost}\" ...", plural(&kind)),
+        format!("Listing {} for vhost \"{vhost}\" ...", kind.plural),
     );
-    let path = format!("/api/{}/{}", kind.path, encode_segment(vhost));
+    let path = kind.url(vhost, None);
     let Value::Array(rows) = c.request("GET", &path, None, None)? else {
         return Err(CtlError::BadAnswer(format!("{path} did not answer a list")));
     };
@@ -112,23 +116,6 @@ pub fn clear(
         format,
         format!("Clearing {} \"{name}\" on vhost \"{vhost}\" ...", kind.word),
     );
-    c.request(
-        "DELETE",
-        &format!(
-            "/api/{}/{}/{}",
-            kind.path,
-            encode_segment(vhost),
-            encode_segment(name)
-        ),
-        None,
-        None,
-    )
-    .map(drop)
-}
-
-fn plural(kind: &Kind) -> &'static str {
-    match kind.path {
-        "policies" => "policies",
-        _ => "operator policies",
-    }
+    c.request("DELETE", &kind.url(vhost, Some(name)), None, None)
+        .map(drop)
 }
